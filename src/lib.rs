@@ -1,0 +1,14 @@
+//! daxfs: a persistent-memory filesystem in user space (see README.md and docs/design.md).
+//!
+//! Layers, bottom up: `device` (the mapped pmem and its persistence primitives), `format`
+//! (every on-media byte), `btree` (one generic B+tree), `trans` (transactions and the
+//! metadata log), `alloc`/`ialloc` (free space and inodes per AG), `extent_map`/`bmap`
+//! (file block mapping, the fault path), `dir`, `xattr`, `inode` (in-core inodes, locks),
+//! `fs` (POSIX operations), then `mkfs`, `check`, and the `fuse` adapter and CLI on top.
+
+pub mod btree;
+pub mod device;
+pub mod error;
+pub mod extent_map;
+pub mod format;
+pub mod fs;
