@@ -108,11 +108,45 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtimeMode {
+    #[default]
+    Relatime,
+    Noatime,
+    Strictatime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DaxMode {
+    /// Per-file FS_XFLAG_DAX decides (the default, as XFS).
+    #[default]
+    Inode,
+    Always,
+    Never,
+}
+
+/// Options the core understands (mount.rs parses `-o` into these).
+#[derive(Debug, Clone, Default)]
+pub struct FsOptions {
+    pub read_only: bool,
+    pub atime: AtimeMode,
+    pub dax: DaxMode,
+}
+
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside.
 pub struct Fs {}
 
 #[allow(unused_variables)]
 impl Fs {
+    /// Mount the filesystem on `dev`: verify the superblock, replay the log, free inodes
+    /// left unlinked by a crash.
+    pub fn mount(dev: std::sync::Arc<crate::device::Device>, opts: &FsOptions) -> Result<std::sync::Arc<Fs>> {
+        unimplemented!()
+    }
+    /// Where the daemon tells the user how durability works on this device.
+    pub fn persistence(&self) -> crate::device::Persistence {
+        unimplemented!()
+    }
     pub fn root_ino(&self) -> Ino {
         unimplemented!()
     }

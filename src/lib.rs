@@ -12,3 +12,5 @@ pub mod error;
 pub mod extent_map;
 pub mod format;
 pub mod fs;
+pub mod check;
+pub mod mkfs;
