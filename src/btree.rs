@@ -64,3 +64,578 @@ pub trait BlockIo {
     /// Give back a node of `tree` that no longer holds records.
     fn free_node(&mut self, tree: &Tree, blk: u64) -> Result<()>;
 }
+
+use crate::error::FsError;
+use crate::format::{
+    BLOCK_SIZE, BT_LEVEL, BT_NUMRECS, BT_RECS, BTREE_LEVELS_MAX, get_u16, get_uint, init_header,
+    new_block, put_u16, put_uint,
+};
+
+/// Records per node of `ops` (leaves hold values, interior nodes child pointers).
+pub fn max_recs(ops: &TreeOps, leaf: bool) -> usize {
+    if let Some(n) = ops.max_recs {
+        return n;
+    }
+    let rec = ops.key_len + if leaf { ops.val_len } else { 8 };
+    (BLOCK_SIZE - BT_RECS) / rec
+}
+
+/// A node decoded from its block (the block image is kept for its header).
+struct Node {
+    blk: u64,
+    buf: Box<Block>,
+    level: u16,
+    keys: Vec<u128>,
+    /// Values in a leaf, child block numbers in an interior node.
+    vals: Vec<u128>,
+}
+
+impl Node {
+    fn is_leaf(&self) -> bool {
+        self.level == 0
+    }
+}
+
+fn corrupt(tree: &Tree, blk: u64, what: String) -> FsError {
+    FsError::corrupt(format!(
+        "{} (owner {}) node {blk}: {what}",
+        tree.ops.name, tree.owner
+    ))
+}
+
+fn read_node<I: BlockIo>(io: &mut I, tree: &Tree, blk: u64, level: u16) -> Result<Node> {
+    if blk == 0 {
+        return Err(corrupt(tree, blk, "null child pointer".into()));
+    }
+    let buf = io.read_meta(blk, tree.ops.magic, Some(tree.owner), tree.ops.name)?;
+    let got_level = get_u16(&buf[..], BT_LEVEL);
+    if got_level != level {
+        return Err(corrupt(
+            tree,
+            blk,
+            format!("level {got_level}, expected {level}"),
+        ));
+    }
+    let n = get_u16(&buf[..], BT_NUMRECS) as usize;
+    let leaf = level == 0;
+    if n == 0 || n > max_recs(tree.ops, leaf) {
+        return Err(corrupt(
+            tree,
+            blk,
+            format!("{n} records (1..={} allowed)", max_recs(tree.ops, leaf)),
+        ));
+    }
+    let (kl, vl) = (tree.ops.key_len, if leaf { tree.ops.val_len } else { 8 });
+    let mut keys = Vec::with_capacity(n);
+    let mut vals = Vec::with_capacity(n);
+    for i in 0..n {
+        let off = BT_RECS + i * (kl + vl);
+        let k = get_uint(&buf[..], off, kl);
+        if let Some(&prev) = keys.last() {
+            if k <= prev {
+                return Err(corrupt(
+                    tree,
+                    blk,
+                    format!("keys out of order at record {i}"),
+                ));
+            }
+        }
+        keys.push(k);
+        vals.push(if vl == 0 {
+            0
+        } else {
+            get_uint(&buf[..], off + kl, vl)
+        });
+        if !leaf && vals[i] == 0 {
+            return Err(corrupt(
+                tree,
+                blk,
+                format!("record {i} has a null child pointer"),
+            ));
+        }
+    }
+    Ok(Node {
+        blk,
+        buf,
+        level,
+        keys,
+        vals,
+    })
+}
+
+fn write_node<I: BlockIo>(io: &mut I, tree: &Tree, node: &mut Node) {
+    let leaf = node.is_leaf();
+    debug_assert!(!node.keys.is_empty() && node.keys.len() <= max_recs(tree.ops, leaf));
+    let (kl, vl) = (tree.ops.key_len, if leaf { tree.ops.val_len } else { 8 });
+    let b = &mut node.buf[..];
+    put_u16(b, BT_LEVEL, node.level);
+    put_u16(b, BT_NUMRECS, node.keys.len() as u16);
+    b[BT_RECS..].fill(0);
+    for i in 0..node.keys.len() {
+        let off = BT_RECS + i * (kl + vl);
+        put_uint(b, off, kl, node.keys[i]);
+        if vl > 0 {
+            put_uint(b, off + kl, vl, node.vals[i]);
+        }
+    }
+    io.write_meta(node.blk, &node.buf);
+}
+
+fn new_node<I: BlockIo>(io: &mut I, tree: &Tree, level: u16) -> Result<Node> {
+    let blk = io.alloc_node(tree)?;
+    let mut buf = new_block();
+    init_header(&mut buf[..], tree.ops.magic, blk, tree.owner, &io.uuid());
+    Ok(Node {
+        blk,
+        buf,
+        level,
+        keys: Vec::new(),
+        vals: Vec::new(),
+    })
+}
+
+/// Index of the child of interior `node` whose subtree may hold `key`.
+fn child_index(node: &Node, key: u128) -> usize {
+    match node.keys.binary_search(&key) {
+        Ok(i) => i,
+        Err(0) => 0,
+        Err(i) => i - 1,
+    }
+}
+
+fn check_root(tree: &Tree, root: &Root) -> Result<()> {
+    if root.level as usize >= BTREE_LEVELS_MAX {
+        return Err(corrupt(
+            tree,
+            root.blk,
+            format!("root level {} too deep", root.level),
+        ));
+    }
+    Ok(())
+}
+
+/// A path from the root to a leaf: each node and the index taken (in the leaf: the record).
+struct Cursor {
+    path: Vec<(Node, usize)>,
+}
+
+impl Cursor {
+    /// Descend towards `key`; the leaf index is the first record >= key (may be len).
+    fn seek<I: BlockIo>(io: &mut I, tree: &Tree, root: &Root, key: u128) -> Result<Option<Cursor>> {
+        if root.blk == 0 {
+            return Ok(None);
+        }
+        check_root(tree, root)?;
+        let mut path = Vec::with_capacity(root.level as usize + 1);
+        let mut blk = root.blk;
+        let mut level = root.level as u16;
+        loop {
+            let node = read_node(io, tree, blk, level)?;
+            if node.is_leaf() {
+                let i = match node.keys.binary_search(&key) {
+                    Ok(i) | Err(i) => i,
+                };
+                path.push((node, i));
+                return Ok(Some(Cursor { path }));
+            }
+            let i = child_index(&node, key);
+            blk = node.vals[i] as u64;
+            path.push((node, i));
+            level -= 1;
+        }
+    }
+
+    fn leaf(&self) -> &(Node, usize) {
+        self.path.last().unwrap()
+    }
+
+    /// The record under the cursor, if the leaf index is inside the leaf.
+    fn record(&self) -> Option<(u128, u128)> {
+        let (n, i) = self.leaf();
+        (*i < n.keys.len()).then(|| (n.keys[*i], n.vals[*i]))
+    }
+
+    /// Move to the first record of the next leaf (from an index at or past the end).
+    fn next_leaf<I: BlockIo>(&mut self, io: &mut I, tree: &Tree) -> Result<bool> {
+        // Climb to the lowest ancestor with a next child.
+        let mut depth = self.path.len() - 1;
+        loop {
+            if depth == 0 {
+                return Ok(false);
+            }
+            depth -= 1;
+            let (n, i) = &self.path[depth];
+            if i + 1 < n.keys.len() {
+                break;
+            }
+        }
+        self.path.truncate(depth + 1);
+        self.path[depth].1 += 1;
+        loop {
+            let (n, i) = self.path.last().unwrap();
+            if n.is_leaf() {
+                return Ok(true);
+            }
+            let (blk, level) = (n.vals[*i] as u64, n.level - 1);
+            let child = read_node(io, tree, blk, level)?;
+            self.path.push((child, 0));
+        }
+    }
+
+    /// Move to the last record of the previous leaf.
+    fn prev_leaf<I: BlockIo>(&mut self, io: &mut I, tree: &Tree) -> Result<bool> {
+        let mut depth = self.path.len() - 1;
+        loop {
+            if depth == 0 {
+                return Ok(false);
+            }
+            depth -= 1;
+            if self.path[depth].1 > 0 {
+                break;
+            }
+        }
+        self.path.truncate(depth + 1);
+        self.path[depth].1 -= 1;
+        loop {
+            let (n, i) = self.path.last().unwrap();
+            if n.is_leaf() {
+                return Ok(true);
+            }
+            let (blk, level) = (n.vals[*i] as u64, n.level - 1);
+            let child = read_node(io, tree, blk, level)?;
+            let last = child.keys.len() - 1;
+            self.path.push((child, last));
+        }
+    }
+
+    /// Advance to the next record; false at the end of the tree.
+    fn advance<I: BlockIo>(&mut self, io: &mut I, tree: &Tree) -> Result<bool> {
+        let (n, i) = self.path.last_mut().unwrap();
+        if *i + 1 < n.keys.len() {
+            *i += 1;
+            return Ok(true);
+        }
+        *i = n.keys.len();
+        self.next_leaf(io, tree)
+    }
+}
+
+pub fn get<I: BlockIo>(io: &mut I, tree: &Tree, root: &Root, key: u128) -> Result<Option<u128>> {
+    let Some(c) = Cursor::seek(io, tree, root, key)? else {
+        return Ok(None);
+    };
+    Ok(c.record().filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
+pub fn lookup_ge<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &Root,
+    key: u128,
+) -> Result<Option<(u128, u128)>> {
+    let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
+        return Ok(None);
+    };
+    if let Some(r) = c.record() {
+        return Ok(Some(r));
+    }
+    if c.next_leaf(io, tree)? {
+        Ok(c.record())
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn lookup_le<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &Root,
+    key: u128,
+) -> Result<Option<(u128, u128)>> {
+    let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
+        return Ok(None);
+    };
+    if let Some((k, v)) = c.record() {
+        if k == key {
+            return Ok(Some((k, v)));
+        }
+    }
+    // The record before the cursor position.
+    let (_, i) = c.leaf();
+    if *i > 0 {
+        let (n, i) = c.leaf();
+        return Ok(Some((n.keys[i - 1], n.vals[i - 1])));
+    }
+    if c.prev_leaf(io, tree)? {
+        Ok(c.record())
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn walk<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &Root,
+    start: u128,
+    f: &mut dyn FnMut(u128, u128) -> Result<bool>,
+) -> Result<()> {
+    let Some(mut c) = Cursor::seek(io, tree, root, start)? else {
+        return Ok(());
+    };
+    if c.record().is_none() && !c.next_leaf(io, tree)? {
+        return Ok(());
+    }
+    loop {
+        let (k, v) = c.record().expect("cursor on a record");
+        if !f(k, v)? {
+            return Ok(());
+        }
+        if !c.advance(io, tree)? {
+            return Ok(());
+        }
+    }
+}
+
+pub fn count<I: BlockIo>(io: &mut I, tree: &Tree, root: &Root) -> Result<u64> {
+    let mut n = 0;
+    walk(io, tree, root, 0, &mut |_, _| {
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
+}
+
+pub fn update<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &Root,
+    key: u128,
+    val: u128,
+) -> Result<()> {
+    let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
+        return Err(FsError::corrupt(format!(
+            "{} (owner {}): update of missing key {key:#x}",
+            tree.ops.name, tree.owner
+        )));
+    };
+    let (n, i) = c.path.last_mut().unwrap();
+    if *i >= n.keys.len() || n.keys[*i] != key {
+        return Err(FsError::corrupt(format!(
+            "{} (owner {}): update of missing key {key:#x}",
+            tree.ops.name, tree.owner
+        )));
+    }
+    n.vals[*i] = val;
+    write_node(io, tree, n);
+    Ok(())
+}
+
+pub fn insert<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &mut Root,
+    key: u128,
+    val: u128,
+) -> Result<()> {
+    let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
+        let mut leaf = new_node(io, tree, 0)?;
+        leaf.keys.push(key);
+        leaf.vals.push(val);
+        write_node(io, tree, &mut leaf);
+        *root = Root {
+            blk: leaf.blk,
+            level: 0,
+        };
+        return Ok(());
+    };
+    {
+        let (n, i) = c.path.last_mut().unwrap();
+        if *i < n.keys.len() && n.keys[*i] == key {
+            return Err(FsError::corrupt(format!(
+                "{} (owner {}): key {key:#x} already present",
+                tree.ops.name, tree.owner
+            )));
+        }
+        n.keys.insert(*i, key);
+        n.vals.insert(*i, val);
+    }
+    // A new minimum: lower the separator keys above it.
+    for d in (0..c.path.len() - 1).rev() {
+        let (p, i) = &mut c.path[d];
+        if p.keys[*i] > key {
+            p.keys[*i] = key;
+            write_node(io, tree, p);
+        }
+        if *i != 0 {
+            break;
+        }
+    }
+    // Split upwards while a node overflows.
+    let mut d = c.path.len() - 1;
+    loop {
+        let leaf = c.path[d].0.is_leaf();
+        if c.path[d].0.keys.len() <= max_recs(tree.ops, leaf) {
+            write_node(io, tree, &mut c.path[d].0);
+            return Ok(());
+        }
+        let level = c.path[d].0.level;
+        let mut right = new_node(io, tree, level)?;
+        {
+            let n = &mut c.path[d].0;
+            let mid = n.keys.len() / 2;
+            right.keys = n.keys.split_off(mid);
+            right.vals = n.vals.split_off(mid);
+            write_node(io, tree, n);
+        }
+        write_node(io, tree, &mut right);
+        let sep = right.keys[0];
+        if d == 0 {
+            if level as usize + 1 >= BTREE_LEVELS_MAX {
+                return Err(FsError::Errno(libc::EFBIG));
+            }
+            let left = &c.path[0].0;
+            let mut new_root = new_node(io, tree, level + 1)?;
+            new_root.keys = vec![left.keys[0], sep];
+            new_root.vals = vec![left.blk as u128, right.blk as u128];
+            write_node(io, tree, &mut new_root);
+            *root = Root {
+                blk: new_root.blk,
+                level: (level + 1) as u8,
+            };
+            return Ok(());
+        }
+        let (p, i) = &mut c.path[d - 1];
+        p.keys.insert(*i + 1, sep);
+        p.vals.insert(*i + 1, right.blk as u128);
+        d -= 1;
+    }
+}
+
+pub fn delete<I: BlockIo>(io: &mut I, tree: &Tree, root: &mut Root, key: u128) -> Result<u128> {
+    let missing = || {
+        FsError::corrupt(format!(
+            "{} (owner {}): delete of missing key {key:#x}",
+            tree.ops.name, tree.owner
+        ))
+    };
+    let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
+        return Err(missing());
+    };
+    let old = {
+        let (n, i) = c.path.last_mut().unwrap();
+        if *i >= n.keys.len() || n.keys[*i] != key {
+            return Err(missing());
+        }
+        n.keys.remove(*i);
+        n.vals.remove(*i)
+    };
+    // Free nodes that became empty, removing them from their parents.
+    let mut d = c.path.len() - 1;
+    loop {
+        if !c.path[d].0.keys.is_empty() {
+            write_node(io, tree, &mut c.path[d].0);
+            break;
+        }
+        io.free_node(tree, c.path[d].0.blk)?;
+        if d == 0 {
+            *root = Root::default();
+            return Ok(old);
+        }
+        let (p, i) = &mut c.path[d - 1];
+        p.keys.remove(*i);
+        p.vals.remove(*i);
+        d -= 1;
+    }
+    // Collapse a root with a single child.
+    while root.level > 0 {
+        let r = read_node(io, tree, root.blk, root.level as u16)?;
+        if r.keys.len() != 1 {
+            break;
+        }
+        io.free_node(tree, r.blk)?;
+        *root = Root {
+            blk: r.vals[0] as u64,
+            level: root.level - 1,
+        };
+    }
+    Ok(old)
+}
+
+pub fn destroy<I: BlockIo>(io: &mut I, tree: &Tree, root: &mut Root) -> Result<()> {
+    if root.blk == 0 {
+        return Ok(());
+    }
+    check_root(tree, root)?;
+    let mut stack = vec![(root.blk, root.level as u16)];
+    while let Some((blk, level)) = stack.pop() {
+        let n = read_node(io, tree, blk, level)?;
+        if !n.is_leaf() {
+            stack.extend(n.vals.iter().map(|&c| (c as u64, level - 1)));
+        }
+        io.free_node(tree, blk)?;
+    }
+    *root = Root::default();
+    Ok(())
+}
+
+pub fn check<I: BlockIo>(
+    io: &mut I,
+    tree: &Tree,
+    root: &Root,
+    blocks: &mut dyn FnMut(u64),
+    recs: &mut dyn FnMut(u128, u128),
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if root.blk == 0 {
+        return problems;
+    }
+    if let Err(e) = check_root(tree, root) {
+        problems.push(e.to_string());
+        return problems;
+    }
+    let mut seen = std::collections::HashSet::new();
+    // (block, level, lower bound inclusive, upper bound exclusive)
+    let mut stack: Vec<(u64, u16, Option<u128>, Option<u128>)> =
+        vec![(root.blk, root.level as u16, None, None)];
+    while let Some((blk, level, lo, hi)) = stack.pop() {
+        if !seen.insert(blk) {
+            problems.push(format!(
+                "{} (owner {}): node {blk} is reachable twice",
+                tree.ops.name, tree.owner
+            ));
+            continue;
+        }
+        blocks(blk);
+        let n = match read_node(io, tree, blk, level) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let first = n.keys[0];
+        let last = *n.keys.last().unwrap();
+        if lo.is_some_and(|lo| first < lo) || hi.is_some_and(|hi| last >= hi) {
+            problems.push(format!(
+                "{} (owner {}): node {blk} holds keys outside the range its parent gives it",
+                tree.ops.name, tree.owner
+            ));
+        }
+        if n.is_leaf() {
+            for (k, v) in n.keys.iter().zip(&n.vals) {
+                recs(*k, *v);
+            }
+        } else {
+            for i in (0..n.keys.len()).rev() {
+                let chi = if i + 1 < n.keys.len() {
+                    Some(n.keys[i + 1])
+                } else {
+                    hi
+                };
+                stack.push((n.vals[i] as u64, level - 1, Some(n.keys[i]), chi));
+            }
+        }
+    }
+    problems
+}

@@ -105,12 +105,15 @@ impl Device {
     pub fn open(source: &str, read_only: bool) -> Result<Arc<Device>, DeviceError> {
         if let Some(size) = source.strip_prefix("memfd:") {
             let Some(size) = parse_size(size) else {
-                return msg(format!("memfd:{size}: cannot parse the size (try memfd:1G)"));
+                return msg(format!(
+                    "memfd:{size}: cannot parse the size (try memfd:1G)"
+                ));
             };
             return Device::memfd(size).map(Arc::new);
         }
         let path = Path::new(source);
-        let meta = std::fs::metadata(path).map_err(|e| DeviceError::Msg(format!("{source}: {e}")))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| DeviceError::Msg(format!("{source}: {e}")))?;
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -121,7 +124,9 @@ impl Device {
             return Device::map(file, len, source, read_only, true).map(Arc::new);
         }
         if !meta.is_file() {
-            return msg(format!("{source}: not an image file, a /dev/dax device or memfd:SIZE"));
+            return msg(format!(
+                "{source}: not an image file, a /dev/dax device or memfd:SIZE"
+            ));
         }
         let len = meta.len();
         Device::map(file, len, source, read_only, false).map(Arc::new)
@@ -138,20 +143,35 @@ impl Device {
         }
         // SAFETY: fd was just created and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(size).map_err(|e| DeviceError::Msg(format!("memfd: cannot size to {size}: {e}")))?;
+        file.set_len(size)
+            .map_err(|e| DeviceError::Msg(format!("memfd: cannot size to {size}: {e}")))?;
         let mut dev = Device::map(file, size, &format!("memfd:{size}"), false, false)?;
         dev.persistence = Persistence::Volatile;
         Ok(dev)
     }
 
-    fn map(file: File, len: u64, source: &str, read_only: bool, devdax: bool) -> Result<Device, DeviceError> {
+    fn map(
+        file: File,
+        len: u64,
+        source: &str,
+        read_only: bool,
+        devdax: bool,
+    ) -> Result<Device, DeviceError> {
         let len = len & !(BLOCK_SIZE as u64 - 1);
         if len == 0 {
             return msg(format!("{source}: empty device"));
         }
-        let prot = if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
+        let prot = if read_only {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         let fd = file.as_raw_fd();
-        let mut persistence = if devdax { Persistence::Dax } else { Persistence::PageCache };
+        let mut persistence = if devdax {
+            Persistence::Dax
+        } else {
+            Persistence::PageCache
+        };
         // SAFETY: mapping a file we hold open; the result is checked.
         let mut base = unsafe {
             libc::mmap(
@@ -169,10 +189,28 @@ impl Device {
                 persistence = Persistence::PageCache;
             }
             // SAFETY: as above.
-            base = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, libc::MAP_SHARED, fd, 0) };
+            base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    prot,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
         } else if base == libc::MAP_FAILED {
             // SAFETY: as above.
-            base = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, prot, libc::MAP_SHARED, fd, 0) };
+            base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    prot,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
             if !devdax {
                 persistence = Persistence::PageCache;
             }
@@ -180,7 +218,10 @@ impl Device {
             persistence = Persistence::Dax;
         }
         if base == libc::MAP_FAILED {
-            return msg(format!("{source}: mmap of {len} bytes failed: {}", std::io::Error::last_os_error()));
+            return msg(format!(
+                "{source}: mmap of {len} bytes failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(Device {
             base: base as *mut u8,
@@ -200,7 +241,10 @@ impl Device {
     }
 
     pub fn take_trace(&self) -> Vec<TraceOp> {
-        self.trace.as_ref().map(|t| std::mem::take(&mut *t.lock().unwrap())).unwrap_or_default()
+        self.trace
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.lock().unwrap()))
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> u64 {
@@ -228,7 +272,8 @@ impl Device {
     #[inline]
     fn check(&self, off: u64, len: usize) {
         assert!(
-            off.checked_add(len as u64).is_some_and(|end| end <= self.len),
+            off.checked_add(len as u64)
+                .is_some_and(|end| end <= self.len),
             "device access {off}+{len} beyond {} (callers bound media values first)",
             self.len
         );
@@ -238,7 +283,9 @@ impl Device {
     pub fn read(&self, off: u64, buf: &mut [u8]) {
         self.check(off, buf.len());
         // SAFETY: bounds checked; the mapping lives as long as self; raw copy, no reference.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off as usize), buf.as_mut_ptr(), buf.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(off as usize), buf.as_mut_ptr(), buf.len())
+        }
     }
 
     /// Store into the device (not yet durable: flush and fence).
@@ -246,10 +293,31 @@ impl Device {
         assert!(!self.read_only, "store to a read-only device");
         self.check(off, data.len());
         if let Some(t) = &self.trace {
-            t.lock().unwrap().push(TraceOp::Store { off, data: data.to_vec() });
+            t.lock().unwrap().push(TraceOp::Store {
+                off,
+                data: data.to_vec(),
+            });
         }
         // SAFETY: bounds checked, mapping writable (not read_only).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off as usize), data.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off as usize), data.len())
+        }
+    }
+
+    /// One aligned 8-byte store: atomic with respect to power failure (the only store size
+    /// that is). Used for the superblock's state word.
+    pub fn store_u64(&self, off: u64, v: u64) {
+        assert!(!self.read_only, "store to a read-only device");
+        assert!(off % 8 == 0, "atomic store at unaligned offset {off}");
+        self.check(off, 8);
+        if let Some(t) = &self.trace {
+            t.lock().unwrap().push(TraceOp::Store {
+                off,
+                data: v.to_le_bytes().to_vec(),
+            });
+        }
+        // SAFETY: bounds checked, aligned (the mapping is page aligned), writable.
+        unsafe { std::ptr::write_volatile(self.base.add(off as usize) as *mut u64, v.to_le()) }
     }
 
     /// Store zeros.
@@ -257,7 +325,10 @@ impl Device {
         assert!(!self.read_only, "store to a read-only device");
         self.check(off, len as usize);
         if let Some(t) = &self.trace {
-            t.lock().unwrap().push(TraceOp::Store { off, data: vec![0; len as usize] });
+            t.lock().unwrap().push(TraceOp::Store {
+                off,
+                data: vec![0; len as usize],
+            });
         }
         // SAFETY: bounds checked, mapping writable.
         unsafe { std::ptr::write_bytes(self.base.add(off as usize), 0, len as usize) }
@@ -289,6 +360,15 @@ impl Device {
             Persistence::Dax => flush_cache_lines(self.base, off, len),
             Persistence::PageCache => PENDING.with(|p| p.borrow_mut().push((off, len))),
             Persistence::Volatile => {}
+        }
+    }
+
+    /// Write back file data that is not ordered against a metadata commit (overwrites of
+    /// blocks already in the file): DAX flushes cache lines; page-cache mappings leave it to
+    /// fsync, which msyncs the whole device (`persist_all`).
+    pub fn flush_data(&self, off: u64, len: u64) {
+        if self.persistence == Persistence::Dax || self.trace.is_some() {
+            self.flush(off, len);
         }
     }
 
@@ -328,9 +408,19 @@ impl Device {
         let start = off & !(page - 1);
         let end = (off + len).div_ceil(page) * page;
         // SAFETY: range inside our mapping, page aligned.
-        let r = unsafe { libc::msync(self.base.add(start as usize) as *mut _, (end - start) as usize, libc::MS_SYNC) };
+        let r = unsafe {
+            libc::msync(
+                self.base.add(start as usize) as *mut _,
+                (end - start) as usize,
+                libc::MS_SYNC,
+            )
+        };
         if r != 0 {
-            log::error!("{}: msync failed: {}", self.source, std::io::Error::last_os_error());
+            log::error!(
+                "{}: msync failed: {}",
+                self.source,
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -360,12 +450,20 @@ fn coalesce(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 
 fn devdax_size(path: &Path) -> Result<u64, DeviceError> {
     use std::os::unix::fs::MetadataExt;
-    let rdev = std::fs::metadata(path).map_err(|e| DeviceError::Msg(e.to_string()))?.rdev();
+    let rdev = std::fs::metadata(path)
+        .map_err(|e| DeviceError::Msg(e.to_string()))?
+        .rdev();
     let (maj, min) = (libc::major(rdev), libc::minor(rdev));
     let p = format!("/sys/dev/char/{maj}:{min}/size");
-    let s = std::fs::read_to_string(&p)
-        .map_err(|e| DeviceError::Msg(format!("{}: not a device-DAX device ({p}: {e})", path.display())))?;
-    s.trim().parse().map_err(|_| DeviceError::Msg(format!("{p}: unreadable size {s:?}")))
+    let s = std::fs::read_to_string(&p).map_err(|e| {
+        DeviceError::Msg(format!(
+            "{}: not a device-DAX device ({p}: {e})",
+            path.display()
+        ))
+    })?;
+    s.trim()
+        .parse()
+        .map_err(|_| DeviceError::Msg(format!("{p}: unreadable size {s:?}")))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -17,6 +17,9 @@ pub enum FsError {
     Corrupt(String),
     /// The device could not be read or written.
     Io(String),
+    /// A request that cannot be honoured as asked (bad geometry, bad option): the message
+    /// says why and what to do.
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, FsError>;
@@ -27,6 +30,7 @@ impl FsError {
             FsError::Errno(e) => *e,
             FsError::Corrupt(_) => EFSCORRUPTED,
             FsError::Io(_) => libc::EIO,
+            FsError::Invalid(_) => libc::EINVAL,
         }
     }
 
@@ -44,6 +48,7 @@ impl fmt::Display for FsError {
             FsError::Errno(e) => write!(f, "{}", std::io::Error::from_raw_os_error(*e)),
             FsError::Corrupt(m) => write!(f, "metadata corruption: {m}"),
             FsError::Io(m) => write!(f, "I/O error: {m}"),
+            FsError::Invalid(m) => write!(f, "{m}"),
         }
     }
 }

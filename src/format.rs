@@ -94,7 +94,10 @@ pub fn get_uint(b: &[u8], off: usize, len: usize) -> u128 {
 }
 /// Write the low `len` bytes of `v` little-endian. Debug builds check nothing is lost.
 pub fn put_uint(b: &mut [u8], off: usize, len: usize, v: u128) {
-    debug_assert!(len == 16 || v >> (len * 8) == 0, "value {v:#x} does not fit {len} bytes");
+    debug_assert!(
+        len == 16 || v >> (len * 8) == 0,
+        "value {v:#x} does not fit {len} bytes"
+    );
     b[off..off + len].copy_from_slice(&v.to_le_bytes()[..len]);
 }
 
@@ -199,11 +202,28 @@ pub fn verify_header(
 //  0 magic u32 | 4 crc u32 | 8 version u32 | 12 block_size u32 | 16 uuid [16]
 // 32 total_blocks u64 | 40 ag_blocks u64 | 48 ag_count u32 | 52 inode_size u32
 // 56 log_start u64 | 64 log_blocks u64 | 72 root_ino u64 | 80 compat u64
-// 88 ro_compat u64 | 96 incompat u64 | 104 lsn_base u64 | 112 mkfs_time i64
-// 120 clean u32 | 124 agno u32 | 128 label [32] | 160.. zero
+// 88 ro_compat u64 | 96 incompat u64 | 104 state u64 | 112 mkfs_time i64
+// 120 pad u32 | 124 agno u32 | 128 label [32] | 160.. zero
+//
+// The state word (lsn_base | clean << 63) is the only field that changes after mkfs. It
+// is left out of the CRC and updated by one aligned 8-byte store, which is atomic, so a
+// crash can never tear the superblock.
 
 pub const SB_CRC: usize = 4;
+pub const SB_STATE: usize = 104;
 pub const SB_SIZE_USED: usize = 160;
+const SB_CLEAN_BIT: u64 = 1 << 63;
+
+pub fn sb_state_word(lsn_base: u64, clean: bool) -> u64 {
+    debug_assert!(lsn_base & SB_CLEAN_BIT == 0);
+    lsn_base | if clean { SB_CLEAN_BIT } else { 0 }
+}
+
+fn sb_crc(b: &[u8]) -> u32 {
+    let mut c = b[..BLOCK_SIZE].to_vec();
+    c[SB_STATE..SB_STATE + 8].fill(0);
+    crc_with_hole(&c, SB_CRC)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
@@ -243,13 +263,12 @@ impl Superblock {
         put_u64(b, 80, self.compat);
         put_u64(b, 88, self.ro_compat);
         put_u64(b, 96, self.incompat);
-        put_u64(b, 104, self.lsn_base);
         put_i64(b, 112, self.mkfs_time);
-        put_u32(b, 120, self.clean);
         put_u32(b, 124, agno);
         b[128..160].copy_from_slice(&self.label);
-        let crc = crc_with_hole(&b[..BLOCK_SIZE], SB_CRC);
+        let crc = sb_crc(b);
         put_u32(b, SB_CRC, crc);
+        put_u64(b, SB_STATE, sb_state_word(self.lsn_base, self.clean != 0));
     }
 
     /// Decode and validate. `device_blocks` bounds the geometry against the real device.
@@ -261,7 +280,7 @@ impl Superblock {
             )));
         }
         let want = get_u32(b, SB_CRC);
-        let got = crc_with_hole(&b[..BLOCK_SIZE], SB_CRC);
+        let got = sb_crc(b);
         if want != got {
             return Err(FsError::corrupt(format!(
                 "superblock: CRC mismatch (stored {want:#010x}, computed {got:#010x})"
@@ -279,9 +298,9 @@ impl Superblock {
             compat: get_u64(b, 80),
             ro_compat: get_u64(b, 88),
             incompat: get_u64(b, 96),
-            lsn_base: get_u64(b, 104),
+            lsn_base: get_u64(b, SB_STATE) & !SB_CLEAN_BIT,
             mkfs_time: get_i64(b, 112),
-            clean: get_u32(b, 120),
+            clean: (get_u64(b, SB_STATE) & SB_CLEAN_BIT != 0) as u32,
             label: b[128..160].try_into().unwrap(),
         };
         let bs = get_u32(b, 12);
@@ -594,9 +613,19 @@ mod tests {
         assert!(e.to_string().contains("not a daxfs image"));
         let mut bad = b.clone();
         put_u64(&mut bad[..], 96, 1 << 40);
-        let crc = crc_with_hole(&bad[..], SB_CRC);
+        let crc = sb_crc(&bad[..]);
         put_u32(&mut bad[..], SB_CRC, crc);
-        assert!(Superblock::decode(&bad[..], 8192).unwrap_err().to_string().contains("incompatible"));
+        assert!(
+            Superblock::decode(&bad[..], 8192)
+                .unwrap_err()
+                .to_string()
+                .contains("incompatible")
+        );
+        // The state word changes without touching the CRC.
+        let mut st = b.clone();
+        put_u64(&mut st[..], SB_STATE, sb_state_word(77, false));
+        let d = Superblock::decode(&st[..], 8192).unwrap();
+        assert_eq!((d.lsn_base, d.clean), (77, 0));
     }
 
     #[test]

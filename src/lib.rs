@@ -6,11 +6,20 @@
 //! (file block mapping, the fault path), `dir`, `xattr`, `inode` (in-core inodes, locks),
 //! `fs` (POSIX operations), then `mkfs`, `check`, and the `fuse` adapter and CLI on top.
 
+pub mod alloc;
+pub mod bmap;
 pub mod btree;
+pub mod check;
 pub mod device;
+pub mod dir;
 pub mod error;
 pub mod extent_map;
 pub mod format;
 pub mod fs;
-pub mod check;
+pub mod ialloc;
+pub mod inode;
+pub mod mem;
 pub mod mkfs;
+pub mod mp;
+pub mod trans;
+pub mod xattr;

@@ -1,0 +1,377 @@
+//! Free-space allocation per allocation group (XFS's xfs_alloc.c).
+//!
+//! Each AG keeps its free extents twice: by block number (bnobt: agbno -> len), to merge a
+//! freed extent with its neighbours, and by length (cntbt: (len, agbno)), to find a best
+//! fit. Both trees must hold exactly the same extents; `daxfs check` verifies it.
+//!
+//! The two free-space trees cannot allocate their own nodes from themselves (a split in the
+//! middle of taking a record out would recurse). As in XFS, they take nodes from the AG
+//! free list (AGFL), a small stack of blocks refilled from the trees *before* each
+//! operation (`fix_freelist`) so that one operation's splits always find blocks there.
+//!
+//! Counting: the in-core free-block counter is the sum over AGs of blocks in the trees plus
+//! blocks on the AGFL. Moving a block between trees and AGFL does not change it; handing a
+//! block to anyone else (data, inode chunk, another tree's node, a free-space tree node)
+//! does.
+
+use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
+use crate::error::{FsError, Result, err};
+use crate::format::*;
+use crate::trans::Trans;
+
+pub static BNOBT: TreeOps = TreeOps {
+    name: "bnobt",
+    magic: BNOBT_MAGIC,
+    key_len: 4,
+    val_len: 4,
+    max_recs: None,
+};
+pub static CNTBT: TreeOps = TreeOps {
+    name: "cntbt",
+    magic: CNTBT_MAGIC,
+    key_len: 8,
+    val_len: 0,
+    max_recs: None,
+};
+
+/// Keep at least this many blocks on each AGFL before an operation: one allocation or free
+/// changes at most 3 records per tree, each splitting at most BTREE_LEVELS_MAX nodes.
+pub const AGFL_MIN: u32 = 2 * 3 * 4;
+/// Give blocks back to the trees above this many.
+pub const AGFL_MAX: u32 = 64;
+
+pub fn cnt_key(len: u64, agbno: u64) -> u128 {
+    ((len as u128) << 32) | agbno as u128
+}
+
+pub fn bno_tree(agno: u32) -> Tree {
+    Tree {
+        ops: &BNOBT,
+        owner: agno as u64,
+    }
+}
+pub fn cnt_tree(agno: u32) -> Tree {
+    Tree {
+        ops: &CNTBT,
+        owner: agno as u64,
+    }
+}
+
+pub fn read_agf(tx: &mut Trans, agno: u32) -> Result<Agf> {
+    let blk = tx.mp.fsblock(agno, AGF_BLOCK);
+    let b = tx.read_meta(blk, AGF_MAGIC, Some(agno as u64), "AGF")?;
+    let agf = Agf::decode(&b[..]);
+    crate::ensure_sane!(
+        agf.agno == agno && agf.length == tx.mp.ag_len(agno),
+        "AGF of AG {agno}: says AG {} of length {}, expected length {}",
+        agf.agno,
+        agf.length,
+        tx.mp.ag_len(agno)
+    );
+    Ok(agf)
+}
+
+pub fn write_agf(tx: &mut Trans, agf: &Agf) {
+    let blk = tx.mp.fsblock(agf.agno, AGF_BLOCK);
+    let mut b = tx
+        .read_meta(blk, AGF_MAGIC, Some(agf.agno as u64), "AGF")
+        .expect("AGF was read in this transaction");
+    agf.encode(&mut b[..]);
+    tx.write_meta(blk, &b);
+}
+
+fn agfl_read(tx: &mut Trans, agno: u32) -> Result<(u64, Box<Block>, u32)> {
+    let blk = tx.mp.fsblock(agno, AGFL_BLOCK);
+    let b = tx.read_meta(blk, AGFL_MAGIC, Some(agno as u64), "AGFL")?;
+    let count = get_u32(&b[..], AGFL_COUNT);
+    crate::ensure_sane!(
+        count as usize <= AGFL_CAPACITY,
+        "AGFL of AG {agno}: count {count} too large"
+    );
+    Ok((blk, b, count))
+}
+
+pub fn agfl_count(tx: &mut Trans, agno: u32) -> Result<u32> {
+    Ok(agfl_read(tx, agno)?.2)
+}
+
+fn agfl_pop(tx: &mut Trans, agno: u32) -> Result<u64> {
+    let (blk, mut b, count) = agfl_read(tx, agno)?;
+    if count == 0 {
+        return Err(FsError::corrupt(format!(
+            "AGFL of AG {agno} ran empty during a free-space tree split"
+        )));
+    }
+    let agbno = get_u32(&b[..], AGFL_ENTRIES + 4 * (count as usize - 1)) as u64;
+    let ag_len = tx.mp.ag_len(agno);
+    crate::ensure_sane!(
+        (AG_FIRST_FREE..ag_len).contains(&agbno),
+        "AGFL of AG {agno}: entry {agbno} outside the AG"
+    );
+    put_u32(&mut b[..], AGFL_ENTRIES + 4 * (count as usize - 1), 0);
+    put_u32(&mut b[..], AGFL_COUNT, count - 1);
+    tx.write_meta(blk, &b);
+    Ok(agbno)
+}
+
+fn agfl_push(tx: &mut Trans, agno: u32, agbno: u64) -> Result<()> {
+    let (blk, mut b, count) = agfl_read(tx, agno)?;
+    if count as usize >= AGFL_CAPACITY {
+        return Err(FsError::corrupt(format!("AGFL of AG {agno} is full")));
+    }
+    put_u32(&mut b[..], AGFL_ENTRIES + 4 * count as usize, agbno as u32);
+    put_u32(&mut b[..], AGFL_COUNT, count + 1);
+    tx.write_meta(blk, &b);
+    Ok(())
+}
+
+/// Take [abno, abno+alen) out of free extent (fbno, flen) of `agf`'s trees.
+fn take(tx: &mut Trans, agf: &mut Agf, fbno: u64, flen: u64, abno: u64, alen: u64) -> Result<()> {
+    debug_assert!(fbno <= abno && abno + alen <= fbno + flen && alen > 0);
+    let (bt, ct) = (bno_tree(agf.agno), cnt_tree(agf.agno));
+    let mut broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let mut croot = Root {
+        blk: agf.cnt_root,
+        level: agf.cnt_level,
+    };
+    btree::delete(tx, &bt, &mut broot, fbno as u128)?;
+    btree::delete(tx, &ct, &mut croot, cnt_key(flen, fbno))?;
+    if abno > fbno {
+        btree::insert(tx, &bt, &mut broot, fbno as u128, (abno - fbno) as u128)?;
+        btree::insert(tx, &ct, &mut croot, cnt_key(abno - fbno, fbno), 0)?;
+    }
+    let end = abno + alen;
+    if end < fbno + flen {
+        btree::insert(
+            tx,
+            &bt,
+            &mut broot,
+            end as u128,
+            (fbno + flen - end) as u128,
+        )?;
+        btree::insert(tx, &ct, &mut croot, cnt_key(fbno + flen - end, end), 0)?;
+    }
+    (agf.bno_root, agf.bno_level) = (broot.blk, broot.level);
+    (agf.cnt_root, agf.cnt_level) = (croot.blk, croot.level);
+    agf.free_blocks -= alen;
+    Ok(())
+}
+
+/// Put [agbno, agbno+len) into the trees, merged with its neighbours.
+fn put(tx: &mut Trans, agno: u32, agbno: u64, len: u64) -> Result<()> {
+    let mut agf = read_agf(tx, agno)?;
+    let (bt, ct) = (bno_tree(agno), cnt_tree(agno));
+    let mut broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let mut croot = Root {
+        blk: agf.cnt_root,
+        level: agf.cnt_level,
+    };
+    let (mut start, mut end) = (agbno, agbno + len);
+    if let Some((lk, lv)) = btree::lookup_le(tx, &bt, &broot, agbno as u128)? {
+        let (ls, ll) = (lk as u64, lv as u64);
+        crate::ensure_sane!(
+            ls + ll <= agbno,
+            "AG {agno}: freeing {agbno}+{len} overlaps free extent {ls}+{ll}"
+        );
+        if ls + ll == agbno {
+            btree::delete(tx, &bt, &mut broot, ls as u128)?;
+            btree::delete(tx, &ct, &mut croot, cnt_key(ll, ls))?;
+            start = ls;
+        }
+    }
+    if let Some((rk, rv)) = btree::lookup_ge(tx, &bt, &broot, (agbno + 1) as u128)? {
+        let (rs, rl) = (rk as u64, rv as u64);
+        crate::ensure_sane!(
+            rs >= end,
+            "AG {agno}: freeing {agbno}+{len} overlaps free extent {rs}+{rl}"
+        );
+        if rs == end {
+            btree::delete(tx, &bt, &mut broot, rs as u128)?;
+            btree::delete(tx, &ct, &mut croot, cnt_key(rl, rs))?;
+            end = rs + rl;
+        }
+    }
+    btree::insert(tx, &bt, &mut broot, start as u128, (end - start) as u128)?;
+    btree::insert(tx, &ct, &mut croot, cnt_key(end - start, start), 0)?;
+    (agf.bno_root, agf.bno_level) = (broot.blk, broot.level);
+    (agf.cnt_root, agf.cnt_level) = (croot.blk, croot.level);
+    agf.free_blocks += len;
+    write_agf(tx, &agf);
+    Ok(())
+}
+
+/// Keep the AGFL between AGFL_MIN and AGFL_MAX blocks (XFS's xfs_alloc_fix_freelist).
+fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
+    loop {
+        let count = agfl_count(tx, agno)?;
+        if count >= AGFL_MIN {
+            break;
+        }
+        let mut agf = read_agf(tx, agno)?;
+        let croot = Root {
+            blk: agf.cnt_root,
+            level: agf.cnt_level,
+        };
+        let Some((k, _)) = btree::lookup_ge(tx, &cnt_tree(agno), &croot, cnt_key(1, 0))? else {
+            return err(libc::ENOSPC);
+        };
+        let (flen, fbno) = ((k >> 32) as u64, (k & 0xffff_ffff) as u64);
+        take(tx, &mut agf, fbno, flen, fbno, 1)?;
+        write_agf(tx, &agf);
+        agfl_push(tx, agno, fbno)?;
+    }
+    while agfl_count(tx, agno)? > AGFL_MAX {
+        let agbno = agfl_pop(tx, agno)?;
+        put(tx, agno, agbno, 1)?;
+    }
+    Ok(())
+}
+
+/// Allocate up to `want` contiguous blocks (at least `minlen`), at `hint` if it is free,
+/// else a best fit in the hint's AG, else in the other AGs. None: no AG has `minlen`.
+pub fn alloc_extent(
+    tx: &mut Trans,
+    hint: u64,
+    want: u64,
+    minlen: u64,
+) -> Result<Option<(u64, u64)>> {
+    assert!(minlen >= 1 && want >= minlen);
+    // Stay inside the reservation; `minlen` is always attempted, since failing half way
+    // through a transaction would shut the filesystem down (the set-aside covers it).
+    let want = want
+        .min(tx.blocks_left().max(minlen))
+        .min(crate::extent_map::EXTENT_LEN_MAX);
+    let ag_count = tx.mp.sb.ag_count;
+    let hint = if hint < tx.mp.sb.total_blocks {
+        hint
+    } else {
+        0
+    };
+    let first = tx.mp.ag_of(hint);
+    for i in 0..ag_count {
+        let agno = (first + i) % ag_count;
+        let agf = read_agf(tx, agno)?;
+        if agf.free_blocks < minlen + AGFL_MIN as u64 {
+            continue;
+        }
+        fix_freelist(tx, agno)?;
+        let hint_agbno = if agno == first {
+            Some(tx.mp.agbno(hint))
+        } else {
+            None
+        };
+        if let Some(got) = alloc_in_ag(tx, agno, hint_agbno, want, minlen)? {
+            tx.blocks_allocated += got.1;
+            return Ok(Some(got));
+        }
+    }
+    Ok(None)
+}
+
+fn alloc_in_ag(
+    tx: &mut Trans,
+    agno: u32,
+    hint: Option<u64>,
+    want: u64,
+    minlen: u64,
+) -> Result<Option<(u64, u64)>> {
+    let mut agf = read_agf(tx, agno)?;
+    let broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let croot = Root {
+        blk: agf.cnt_root,
+        level: agf.cnt_level,
+    };
+    // Exactly at the hint: files grow contiguously and their extents merge.
+    if let Some(h) = hint {
+        if let Some((k, v)) = btree::lookup_le(tx, &bno_tree(agno), &broot, h as u128)? {
+            let (fbno, flen) = (k as u64, v as u64);
+            if h < fbno + flen && fbno + flen - h >= minlen {
+                let alen = want.min(fbno + flen - h);
+                take(tx, &mut agf, fbno, flen, h, alen)?;
+                write_agf(tx, &agf);
+                return Ok(Some((tx.mp.fsblock(agno, h), alen)));
+            }
+        }
+    }
+    // Best fit by size, else the largest extent if it has at least minlen.
+    let found = match btree::lookup_ge(tx, &cnt_tree(agno), &croot, cnt_key(want, 0))? {
+        Some(k) => Some(k.0),
+        None => btree::lookup_le(tx, &cnt_tree(agno), &croot, u128::MAX)?.map(|k| k.0),
+    };
+    let Some(k) = found else { return Ok(None) };
+    let (flen, fbno) = ((k >> 32) as u64, (k & 0xffff_ffff) as u64);
+    if flen < minlen {
+        return Ok(None);
+    }
+    let alen = want.min(flen);
+    take(tx, &mut agf, fbno, flen, fbno, alen)?;
+    write_agf(tx, &agf);
+    Ok(Some((tx.mp.fsblock(agno, fbno), alen)))
+}
+
+/// Allocate exactly `len` contiguous blocks or fail with ENOSPC.
+pub fn alloc_exact_len(tx: &mut Trans, hint: u64, len: u64) -> Result<u64> {
+    match alloc_extent(tx, hint, len, len)? {
+        Some((blk, got)) if got == len => Ok(blk),
+        Some(_) => unreachable!("alloc_extent returned less than minlen"),
+        None => err(libc::ENOSPC),
+    }
+}
+
+/// Free an extent now (called at commit for deferred frees).
+pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
+    let agno = tx.mp.ag_of(fsblock);
+    let agbno = tx.mp.agbno(fsblock);
+    crate::ensure_sane!(
+        agbno >= AG_FIRST_FREE && agbno + len <= tx.mp.ag_len(agno),
+        "freeing {fsblock}+{len}: not inside the free area of AG {agno}"
+    );
+    fix_freelist(tx, agno)?;
+    put(tx, agno, agbno, len)?;
+    tx.blocks_freed += len;
+    Ok(())
+}
+
+/// Node allocation for every tree (the `BlockIo::alloc_node` policy).
+pub fn alloc_node(tx: &mut Trans, tree: &Tree) -> Result<u64> {
+    let magic = tree.ops.magic;
+    if magic == BNOBT_MAGIC || magic == CNTBT_MAGIC {
+        let agno = tree.owner as u32;
+        let agbno = agfl_pop(tx, agno)?;
+        tx.blocks_allocated += 1;
+        return Ok(tx.mp.fsblock(agno, agbno));
+    }
+    // AG trees live in their AG; inode trees near their inode.
+    let hint = if magic == BMBT_MAGIC || magic == DIRHASH_MAGIC {
+        tx.mp.ino_block(tree.owner)
+    } else {
+        tx.mp.fsblock(tree.owner as u32, AG_FIRST_FREE)
+    };
+    alloc_exact_len(tx, hint, 1)
+}
+
+pub fn free_node(tx: &mut Trans, tree: &Tree, blk: u64) -> Result<()> {
+    let magic = tree.ops.magic;
+    if magic == BNOBT_MAGIC || magic == CNTBT_MAGIC {
+        let agno = tree.owner as u32;
+        crate::ensure_sane!(
+            tx.mp.ag_of(blk) == agno,
+            "{} node {blk} outside AG {agno}",
+            tree.ops.name
+        );
+        agfl_push(tx, agno, tx.mp.agbno(blk))?;
+        tx.blocks_freed += 1;
+        return Ok(());
+    }
+    tx.defer_free(blk, 1);
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! Directories (XFS's "node" directories, simplified).
+//!
+//! A directory's entries live in data blocks mapped by its data fork like file data (block
+//! `n` of the directory is file block `n`). An entry never moves once written, so its
+//! address, the *dataptr* (`dir block << 12 | byte offset`), is a stable readdir cookie.
+//! A hash index (a B+tree keyed by `name hash << 64 | dataptr`, unique by construction)
+//! finds a name in O(log n) however large the directory grows. Deleted entries become free
+//! space merged with free neighbours; a block with no entries left is unmapped and freed.
+//! Where a new entry goes is decided by an in-core index of each block's largest free
+//! run, built on the first insert after the inode is loaded (one header read per block).
+//! "." and ".." are not stored: ".." is the inode's `parent` field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
+use crate::error::{FsError, Result};
+use crate::format::*;
+use crate::inode::InodeData;
+use crate::trans::Trans;
+
+pub static DIRHASH: TreeOps = TreeOps {
+    name: "dirhash",
+    magic: DIRHASH_MAGIC,
+    key_len: 16,
+    val_len: 0,
+    max_recs: None,
+};
+
+const DE_MIN: usize = 16;
+
+pub fn hash_tree(ino: u64) -> Tree {
+    Tree {
+        ops: &DIRHASH,
+        owner: ino,
+    }
+}
+
+/// The on-media name hash: FNV-1a 64 with a final mix. Part of the format: never change.
+pub fn name_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in name {
+        h ^= c as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+fn hash_key(h: u64, dataptr: u64) -> u128 {
+    ((h as u128) << 64) | dataptr as u128
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub ino: u64,
+    pub ftype: u8,
+    pub dataptr: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct FreeIndex {
+    by_block: BTreeMap<u64, u16>,
+    by_size: BTreeSet<(u16, u64)>,
+}
+
+impl FreeIndex {
+    fn set(&mut self, dblock: u64, best: u16) {
+        if let Some(old) = self.by_block.insert(dblock, best) {
+            self.by_size.remove(&(old, dblock));
+        }
+        self.by_size.insert((best, dblock));
+    }
+    fn remove(&mut self, dblock: u64) {
+        if let Some(old) = self.by_block.remove(&dblock) {
+            self.by_size.remove(&(old, dblock));
+        }
+    }
+    fn find(&self, need: usize) -> Option<u64> {
+        self.by_size
+            .range((need as u16, 0)..)
+            .next()
+            .map(|&(_, b)| b)
+    }
+}
+
+/// One entry as found in a data block.
+struct RawEntry<'a> {
+    off: usize,
+    reclen: usize,
+    ino: u64,
+    ftype: u8,
+    name: &'a [u8],
+}
+
+/// Walk a data block's entries, verifying each. Free entries have `ino == 0`.
+fn entries(b: &Block, dblock: u64, dir: u64) -> Result<Vec<RawEntry<'_>>> {
+    let mut out = Vec::new();
+    let mut off = DD_ENTRIES;
+    while off < BLOCK_SIZE {
+        let bad = |what: &str| {
+            Err(FsError::corrupt(format!(
+                "directory {dir} block {dblock}: entry at offset {off}: {what}"
+            )))
+        };
+        if off + DE_MIN > BLOCK_SIZE {
+            return bad("runs past the block end");
+        }
+        let ino = get_u64(&b[..], off);
+        let reclen = get_u16(&b[..], off + 8) as usize;
+        let namelen = b[off + 10] as usize;
+        let ftype = b[off + 11];
+        if reclen < DE_MIN || reclen % 8 != 0 || off + reclen > BLOCK_SIZE {
+            return bad(&format!("bad record length {reclen}"));
+        }
+        if ino != 0 {
+            if namelen == 0 || dirent_reclen(namelen) > reclen {
+                return bad(&format!(
+                    "name length {namelen} does not fit record length {reclen}"
+                ));
+            }
+            if crate::inode::kind_of_ftype(ftype).is_none() {
+                return bad(&format!("unknown file type {ftype}"));
+            }
+            let name = &b[off + DE_HDR..off + DE_HDR + namelen];
+            if name.contains(&b'/') || name.contains(&0) {
+                return bad("name contains '/' or NUL");
+            }
+            out.push(RawEntry {
+                off,
+                reclen,
+                ino,
+                ftype,
+                name,
+            });
+        } else {
+            out.push(RawEntry {
+                off,
+                reclen,
+                ino: 0,
+                ftype: 0,
+                name: &[],
+            });
+        }
+        off += reclen;
+    }
+    Ok(out)
+}
+
+fn read_dblock<I: BlockIo>(io: &mut I, d: &InodeData, dblock: u64) -> Result<(u64, Box<Block>)> {
+    let ino = d.di.ino;
+    let Some(e) = d.map.find(dblock) else {
+        return Err(FsError::corrupt(format!(
+            "directory {ino}: block {dblock} is referenced but not mapped"
+        )));
+    };
+    let blk = e.startblock + (dblock - e.fileoff);
+    let b = io.read_meta(blk, DIRDATA_MAGIC, Some(ino), "directory data")?;
+    Ok((blk, b))
+}
+
+/// Recompute a block's header stats (largest free run, total free, entries).
+fn restat(b: &mut Block, dblock: u64, dir: u64) -> Result<(u16, u16)> {
+    let (mut best, mut total, mut n) = (0usize, 0usize, 0usize);
+    for e in entries(b, dblock, dir)? {
+        if e.ino == 0 {
+            best = best.max(e.reclen);
+            total += e.reclen;
+        } else {
+            n += 1;
+        }
+    }
+    put_u16(&mut b[..], DD_BEST_FREE, best as u16);
+    put_u16(&mut b[..], DD_FREE_TOTAL, total as u16);
+    put_u16(&mut b[..], DD_NENTRIES, n as u16);
+    Ok((best as u16, n as u16))
+}
+
+/// Look `name` up.
+pub fn lookup<I: BlockIo>(io: &mut I, d: &InodeData, name: &[u8]) -> Result<Option<Found>> {
+    let root = d.di.dirhash;
+    if root.blk == 0 {
+        return Ok(None);
+    }
+    let h = name_hash(name);
+    let mut ptrs = Vec::new();
+    btree::walk(
+        io,
+        &hash_tree(d.di.ino),
+        &root,
+        hash_key(h, 0),
+        &mut |k, _| {
+            if (k >> 64) as u64 != h {
+                return Ok(false);
+            }
+            ptrs.push(k as u64);
+            Ok(true)
+        },
+    )?;
+    for dataptr in ptrs {
+        let (dblock, off) = (dataptr >> BLOCK_SHIFT, (dataptr & 0xfff) as usize);
+        let (_, b) = read_dblock(io, d, dblock)?;
+        let ents = entries(&b, dblock, d.di.ino)?;
+        let Some(e) = ents.iter().find(|e| e.off == off && e.ino != 0) else {
+            return Err(FsError::corrupt(format!(
+                "directory {}: hash index points at {dataptr:#x}, which holds no entry",
+                d.di.ino
+            )));
+        };
+        if e.name == name {
+            return Ok(Some(Found {
+                ino: e.ino,
+                ftype: e.ftype,
+                dataptr,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn build_free_index(tx: &mut Trans, d: &mut InodeData) -> Result<()> {
+    if d.dir_free.is_some() {
+        return Ok(());
+    }
+    let mut idx = FreeIndex::default();
+    let blocks: Vec<(u64, u64)> = d
+        .map
+        .iter()
+        .flat_map(|e| (0..e.len).map(move |i| (e.fileoff + i, e.startblock + i)))
+        .collect();
+    for (dblock, blk) in blocks {
+        let b = tx.read_meta(blk, DIRDATA_MAGIC, Some(d.di.ino), "directory data")?;
+        idx.set(dblock, get_u16(&b[..], DD_BEST_FREE));
+    }
+    d.dir_free = Some(idx);
+    Ok(())
+}
+
+/// Blocks to reserve for adding one entry (a data block, hash and bmbt splits).
+pub const ADD_RESBLKS: u64 = 1 + 2 * BTREE_LEVELS_MAX as u64;
+
+/// Add `name -> ino` (the caller checked it is absent). Caller syncs the inode.
+pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) -> Result<()> {
+    assert!(!name.is_empty() && name.len() <= NAME_LEN_MAX);
+    let need = dirent_reclen(name.len());
+    build_free_index(tx, d)?;
+    let dblock = match d.dir_free.as_ref().unwrap().find(need) {
+        Some(b) => b,
+        None => new_dblock(tx, d)?,
+    };
+    let (blk, mut b) = read_dblock(tx, d, dblock)?;
+    let dir = d.di.ino;
+    let Some(slot) = entries(&b, dblock, dir)?
+        .into_iter()
+        .find(|e| e.ino == 0 && e.reclen >= need)
+        .map(|e| (e.off, e.reclen))
+    else {
+        return Err(FsError::corrupt(format!(
+            "directory {dir} block {dblock}: header promises free space it lacks"
+        )));
+    };
+    let (off, free_len) = slot;
+    let used = if free_len - need >= DE_MIN {
+        need
+    } else {
+        free_len
+    };
+    if used < free_len {
+        let rest = off + used;
+        b[rest..rest + DE_HDR].fill(0);
+        put_u16(&mut b[..], rest + 8, (free_len - used) as u16);
+    }
+    b[off..off + used].fill(0);
+    put_u64(&mut b[..], off, ino);
+    put_u16(&mut b[..], off + 8, used as u16);
+    b[off + 10] = name.len() as u8;
+    b[off + 11] = ftype;
+    b[off + DE_HDR..off + DE_HDR + name.len()].copy_from_slice(name);
+    let (best, _) = restat(&mut b, dblock, dir)?;
+    tx.write_meta(blk, &b);
+    d.dir_free.as_mut().unwrap().set(dblock, best);
+    let dataptr = (dblock << BLOCK_SHIFT) | off as u64;
+    let mut root = d.di.dirhash;
+    btree::insert(
+        tx,
+        &hash_tree(dir),
+        &mut root,
+        hash_key(name_hash(name), dataptr),
+        0,
+    )?;
+    d.di.dirhash = root;
+    d.di.dir_entries += 1;
+    Ok(())
+}
+
+fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
+    let dblock = d.map.next_hole(0);
+    crate::bmap::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
+    let e = d.map.find(dblock).expect("just mapped");
+    let blk = e.startblock + (dblock - e.fileoff);
+    let mut b = new_block();
+    init_header(&mut b[..], DIRDATA_MAGIC, blk, d.di.ino, &tx.mp.sb.uuid);
+    put_u16(&mut b[..], DD_ENTRIES + 8, (BLOCK_SIZE - DD_ENTRIES) as u16);
+    let (best, _) = restat(&mut b, dblock, d.di.ino)?;
+    tx.new_meta(blk, &b);
+    d.dir_free.as_mut().unwrap().set(dblock, best);
+    d.di.size = d.map.mapped_blocks() * BLOCK_SIZE as u64;
+    Ok(dblock)
+}
+
+/// Remove the entry `f` (found by `lookup` under the same ILOCK) named `name`.
+pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Result<()> {
+    build_free_index(tx, d)?;
+    let dir = d.di.ino;
+    let (dblock, off) = (f.dataptr >> BLOCK_SHIFT, (f.dataptr & 0xfff) as usize);
+    let (blk, mut b) = read_dblock(tx, d, dblock)?;
+    // Free the entry, then merge runs of free entries (each run becomes its first entry).
+    let reclen = get_u16(&b[..], off + 8) as usize;
+    b[off..off + reclen].fill(0);
+    put_u16(&mut b[..], off + 8, reclen as u16);
+    let ents: Vec<(usize, usize, u64)> = entries(&b, dblock, dir)?
+        .iter()
+        .map(|e| (e.off, e.reclen, e.ino))
+        .collect();
+    let mut i = 0;
+    while i < ents.len() {
+        let (start, mut len, ino) = ents[i];
+        i += 1;
+        if ino != 0 {
+            continue;
+        }
+        while i < ents.len() && ents[i].2 == 0 {
+            len += ents[i].1;
+            b[ents[i].0..ents[i].0 + DE_HDR].fill(0);
+            i += 1;
+        }
+        put_u16(&mut b[..], start + 8, len as u16);
+    }
+    let (best, n) = restat(&mut b, dblock, dir)?;
+    let mut root = d.di.dirhash;
+    btree::delete(
+        tx,
+        &hash_tree(dir),
+        &mut root,
+        hash_key(name_hash(name), f.dataptr),
+    )?;
+    d.di.dirhash = root;
+    d.di.dir_entries -= 1;
+    if n == 0 {
+        tx.forget_block(blk);
+        crate::bmap::free_range(tx, d, dblock, 1);
+        d.dir_free.as_mut().unwrap().remove(dblock);
+        d.di.size = d.map.mapped_blocks() * BLOCK_SIZE as u64;
+    } else {
+        tx.write_meta(blk, &b);
+        d.dir_free.as_mut().unwrap().set(dblock, best);
+    }
+    Ok(())
+}
+
+/// Point an existing entry at another inode (rename over an existing name).
+pub fn retarget(tx: &mut Trans, d: &InodeData, f: Found, ino: u64, ftype: u8) -> Result<()> {
+    let (dblock, off) = (f.dataptr >> BLOCK_SHIFT, (f.dataptr & 0xfff) as usize);
+    let (blk, mut b) = read_dblock(tx, d, dblock)?;
+    put_u64(&mut b[..], off, ino);
+    b[off + 11] = ftype;
+    tx.write_meta(blk, &b);
+    Ok(())
+}
+
+/// Entries from dataptr `start` on, in dataptr order. `f(dataptr, ino, ftype, name)`
+/// returns true to stop.
+pub fn list<I: BlockIo>(
+    io: &mut I,
+    d: &InodeData,
+    start: u64,
+    f: &mut dyn FnMut(u64, u64, u8, &[u8]) -> bool,
+) -> Result<()> {
+    let first = start >> BLOCK_SHIFT;
+    let exts: Vec<_> = d.map.iter().copied().collect();
+    for e in exts {
+        if e.end() <= first {
+            continue;
+        }
+        for dblock in e.fileoff.max(first)..e.end() {
+            let (_, b) = read_dblock(io, d, dblock)?;
+            for ent in entries(&b, dblock, d.di.ino)? {
+                let dataptr = (dblock << BLOCK_SHIFT) | ent.off as u64;
+                if ent.ino == 0 || dataptr < start {
+                    continue;
+                }
+                if f(dataptr, ent.ino, ent.ftype, ent.name) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verify a whole directory for `daxfs check`: every used entry is in the hash index and
+/// every index key points at a used entry with that name's hash. Returns problems and the
+/// entries (name, ino, ftype).
+pub fn check<I: BlockIo>(
+    io: &mut I,
+    d: &InodeData,
+    problems: &mut Vec<String>,
+) -> Vec<(Vec<u8>, u64, u8)> {
+    let dir = d.di.ino;
+    let mut found = Vec::new();
+    let mut keys = BTreeSet::new();
+    let r = list(io, d, 0, &mut |dataptr, ino, ft, name| {
+        keys.insert(hash_key(name_hash(name), dataptr));
+        found.push((name.to_vec(), ino, ft));
+        false
+    });
+    if let Err(e) = r {
+        problems.push(format!("directory {dir}: {e}"));
+        return found;
+    }
+    let mut index = BTreeSet::new();
+    let mut blocks = |_b: u64| {};
+    let mut recs = |k: u128, _v: u128| {
+        index.insert(k);
+    };
+    problems.extend(btree::check(
+        io,
+        &hash_tree(dir),
+        &d.di.dirhash,
+        &mut blocks,
+        &mut recs,
+    ));
+    if keys != index {
+        let missing = keys.difference(&index).count();
+        let extra = index.difference(&keys).count();
+        problems.push(format!(
+            "directory {dir}: hash index disagrees with entries ({missing} entries unindexed, {extra} stale index keys)"
+        ));
+    }
+    if found.len() as u64 != d.di.dir_entries {
+        problems.push(format!(
+            "directory {dir}: inode counts {} entries, blocks hold {}",
+            d.di.dir_entries,
+            found.len()
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (n, _, _) in &found {
+        if !names.insert(n.clone()) {
+            problems.push(format!(
+                "directory {dir}: name {:?} appears twice",
+                String::from_utf8_lossy(n)
+            ));
+        }
+    }
+    found
+}
+
+/// Is `root` the hash root of an empty directory?
+pub fn is_empty_root(root: &Root) -> bool {
+    root.blk == 0
+}

@@ -1,0 +1,148 @@
+//! The per-mount core context (XFS's `struct xfs_mount`, "mp"): the device, the geometry
+//! from the superblock, the log state, and the in-core free-space and inode counters.
+//!
+//! Counters are in-core sums of the AG headers, kept exact at commit time. Blocks are
+//! *reserved* when a transaction starts, so a transaction that began never runs out of
+//! space half way (which would leave a dirty transaction that can only shut down).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crate::device::Device;
+use crate::error::{FsError, Result, err};
+use crate::format::*;
+
+/// Blocks per AG kept back from users so that frees and btree growth never hit ENOSPC.
+pub const AG_SET_ASIDE: u64 = 32;
+
+pub struct Mp {
+    pub dev: Arc<Device>,
+    pub sb: Superblock,
+    pub(crate) log: Mutex<crate::trans::LogState>,
+    /// Free blocks: in the free-space trees plus on the AGFLs.
+    pub free_blocks: AtomicI64,
+    /// Blocks promised to running transactions.
+    pub reserved: AtomicI64,
+    pub inodes_count: AtomicU64,
+    pub inodes_free: AtomicU64,
+    read_only: AtomicBool,
+    /// Set when a dirty transaction could not commit: every later change fails with EIO
+    /// (XFS's forced shutdown); the media still holds the last committed state.
+    shutdown: AtomicBool,
+    /// Next AG to try for new inodes and data (spreads load).
+    pub ag_rotor: AtomicU64,
+}
+
+impl Mp {
+    pub fn new(dev: Arc<Device>, sb: Superblock, read_only: bool) -> Mp {
+        Mp {
+            dev,
+            sb,
+            log: Mutex::new(crate::trans::LogState::default()),
+            free_blocks: AtomicI64::new(0),
+            reserved: AtomicI64::new(0),
+            inodes_count: AtomicU64::new(0),
+            inodes_free: AtomicU64::new(0),
+            read_only: AtomicBool::new(read_only),
+            shutdown: AtomicBool::new(false),
+            ag_rotor: AtomicU64::new(0),
+        }
+    }
+
+    pub fn uuid(&self) -> [u8; 16] {
+        self.sb.uuid
+    }
+
+    pub fn ag_of(&self, fsblock: u64) -> u32 {
+        (fsblock / self.sb.ag_blocks) as u32
+    }
+    pub fn agbno(&self, fsblock: u64) -> u64 {
+        fsblock % self.sb.ag_blocks
+    }
+    pub fn fsblock(&self, agno: u32, agbno: u64) -> u64 {
+        agno as u64 * self.sb.ag_blocks + agbno
+    }
+    pub fn ag_len(&self, agno: u32) -> u64 {
+        self.sb.ag_len(agno)
+    }
+
+    pub fn ino_block(&self, ino: u64) -> u64 {
+        ino / INODES_PER_BLOCK
+    }
+    pub fn ino_offset(&self, ino: u64) -> usize {
+        (ino % INODES_PER_BLOCK) as usize * INODE_SIZE
+    }
+    /// An inode number from a caller or the media names a block inside the device, past
+    /// the AG headers. Anything else is garbage (ESTALE for callers, corruption on media).
+    pub fn ino_valid(&self, ino: u64) -> bool {
+        let blk = self.ino_block(ino);
+        blk < self.sb.total_blocks && self.agbno(blk) >= AG_FIRST_FREE
+    }
+
+    /// Blocks users may still allocate (statfs f_bavail).
+    pub fn avail_blocks(&self) -> u64 {
+        let set_aside = AG_SET_ASIDE * self.sb.ag_count as u64;
+        let v = self.free_blocks.load(Ordering::Relaxed)
+            - self.reserved.load(Ordering::Relaxed)
+            - set_aside as i64;
+        v.max(0) as u64
+    }
+
+    /// Reserve `n` blocks for a transaction; `use_set_aside` lets removals dip into the
+    /// per-AG set-aside so that deleting files works on a full device.
+    pub fn reserve(&self, n: u64, use_set_aside: bool) -> Result<()> {
+        let set_aside = if use_set_aside {
+            0
+        } else {
+            AG_SET_ASIDE * self.sb.ag_count as u64
+        };
+        let prev = self.reserved.fetch_add(n as i64, Ordering::AcqRel);
+        let free = self.free_blocks.load(Ordering::Acquire);
+        if free - prev - (n as i64) < set_aside as i64 {
+            self.reserved.fetch_sub(n as i64, Ordering::AcqRel);
+            return err(libc::ENOSPC);
+        }
+        Ok(())
+    }
+
+    pub fn unreserve(&self, n: u64) {
+        self.reserved.fetch_sub(n as i64, Ordering::AcqRel);
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::Release)
+    }
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+    pub fn force_shutdown(&self, why: &str) {
+        if !self.shutdown.swap(true, Ordering::AcqRel) {
+            log::error!(
+                "{}: filesystem shut down: {why}. The media holds the last committed state; \
+                 unmount and run `daxfs check`.",
+                self.dev.source()
+            );
+        }
+    }
+
+    /// May this mount change anything now?
+    pub fn check_writable(&self) -> Result<()> {
+        if self.is_shutdown() {
+            return Err(FsError::Io("filesystem is shut down".into()));
+        }
+        if self.is_read_only() {
+            return err(libc::EROFS);
+        }
+        Ok(())
+    }
+
+    /// Read a raw block copy straight from the device (no transaction).
+    pub fn read_block(&self, blk: u64, buf: &mut [u8]) {
+        self.dev
+            .read(blk * BLOCK_SIZE as u64, &mut buf[..BLOCK_SIZE]);
+    }
+}

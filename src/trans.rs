@@ -1,0 +1,557 @@
+//! Transactions and the metadata write-ahead log.
+//!
+//! A transaction collects private copies of the metadata blocks it changes (with a
+//! 64-byte-granular dirty mask). Commit:
+//!   1. finish deferred work (frees go into the free-space trees now, so a block freed by
+//!      this transaction cannot be reused by it: no stale data in a crash);
+//!   2. seal every changed metadata block (LSN, then CRC);
+//!   3. write one log record (header, then each dirty region), flush, fence: the record's
+//!      CRC makes it all-or-nothing, so this fence is the commit point;
+//!   4. write the same regions in place, flush, fence.
+//! Because step 4 completes before the next transaction starts (transactions are
+//! serialised by the log mutex), at most the newest valid record can be unapplied after a
+//! crash; recovery replays it (replaying block images is idempotent, so a crash during
+//! recovery just recovers again), then zeroes the log and moves `lsn_base` past every LSN
+//! ever written.
+//!
+//! Record placement: records are written back to back from offset 0 of the log region and
+//! wrap to 0 when the next one does not fit, so the newest lap is a chain from offset 0.
+//! Recovery follows that chain and keeps the valid record with the highest LSN.
+//!
+//! Lock order: a transaction is begun (log mutex) after IOLOCK and MMAPLOCK and before any
+//! ILOCK, as XFS allocates its transaction before xfs_ilock (see inode.rs).
+
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
+
+use crate::btree::{BlockIo, Tree};
+use crate::error::{FsError, Result, err};
+use crate::format::*;
+use crate::mem::{NofsGuard, nofs_scope};
+use crate::mp::Mp;
+
+#[derive(Debug, Default)]
+pub struct LogState {
+    /// Byte offset in the log region where the next record goes.
+    head: u64,
+    next_lsn: u64,
+    pub commits: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BufKind {
+    /// Has a block header: sealed (LSN, CRC) at commit.
+    Meta,
+    /// Inode cluster: each inode slot carries its own CRC, computed when encoded.
+    Raw,
+}
+
+struct TxBuf {
+    data: Box<Block>,
+    kind: BufKind,
+    /// Bit i: bytes [64 i, 64 i + 64) changed.
+    dirty: u64,
+}
+
+const CHUNK: usize = 64;
+
+fn dirty_mask(off: usize, len: usize) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let first = off / CHUNK;
+    let last = (off + len - 1) / CHUNK;
+    let bits = last - first + 1;
+    let m = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    m << first
+}
+
+fn diff_mask(old: &[u8], new: &[u8]) -> u64 {
+    let mut m = 0u64;
+    for i in 0..BLOCK_SIZE / CHUNK {
+        let r = i * CHUNK..(i + 1) * CHUNK;
+        if old[r.clone()] != new[r] {
+            m |= 1 << i;
+        }
+    }
+    m
+}
+
+pub struct Trans<'a> {
+    pub mp: &'a Mp,
+    log: MutexGuard<'a, LogState>,
+    bufs: BTreeMap<u64, TxBuf>,
+    /// Extents freed by this transaction, put into the free-space trees at commit.
+    deferred_frees: Vec<(u64, u64)>,
+    /// Blocks reserved at start; what is not used is given back at the end.
+    reserved: u64,
+    /// Blocks taken from the free pool (allocations) and returned (frees) so far.
+    pub(crate) blocks_allocated: u64,
+    pub(crate) blocks_freed: u64,
+    pub(crate) inodes_delta: i64,
+    pub(crate) ifree_delta: i64,
+    committed: bool,
+    _nofs: NofsGuard,
+}
+
+impl Mp {
+    /// Begin a transaction that may allocate up to `resblks` blocks.
+    pub fn trans(&self, resblks: u64) -> Result<Trans<'_>> {
+        self.trans_inner(resblks, false)
+    }
+
+    /// Begin a transaction that removes things: it may use the set-aside blocks, so that
+    /// deleting works on a full device.
+    pub fn trans_remove(&self, resblks: u64) -> Result<Trans<'_>> {
+        self.trans_inner(resblks, true)
+    }
+
+    fn trans_inner(&self, resblks: u64, use_set_aside: bool) -> Result<Trans<'_>> {
+        self.check_writable()?;
+        crate::inode::assert_no_ilock("a transaction");
+        // Entering a transaction enters the NOFS scope: reclaim from here must not recurse
+        // into the filesystem (DESIGN.md section 5).
+        let nofs = nofs_scope();
+        self.reserve(resblks, use_set_aside)?;
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Trans {
+            mp: self,
+            log,
+            bufs: BTreeMap::new(),
+            deferred_frees: Vec::new(),
+            reserved: resblks,
+            blocks_allocated: 0,
+            blocks_freed: 0,
+            inodes_delta: 0,
+            ifree_delta: 0,
+            committed: false,
+            _nofs: nofs,
+        })
+    }
+}
+
+impl<'a> Trans<'a> {
+    pub fn is_dirty(&self) -> bool {
+        self.bufs.values().any(|b| b.dirty != 0) || !self.deferred_frees.is_empty()
+    }
+
+    /// Blocks this transaction may still allocate.
+    pub fn blocks_left(&self) -> u64 {
+        self.reserved.saturating_sub(self.blocks_allocated)
+    }
+
+    /// Raw bytes of a block as this transaction sees it.
+    pub fn read_raw(&self, blk: u64, off: usize, buf: &mut [u8]) {
+        match self.bufs.get(&blk) {
+            Some(b) => buf.copy_from_slice(&b.data[off..off + buf.len()]),
+            None => self.mp.dev.read(blk * BLOCK_SIZE as u64 + off as u64, buf),
+        }
+    }
+
+    fn load(&mut self, blk: u64, kind: BufKind) -> &mut TxBuf {
+        let mp = self.mp;
+        self.bufs.entry(blk).or_insert_with(|| {
+            let mut data = new_block();
+            mp.read_block(blk, &mut data[..]);
+            TxBuf {
+                data,
+                kind,
+                dirty: 0,
+            }
+        })
+    }
+
+    /// Change bytes of a block without a block header (inode clusters).
+    pub fn write_raw(&mut self, blk: u64, off: usize, data: &[u8]) {
+        assert!(blk < self.mp.sb.total_blocks && off + data.len() <= BLOCK_SIZE);
+        let b = self.load(blk, BufKind::Raw);
+        b.data[off..off + data.len()].copy_from_slice(data);
+        b.dirty |= dirty_mask(off, data.len());
+    }
+
+    /// Start a metadata block from scratch (no read of its old contents is needed).
+    pub fn new_meta(&mut self, blk: u64, data: &Block) {
+        assert!(blk < self.mp.sb.total_blocks);
+        self.bufs.insert(
+            blk,
+            TxBuf {
+                data: Box::new(*data),
+                kind: BufKind::Meta,
+                dirty: u64::MAX,
+            },
+        );
+    }
+
+    /// Free an extent when the transaction commits.
+    pub fn defer_free(&mut self, fsblock: u64, len: u64) {
+        assert!(len > 0 && fsblock + len <= self.mp.sb.total_blocks);
+        self.deferred_frees.push((fsblock, len));
+    }
+
+    /// Forget a buffered block (it was freed in this transaction and must not be written).
+    pub fn forget_block(&mut self, blk: u64) {
+        self.bufs.remove(&blk);
+    }
+
+    /// Commit: see the module doc for the steps and why they are in this order.
+    pub fn commit(mut self) -> Result<()> {
+        let r = self.commit_inner();
+        if let Err(e) = &r {
+            self.mp
+                .force_shutdown(&format!("transaction commit failed: {e}"));
+        }
+        self.committed = true;
+        r
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        while !self.deferred_frees.is_empty() {
+            let frees = std::mem::take(&mut self.deferred_frees);
+            for (blk, len) in frees {
+                crate::alloc::free_extent_now(self, blk, len)?;
+            }
+        }
+        if !self.bufs.values().any(|b| b.dirty != 0) {
+            self.settle_counters();
+            return Ok(());
+        }
+        let lsn = self.log.next_lsn;
+        for (_, b) in self.bufs.iter_mut() {
+            if b.dirty != 0 && b.kind == BufKind::Meta {
+                seal_block(&mut b.data[..], lsn);
+                b.dirty |= 1; // header chunk (LSN, CRC)
+            }
+        }
+        let record = self.build_record(lsn);
+        let log_bytes = self.mp.sb.log_blocks * BLOCK_SIZE as u64;
+        if record.len() as u64 > log_bytes {
+            return Err(FsError::Errno(libc::ENOSPC));
+        }
+        let dev = &self.mp.dev;
+        let mut head = self.log.head;
+        if head + record.len() as u64 > log_bytes {
+            head = 0;
+        }
+        let log_off = self.mp.sb.log_start * BLOCK_SIZE as u64 + head;
+        dev.write(log_off, &record);
+        dev.flush(log_off, record.len() as u64);
+        dev.fence();
+        // Committed. Now the same bytes in place.
+        for (&blk, b) in self.bufs.iter() {
+            for (off, len) in regions(b.dirty) {
+                let at = blk * BLOCK_SIZE as u64 + off as u64;
+                dev.write(at, &b.data[off..off + len]);
+                dev.flush(at, len as u64);
+            }
+        }
+        dev.fence();
+        self.log.head = head + record.len() as u64;
+        self.log.next_lsn += 1;
+        self.log.commits += 1;
+        self.settle_counters();
+        Ok(())
+    }
+
+    fn settle_counters(&mut self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let mp = self.mp;
+        mp.free_blocks.fetch_add(
+            self.blocks_freed as i64 - self.blocks_allocated as i64,
+            AcqRel,
+        );
+        mp.inodes_count.fetch_add(self.inodes_delta as u64, AcqRel);
+        mp.inodes_free.fetch_add(self.ifree_delta as u64, AcqRel);
+        self.blocks_freed = 0;
+        self.blocks_allocated = 0;
+        self.inodes_delta = 0;
+        self.ifree_delta = 0;
+    }
+
+    fn build_record(&self, lsn: u64) -> Vec<u8> {
+        let mut rec = vec![0u8; LR_HDR];
+        let mut n = 0u32;
+        for (&blk, b) in self.bufs.iter() {
+            for (off, len) in regions(b.dirty) {
+                let mut h = [0u8; LR_REGION_HDR];
+                put_u64(&mut h, 0, blk);
+                put_u16(&mut h, 8, off as u16);
+                put_u16(&mut h, 10, len as u16);
+                rec.extend_from_slice(&h);
+                rec.extend_from_slice(&b.data[off..off + len]);
+                n += 1;
+            }
+        }
+        put_u32(&mut rec, 0, LOG_MAGIC);
+        put_u64(&mut rec, 8, lsn);
+        let len = rec.len() as u32;
+        put_u32(&mut rec, 16, len);
+        put_u32(&mut rec, 20, n);
+        let crc = crc_with_hole(&rec, 4);
+        put_u32(&mut rec, 4, crc);
+        rec
+    }
+}
+
+impl Drop for Trans<'_> {
+    fn drop(&mut self) {
+        if !self.committed && self.is_dirty() {
+            // A dirty transaction that is cancelled cannot be undone in memory: stop all
+            // changes (XFS does the same). The media is still consistent.
+            self.mp.force_shutdown("a dirty transaction was cancelled");
+        }
+        self.mp.unreserve(self.reserved);
+    }
+}
+
+/// Runs of dirty 64-byte chunks as (offset, len). Regions are multiples of 8 bytes.
+fn regions(mask: u64) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < 64 {
+        if mask & (1 << i) == 0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < 64 && mask & (1 << i) != 0 {
+            i += 1;
+        }
+        out.push((start * CHUNK, (i - start) * CHUNK));
+    }
+    out
+}
+
+impl BlockIo for Trans<'_> {
+    fn uuid(&self) -> [u8; 16] {
+        self.mp.sb.uuid
+    }
+
+    fn read_meta(
+        &mut self,
+        blk: u64,
+        magic: u32,
+        owner: Option<u64>,
+        what: &'static str,
+    ) -> Result<Box<Block>> {
+        if blk >= self.mp.sb.total_blocks {
+            return Err(FsError::corrupt(format!(
+                "{what}: pointer to block {blk} beyond the device"
+            )));
+        }
+        if let Some(b) = self.bufs.get(&blk) {
+            // Already verified when first read (or written by us).
+            let d = b.data.clone();
+            if get_u32(&d[..], HDR_MAGIC) != magic {
+                return Err(FsError::corrupt(format!(
+                    "{what} block {blk}: bad magic in transaction"
+                )));
+            }
+            return Ok(d);
+        }
+        let mut d = new_block();
+        self.mp.read_block(blk, &mut d[..]);
+        verify_header(&d[..], magic, blk, owner, &self.mp.sb.uuid, what)?;
+        Ok(d)
+    }
+
+    fn write_meta(&mut self, blk: u64, data: &Block) {
+        assert!(blk < self.mp.sb.total_blocks);
+        let mp = self.mp;
+        let b = self.bufs.entry(blk).or_insert_with(|| {
+            let mut old = new_block();
+            mp.read_block(blk, &mut old[..]);
+            TxBuf {
+                data: old,
+                kind: BufKind::Meta,
+                dirty: 0,
+            }
+        });
+        b.kind = BufKind::Meta;
+        b.dirty |= diff_mask(&b.data[..], &data[..]);
+        b.data.copy_from_slice(&data[..]);
+    }
+
+    fn alloc_node(&mut self, tree: &Tree) -> Result<u64> {
+        crate::alloc::alloc_node(self, tree)
+    }
+
+    fn free_node(&mut self, tree: &Tree, blk: u64) -> Result<()> {
+        crate::alloc::free_node(self, tree, blk)
+    }
+}
+
+/// Read-only access to metadata straight from the device, for paths that hold the ILOCK
+/// of the structure's owner instead of a transaction (lookup, readdir, getxattr).
+pub struct DevReader<'a> {
+    pub mp: &'a Mp,
+}
+
+impl BlockIo for DevReader<'_> {
+    fn uuid(&self) -> [u8; 16] {
+        self.mp.sb.uuid
+    }
+    fn read_meta(
+        &mut self,
+        blk: u64,
+        magic: u32,
+        owner: Option<u64>,
+        what: &'static str,
+    ) -> Result<Box<Block>> {
+        if blk >= self.mp.sb.total_blocks {
+            return Err(FsError::corrupt(format!(
+                "{what}: pointer to block {blk} beyond the device"
+            )));
+        }
+        let mut d = new_block();
+        self.mp.read_block(blk, &mut d[..]);
+        verify_header(&d[..], magic, blk, owner, &self.mp.sb.uuid, what)?;
+        Ok(d)
+    }
+    fn write_meta(&mut self, _blk: u64, _data: &Block) {
+        unreachable!("DevReader is read-only: changes go through a transaction");
+    }
+    fn alloc_node(&mut self, _tree: &Tree) -> Result<u64> {
+        unreachable!("DevReader is read-only: changes go through a transaction");
+    }
+    fn free_node(&mut self, _tree: &Tree, _blk: u64) -> Result<()> {
+        unreachable!("DevReader is read-only: changes go through a transaction");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery.
+
+/// One decoded log record: its LSN and (block, offset, bytes) regions.
+pub struct LogRecord {
+    pub lsn: u64,
+    pub regions: Vec<(u64, usize, Vec<u8>)>,
+}
+
+/// Find the record that may need replay: the valid record with the highest LSN on the
+/// chain from offset 0. Records with LSN below `lsn_base` belong to an earlier mount.
+pub fn find_newest_record(
+    read: &dyn Fn(u64, &mut [u8]),
+    log_bytes: u64,
+    lsn_base: u64,
+    total_blocks: u64,
+) -> Result<Option<LogRecord>> {
+    let mut pos = 0u64;
+    let mut best: Option<LogRecord> = None;
+    // Each valid record is at least LR_HDR bytes: the walk is bounded by log_bytes/LR_HDR.
+    while pos + LR_HDR as u64 <= log_bytes {
+        let mut h = [0u8; LR_HDR];
+        read(pos, &mut h);
+        let len = get_u32(&h, 16) as u64;
+        if get_u32(&h, 0) != LOG_MAGIC || len < LR_HDR as u64 || pos + len > log_bytes {
+            break;
+        }
+        let mut rec = vec![0u8; len as usize];
+        read(pos, &mut rec);
+        if crc_with_hole(&rec, 4) != get_u32(&rec, 4) {
+            break;
+        }
+        let lsn = get_u64(&rec, 8);
+        if lsn >= lsn_base && best.as_ref().is_none_or(|b| lsn > b.lsn) {
+            best = Some(decode_record(&rec, total_blocks)?);
+        }
+        pos += len;
+    }
+    Ok(best)
+}
+
+fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
+    let lsn = get_u64(rec, 8);
+    let n = get_u32(rec, 20);
+    let mut regions = Vec::new();
+    let mut p = LR_HDR;
+    for _ in 0..n {
+        if p + LR_REGION_HDR > rec.len() {
+            return Err(FsError::corrupt(format!(
+                "log record {lsn}: region header past the record end"
+            )));
+        }
+        let blk = get_u64(rec, p);
+        let off = get_u16(rec, p + 8) as usize;
+        let len = get_u16(rec, p + 10) as usize;
+        p += LR_REGION_HDR;
+        if blk >= total_blocks || off + len > BLOCK_SIZE || p + len > rec.len() {
+            return Err(FsError::corrupt(format!(
+                "log record {lsn}: region (block {blk}, {off}+{len}) out of bounds"
+            )));
+        }
+        regions.push((blk, off, rec[p..p + len].to_vec()));
+        p += len;
+    }
+    Ok(LogRecord { lsn, regions })
+}
+
+/// Replay the log at mount (read-write), then reset it. Returns the LSN replayed, if any.
+pub fn recover(mp: &Mp) -> Result<Option<u64>> {
+    let dev = &mp.dev;
+    let sb = &mp.sb;
+    let log_off = sb.log_start * BLOCK_SIZE as u64;
+    let log_bytes = sb.log_blocks * BLOCK_SIZE as u64;
+    let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
+    let newest = find_newest_record(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
+    let mut max_lsn = sb.lsn_base;
+    let replayed = newest.as_ref().map(|r| r.lsn);
+    if let Some(rec) = newest {
+        for (blk, off, data) in &rec.regions {
+            let at = blk * BLOCK_SIZE as u64 + *off as u64;
+            dev.write(at, data);
+            dev.flush(at, data.len() as u64);
+        }
+        dev.fence();
+        max_lsn = max_lsn.max(rec.lsn + 1);
+    }
+    // Move lsn_base past every LSN the log may hold, then clear the log: from here on the
+    // log holds only this mount's records.
+    write_sb_state(mp, max_lsn, false);
+    dev.zero(log_off, log_bytes);
+    dev.flush(log_off, log_bytes);
+    dev.fence();
+    let mut log = mp.log.lock().unwrap();
+    log.head = 0;
+    log.next_lsn = max_lsn;
+    Ok(replayed)
+}
+
+/// Update the primary superblock's state word (LSN base, clean flag) with one atomic
+/// store, outside the log, then fence.
+pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
+    mp.dev
+        .store_u64(SB_STATE as u64, sb_state_word(lsn_base, clean));
+    mp.dev.flush(SB_STATE as u64, 8);
+    mp.dev.fence();
+}
+
+/// The LSN the next commit will carry (info, tests).
+pub fn next_lsn(mp: &Mp) -> u64 {
+    mp.log.lock().unwrap().next_lsn
+}
+
+/// Refuse changes on a read-only device before any transaction is attempted.
+pub fn writable_device(mp: &Mp) -> Result<()> {
+    if mp.dev.read_only() {
+        return err(libc::EROFS);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_regions() {
+        assert_eq!(dirty_mask(0, 1), 1);
+        assert_eq!(dirty_mask(60, 8), 0b11);
+        assert_eq!(dirty_mask(0, 4096), u64::MAX);
+        assert_eq!(regions(0b1101), vec![(0, 64), (128, 128)]);
+        assert_eq!(regions(u64::MAX), vec![(0, 4096)]);
+    }
+}

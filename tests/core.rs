@@ -1,0 +1,693 @@
+//! The filesystem core without a mount: every operation through `Fs`, on a memfd device,
+//! each test ending with `daxfs check` clean (and most with a remount in between).
+
+use std::sync::Arc;
+
+use daxfs::check;
+use daxfs::device::{Device, TraceOp};
+use daxfs::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
+use daxfs::mkfs::{self, MkfsOptions};
+
+const S_IFREG: u32 = libc::S_IFREG;
+
+fn root() -> Cred {
+    Cred {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+        groups: vec![],
+    }
+}
+
+fn fresh(size: u64) -> (Arc<Device>, Arc<Fs>) {
+    let dev = Arc::new(Device::memfd(size).unwrap());
+    mkfs::mkfs(&dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    (dev, fs)
+}
+
+fn remount(dev: &Arc<Device>, fs: Arc<Fs>) -> Arc<Fs> {
+    fs.unmount().unwrap();
+    drop(fs);
+    assert_clean(dev);
+    Fs::mount(dev.clone(), &FsOptions::default()).unwrap()
+}
+
+fn assert_clean(dev: &Device) {
+    let r = check::check(dev).unwrap();
+    assert!(
+        r.problems.is_empty(),
+        "check found problems:\n{}",
+        r.problems.join("\n")
+    );
+}
+
+fn finish(dev: &Arc<Device>, fs: Arc<Fs>) {
+    fs.unmount().unwrap();
+    drop(fs);
+    assert_clean(dev);
+}
+
+fn create(fs: &Fs, parent: u64, name: &str) -> u64 {
+    fs.mknod(parent, name.as_bytes(), S_IFREG | 0o644, 0, &root())
+        .unwrap()
+        .ino
+}
+
+fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+    let size = fs.getattr(ino).unwrap().size;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let chunk = fs
+            .read(ino, out.len() as u64, 1 << 20, |b| b.to_vec())
+            .unwrap();
+        assert!(!chunk.is_empty());
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+fn names(fs: &Fs, dir: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    fs.readdir(dir, 0, &mut |e| {
+        v.push(String::from_utf8_lossy(&e.name).into_owned());
+        false
+    })
+    .unwrap();
+    v.sort();
+    v
+}
+
+fn errno<T: std::fmt::Debug>(r: daxfs::error::Result<T>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+#[test]
+fn write_read_remount() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "hello");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(fs.write(f, 100, &data, false).unwrap(), data.len() as u32);
+    let back = read_all(&fs, f);
+    assert_eq!(&back[..100], &[0u8; 100][..]);
+    assert_eq!(&back[100..], &data[..]);
+    // Overwrite in the middle, append.
+    fs.write(f, 5000, b"XYZ", false).unwrap();
+    fs.write(f, 0, b"tail", true).unwrap();
+    let fs = remount(&dev, fs);
+    let a = fs.lookup(r, b"hello").unwrap();
+    assert_eq!(a.size, 100_104);
+    let back = read_all(&fs, a.ino);
+    assert_eq!(&back[5000..5003], b"XYZ");
+    assert_eq!(&back[100_100..], b"tail");
+    finish(&dev, fs);
+}
+
+#[test]
+fn directories_and_errors() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let a = fs.mkdir(r, b"a", 0o755, &root()).unwrap();
+    assert_eq!(a.kind, FileKind::Dir);
+    assert_eq!(fs.getattr(r).unwrap().nlink, 3);
+    let b = fs.mkdir(a.ino, b"b", 0o755, &root()).unwrap();
+    create(&fs, b.ino, "f");
+    assert_eq!(errno(fs.mkdir(r, b"a", 0o755, &root())), libc::EEXIST);
+    assert_eq!(errno(fs.rmdir(r, b"a")), libc::ENOTEMPTY);
+    assert_eq!(errno(fs.unlink(r, b"a")), libc::EISDIR);
+    assert_eq!(errno(fs.rmdir(b.ino, b"f")), libc::ENOTDIR);
+    assert_eq!(errno(fs.lookup(r, b"nope")), libc::ENOENT);
+    assert_eq!(errno(fs.lookup(r, &[b'x'; 256])), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(fs.mknod(r, &[b'x'; 256], S_IFREG | 0o644, 0, &root())),
+        libc::ENAMETOOLONG
+    );
+    // A directory cannot move under itself.
+    assert_eq!(
+        errno(fs.rename(r, b"a", b.ino, b"a2", RenameFlags::default())),
+        libc::EINVAL
+    );
+    assert_eq!(names(&fs, a.ino), vec![".", "..", "b"]);
+    let fs = remount(&dev, fs);
+    assert_eq!(errno(fs.rmdir(a.ino, b"b")), libc::ENOTEMPTY);
+    fs.unlink(b.ino, b"f").unwrap();
+    fs.rmdir(a.ino, b"b").unwrap();
+    fs.rmdir(r, b"a").unwrap();
+    assert_eq!(fs.getattr(r).unwrap().nlink, 2);
+    assert_eq!(names(&fs, r), vec![".", ".."]);
+    finish(&dev, fs);
+}
+
+#[test]
+fn rename_semantics() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let x = create(&fs, r, "x");
+    fs.write(x, 0, b"xx", false).unwrap();
+    let y = create(&fs, r, "y");
+    fs.write(y, 0, b"yyy", false).unwrap();
+    let d1 = fs.mkdir(r, b"d1", 0o755, &root()).unwrap().ino;
+    let d2 = fs.mkdir(r, b"d2", 0o755, &root()).unwrap().ino;
+    let noreplace = RenameFlags {
+        noreplace: true,
+        ..Default::default()
+    };
+    let exchange = RenameFlags {
+        exchange: true,
+        ..Default::default()
+    };
+    assert_eq!(errno(fs.rename(r, b"x", r, b"y", noreplace)), libc::EEXIST);
+    fs.rename(r, b"x", r, b"y", exchange).unwrap();
+    assert_eq!(fs.lookup(r, b"y").unwrap().ino, x);
+    assert_eq!(fs.lookup(r, b"x").unwrap().ino, y);
+    // Replace: the victim loses its last link.
+    fs.rename(r, b"x", r, b"y", RenameFlags::default()).unwrap();
+    assert_eq!(errno(fs.lookup(r, b"x")), libc::ENOENT);
+    assert_eq!(read_all(&fs, fs.lookup(r, b"y").unwrap().ino), b"yyy");
+    // Directory over file, file over directory, directory over empty directory.
+    assert_eq!(
+        errno(fs.rename(r, b"d1", r, b"y", RenameFlags::default())),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(fs.rename(r, b"y", r, b"d1", RenameFlags::default())),
+        libc::EISDIR
+    );
+    fs.rename(r, b"d1", r, b"d2", RenameFlags::default())
+        .unwrap();
+    assert_eq!(fs.lookup(r, b"d2").unwrap().ino, d1);
+    assert_eq!(fs.getattr(r).unwrap().nlink, 3);
+    let _ = d2;
+    // Move a directory across parents: link counts follow.
+    let p = fs.mkdir(r, b"p", 0o755, &root()).unwrap().ino;
+    fs.rename(r, b"d2", p, b"moved", RenameFlags::default())
+        .unwrap();
+    assert_eq!(fs.getattr(p).unwrap().nlink, 3);
+    assert_eq!(fs.getattr(r).unwrap().nlink, 3);
+    assert_eq!(fs.lookup(d1, b"..").unwrap().ino, p);
+    // Exchange a file and a directory across parents.
+    fs.rename(r, b"y", p, b"moved", exchange).unwrap();
+    assert_eq!(fs.lookup(r, b"y").unwrap().ino, d1);
+    assert_eq!(fs.getattr(p).unwrap().nlink, 2);
+    assert_eq!(fs.getattr(r).unwrap().nlink, 4);
+    finish(&dev, fs);
+}
+
+#[test]
+fn links_and_open_unlinked_files() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "f");
+    fs.write(f, 0, &vec![1u8; 1 << 20], false).unwrap();
+    fs.link(f, r, b"g").unwrap();
+    assert_eq!(fs.getattr(f).unwrap().nlink, 2);
+    assert_eq!(errno(fs.link(r, r, b"dirlink")), libc::EPERM);
+    let fh = fs.open(f, 0).unwrap();
+    let before = fs.statfs().bfree;
+    fs.unlink(r, b"f").unwrap();
+    fs.unlink(r, b"g").unwrap();
+    // Still readable while open, and its blocks still in use (the directory's emptied
+    // block may have been freed).
+    assert_eq!(fs.read(f, 0, 4, |b| b.to_vec()).unwrap(), vec![1u8; 4]);
+    assert!(fs.statfs().bfree < before + 256);
+    fs.forget(f, 3);
+    fs.release(f, fh);
+    assert!(
+        fs.statfs().bfree >= before + 256,
+        "space of the unlinked file came back"
+    );
+    assert_eq!(errno(fs.getattr(f)), libc::ESTALE);
+    finish(&dev, fs);
+}
+
+#[test]
+fn unlinked_open_file_is_freed_after_a_crash() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "f");
+    fs.write(f, 0, &vec![1u8; 100_000], false).unwrap();
+    let _fh = fs.open(f, 0).unwrap();
+    fs.unlink(r, b"f").unwrap();
+    let used = fs.statfs().bfree;
+    // "Crash": no unmount, the daemon just vanishes.
+    drop(fs);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    assert!(fs.statfs().bfree > used);
+    finish(&dev, fs);
+}
+
+#[test]
+fn symlinks_and_special_files() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let short = fs.symlink(r, b"s", b"target", &root()).unwrap();
+    let long_target = vec![b'a'; 3000];
+    let long = fs.symlink(r, b"l", &long_target, &root()).unwrap();
+    assert_eq!(fs.readlink(short.ino).unwrap(), b"target");
+    assert_eq!(
+        errno(fs.symlink(r, b"big", &vec![b'a'; 5000], &root())),
+        libc::ENAMETOOLONG
+    );
+    let fifo = fs
+        .mknod(r, b"fifo", libc::S_IFIFO | 0o600, 0, &root())
+        .unwrap();
+    assert_eq!(fifo.kind, FileKind::Fifo);
+    let dev_node = fs
+        .mknod(r, b"null", libc::S_IFCHR | 0o666, 0x0103, &root())
+        .unwrap();
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.readlink(long.ino).unwrap(), long_target);
+    assert_eq!(fs.getattr(long.ino).unwrap().size, 3000);
+    assert_eq!(fs.getattr(dev_node.ino).unwrap().rdev, 0x0103);
+    assert_eq!(fs.getattr(dev_node.ino).unwrap().kind, FileKind::CharDev);
+    fs.unlink(r, b"l").unwrap();
+    finish(&dev, fs);
+}
+
+#[test]
+fn setattr_modes_times_and_setgid_dirs() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let d = fs.mkdir(r, b"d", 0o2775, &root()).unwrap();
+    fs.setattr(
+        d.ino,
+        &SetAttr {
+            gid: Some(100),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .unwrap();
+    let user = Cred {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+        groups: vec![],
+    };
+    let f = fs.mknod(d.ino, b"f", S_IFREG | 0o644, 0, &user).unwrap();
+    assert_eq!(f.gid, 100, "setgid directory gives its group");
+    let sub = fs.mkdir(d.ino, b"sub", 0o755, &user).unwrap();
+    assert_eq!(sub.perm & 0o2000, 0o2000, "subdirectories inherit setgid");
+    let t = daxfs::fs::Timespec {
+        sec: 1_000_000_000,
+        nsec: 123_456_789,
+    };
+    let a = fs
+        .setattr(
+            f.ino,
+            &SetAttr {
+                mode: Some(0o600),
+                atime: Some(daxfs::fs::SetTime::At(t)),
+                mtime: Some(daxfs::fs::SetTime::At(t)),
+                ..Default::default()
+            },
+            &root(),
+        )
+        .unwrap();
+    assert_eq!(a.perm, 0o600);
+    assert_eq!(a.mtime, t);
+    assert!(a.ctime > t);
+    let fs = remount(&dev, fs);
+    let a = fs.getattr(f.ino).unwrap();
+    assert_eq!((a.atime, a.mtime), (t, t));
+    finish(&dev, fs);
+}
+
+#[test]
+fn truncate_sparse_and_seek() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "sparse");
+    let tib = 1u64 << 40;
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(tib),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .unwrap();
+    fs.write(f, tib - 5, b"end!!", false).unwrap();
+    fs.write(f, 1 << 20, b"mid", false).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().size, tib);
+    assert_eq!(fs.getattr(f).unwrap().blocks, 16, "two 4 KiB blocks");
+    assert_eq!(fs.lseek(f, 0, libc::SEEK_DATA).unwrap(), 1 << 20);
+    assert_eq!(
+        fs.lseek(f, 1 << 20, libc::SEEK_HOLE).unwrap(),
+        (1 << 20) + 4096
+    );
+    assert_eq!(
+        fs.lseek(f, (1 << 20) + 4096, libc::SEEK_DATA).unwrap(),
+        tib - 4096
+    );
+    assert_eq!(errno(fs.lseek(f, tib, libc::SEEK_DATA)), libc::ENXIO);
+    assert_eq!(fs.read(f, 4096, 10, |b| b.to_vec()).unwrap(), vec![0u8; 10]);
+    // Shrink into the middle of a block: the tail must read as zero when grown again.
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some((1 << 20) + 1),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some((1 << 20) + 100),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .unwrap();
+    let b = fs.read(f, 1 << 20, 100, |b| b.to_vec()).unwrap();
+    assert_eq!(&b[..1], b"m");
+    assert!(b[1..].iter().all(|&x| x == 0));
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.getattr(f).unwrap().size, (1 << 20) + 100);
+    finish(&dev, fs);
+}
+
+#[test]
+fn fallocate_modes() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "f");
+    let data: Vec<u8> = (0..64 * 4096u32).map(|i| (i / 4096) as u8 + 1).collect();
+    fs.write(f, 0, &data, false).unwrap();
+    // Punch blocks 2..4 and a partial range inside block 10.
+    fs.fallocate(f, 2 * 4096, 2 * 4096, 0x01 | 0x02).unwrap();
+    fs.fallocate(f, 10 * 4096 + 100, 50, 0x01 | 0x02).unwrap();
+    let b = read_all(&fs, f);
+    assert!(b[2 * 4096..4 * 4096].iter().all(|&x| x == 0));
+    assert!(b[10 * 4096 + 100..10 * 4096 + 150].iter().all(|&x| x == 0));
+    assert_eq!(b[10 * 4096 + 150], 11);
+    assert_eq!(fs.lseek(f, 2 * 4096, libc::SEEK_DATA).unwrap(), 4 * 4096);
+    // Collapse blocks 4..8: block 8 moves to 4.
+    fs.fallocate(f, 4 * 4096, 4 * 4096, 0x08).unwrap();
+    let b = read_all(&fs, f);
+    assert_eq!(b.len(), 60 * 4096);
+    assert_eq!(b[4 * 4096], 9);
+    // Insert 2 blocks at 1: block 1 moves to 3, the new ones are holes.
+    fs.fallocate(f, 4096, 2 * 4096, 0x20).unwrap();
+    let b = read_all(&fs, f);
+    assert_eq!(b.len(), 62 * 4096);
+    assert!(b[4096..3 * 4096].iter().all(|&x| x == 0));
+    assert_eq!(b[3 * 4096], 2);
+    // Zero range, keep size; then preallocate past EOF.
+    fs.fallocate(f, 20 * 4096 + 7, 3 * 4096, 0x10 | 0x01)
+        .unwrap();
+    let b = read_all(&fs, f);
+    assert!(b[20 * 4096 + 7..23 * 4096 + 7].iter().all(|&x| x == 0));
+    assert_ne!(b[23 * 4096 + 7], 0);
+    fs.fallocate(f, 62 * 4096, 8 * 4096, 0x01).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().size, 62 * 4096);
+    fs.fallocate(f, 62 * 4096, 8 * 4096, 0).unwrap();
+    assert_eq!(fs.getattr(f).unwrap().size, 70 * 4096);
+    assert_eq!(
+        fs.read(f, 65 * 4096, 16, |b| b.to_vec()).unwrap(),
+        vec![0u8; 16]
+    );
+    assert_eq!(errno(fs.fallocate(f, 1, 4096, 0x08)), libc::EINVAL);
+    assert_eq!(errno(fs.fallocate(f, 0, 4096, 0x02)), libc::EOPNOTSUPP);
+    let fs = remount(&dev, fs);
+    let b2 = read_all(&fs, f);
+    assert_eq!(b2.len(), 70 * 4096);
+    assert_eq!(&b2[..62 * 4096], &b[..]);
+    finish(&dev, fs);
+}
+
+#[test]
+fn xattrs() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "f");
+    let none = XattrFlags::default();
+    fs.setxattr(f, b"user.a", b"1", none).unwrap();
+    fs.setxattr(f, b"user.empty", b"", none).unwrap();
+    fs.setxattr(f, b"trusted.t", &[7u8; 1000], none).unwrap();
+    assert_eq!(
+        errno(fs.setxattr(
+            f,
+            b"user.a",
+            b"2",
+            XattrFlags {
+                create: true,
+                replace: false
+            }
+        )),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(fs.setxattr(
+            f,
+            b"user.b",
+            b"2",
+            XattrFlags {
+                create: false,
+                replace: true
+            }
+        )),
+        libc::ENODATA
+    );
+    assert_eq!(
+        errno(fs.setxattr(f, b"bogus.a", b"2", none)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        errno(fs.setxattr(f, b"user.big", &[0u8; 5000], none)),
+        libc::ENOSPC
+    );
+    assert_eq!(errno(fs.getxattr(f, b"user.nope")), libc::ENODATA);
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.getxattr(f, b"user.a").unwrap(), b"1");
+    assert_eq!(fs.getxattr(f, b"user.empty").unwrap(), b"");
+    assert_eq!(fs.listxattr(f).unwrap(), b"user.a\0user.empty\0trusted.t\0");
+    fs.removexattr(f, b"user.a").unwrap();
+    fs.removexattr(f, b"user.empty").unwrap();
+    fs.removexattr(f, b"trusted.t").unwrap();
+    assert_eq!(fs.listxattr(f).unwrap(), b"");
+    finish(&dev, fs);
+}
+
+#[test]
+fn big_directory() {
+    let (dev, fs) = fresh(512 << 20);
+    let r = fs.root_ino();
+    let d = fs.mkdir(r, b"big", 0o755, &root()).unwrap().ino;
+    let n = 100_000;
+    for i in 0..n {
+        create(&fs, d, &format!("file-{i:06}"));
+    }
+    assert_eq!(fs.lookup(d, b"file-054321").unwrap().kind, FileKind::File);
+    let mut count = 0;
+    // Read in small batches to exercise cookies.
+    let mut cookie = 0;
+    loop {
+        let mut got = 0;
+        fs.readdir(d, cookie, &mut |e| {
+            if got == 100 {
+                return true;
+            }
+            got += 1;
+            count += 1;
+            cookie = e.next;
+            false
+        })
+        .unwrap();
+        if got == 0 {
+            break;
+        }
+    }
+    assert_eq!(count, n + 2);
+    let fs = remount(&dev, fs);
+    for i in (0..n).step_by(2) {
+        fs.unlink(d, format!("file-{i:06}").as_bytes()).unwrap();
+    }
+    assert_eq!(errno(fs.lookup(d, b"file-000000")), libc::ENOENT);
+    assert!(fs.lookup(d, b"file-000001").is_ok());
+    let fs = remount(&dev, fs);
+    for i in (1..n).step_by(2) {
+        fs.unlink(d, format!("file-{i:06}").as_bytes()).unwrap();
+    }
+    fs.rmdir(r, b"big").unwrap();
+    finish(&dev, fs);
+}
+
+#[test]
+fn many_extents() {
+    let (dev, fs) = fresh(256 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "frag");
+    let g = create(&fs, r, "other");
+    // Interleave two files so neither gets contiguous blocks: >10,000 extents each.
+    for i in 0..10_500u64 {
+        fs.write(f, i * 4096, &i.to_le_bytes(), false).unwrap();
+        fs.write(g, i * 4096, &i.to_le_bytes(), false).unwrap();
+    }
+    let fs = remount(&dev, fs);
+    for i in (0..10_500u64).step_by(997) {
+        assert_eq!(
+            fs.read(f, i * 4096, 8, |b| b.to_vec()).unwrap(),
+            i.to_le_bytes()
+        );
+    }
+    // Punch every other block, then truncate away.
+    for i in (0..10_500u64).step_by(2) {
+        fs.fallocate(f, i * 4096, 4096, 0x03).unwrap();
+    }
+    let fs = remount(&dev, fs);
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+        &root(),
+    )
+    .unwrap();
+    fs.unlink(r, b"other").unwrap();
+    finish(&dev, fs);
+}
+
+#[test]
+fn full_device_then_delete_everything() {
+    let (dev, fs) = fresh(32 << 20);
+    let r = fs.root_ino();
+    let initial = fs.statfs();
+    let chunk = vec![0xabu8; 1 << 20];
+    let mut files = 0;
+    'fill: for i in 0.. {
+        let f = create(&fs, r, &format!("f{i}"));
+        fs.forget(f, 1); // as the kernel does once it drops the inode
+        files += 1;
+        for j in 0..4 {
+            match fs.write(f, j << 20, &chunk, false) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.errno(), libc::ENOSPC);
+                    break 'fill;
+                }
+            }
+        }
+    }
+    assert!(fs.statfs().bavail < 300);
+    assert_clean_live(&fs, &dev);
+    for i in 0..files {
+        fs.unlink(r, format!("f{i}").as_bytes()).unwrap();
+    }
+    assert_eq!(fs.statfs().bfree, initial.bfree, "all space came back");
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.statfs().bfree, initial.bfree);
+    finish(&dev, fs);
+}
+
+fn assert_clean_live(fs: &Fs, dev: &Device) {
+    fs.sync().unwrap();
+    assert_clean(dev);
+}
+
+#[test]
+fn log_replay_after_crash_between_commit_and_apply() {
+    let mut raw = Device::memfd(32 << 20).unwrap();
+    raw.enable_trace();
+    let dev = Arc::new(raw);
+    mkfs::mkfs(&dev, &MkfsOptions::default()).unwrap();
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    let mut snapshot = vec![0u8; dev.len() as usize];
+    dev.read(0, &mut snapshot);
+    dev.take_trace();
+    fs.mkdir(fs.root_ino(), b"survivor", 0o755, &root())
+        .unwrap();
+    let trace = dev.take_trace();
+    // Build the image a power cut leaves right after the log record's fence: the record
+    // is durable, none of its in-place writes are.
+    let mut img = snapshot.clone();
+    let mut fences = 0;
+    for op in &trace {
+        match op {
+            TraceOp::Store { off, data } => {
+                img[*off as usize..*off as usize + data.len()].copy_from_slice(data)
+            }
+            TraceOp::Fence => {
+                fences += 1;
+                if fences == 1 {
+                    break;
+                }
+            }
+            TraceOp::Flush { .. } => {}
+        }
+    }
+    assert!(fences == 1, "the commit fenced its log record");
+    let crashed = Arc::new(Device::memfd(32 << 20).unwrap());
+    crashed.write(0, &img);
+    let fs2 = Fs::mount(crashed.clone(), &FsOptions::default()).unwrap();
+    assert_eq!(
+        fs2.lookup(fs2.root_ino(), b"survivor").unwrap().kind,
+        FileKind::Dir
+    );
+    finish(&crashed, fs2);
+    // And the image just before the fence (record torn): the mkdir never happened.
+    let torn = Arc::new(Device::memfd(32 << 20).unwrap());
+    torn.write(0, &snapshot);
+    let fs3 = Fs::mount(torn.clone(), &FsOptions::default()).unwrap();
+    assert_eq!(errno(fs3.lookup(fs3.root_ino(), b"survivor")), libc::ENOENT);
+    finish(&torn, fs3);
+    finish(&dev, fs);
+}
+
+#[test]
+fn corrupt_images_are_refused_or_fail_cleanly() {
+    // Not daxfs at all.
+    let junk = Arc::new(Device::memfd(32 << 20).unwrap());
+    junk.write(0, &[0x5a; 8192]);
+    let e = Fs::mount(junk.clone(), &FsOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not a daxfs image"), "{e}");
+    assert!(check::check(&junk).is_err());
+
+    // A flipped byte in the superblock.
+    let (dev, fs) = fresh(32 << 20);
+    let r = fs.root_ino();
+    let f = create(&fs, r, "victim");
+    fs.write(f, 0, b"data", false).unwrap();
+    fs.unmount().unwrap();
+    drop(fs);
+    let mut b = [0u8; 1];
+    dev.read(40, &mut b);
+    dev.write(40, &[b[0] ^ 1]);
+    assert!(Fs::mount(dev.clone(), &FsOptions::default()).is_err());
+    assert!(check::check(&dev).is_err());
+    dev.write(40, &b);
+
+    // A flipped byte in the victim's inode: mount works, the inode gives EUCLEAN, check
+    // names it.
+    let off = (f / 8) * 4096 + (f % 8) * 512 + 60;
+    dev.read(off, &mut b);
+    dev.write(off, &[b[0] ^ 0x10]);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    assert_eq!(errno(fs.lookup(r, b"victim")), libc::EUCLEAN);
+    let rep = check::check(&dev).unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains(&format!("inode {f}"))),
+        "{:?}",
+        rep.problems
+    );
+    drop(fs);
+    dev.write(off, &b);
+
+    // A flipped byte in AG 0's AGF: mount refuses with the structure named.
+    dev.read(4096 + 100, &mut b);
+    dev.write(4096 + 100, &[b[0] ^ 0x10]);
+    let e = Fs::mount(dev.clone(), &FsOptions::default()).err().unwrap();
+    assert!(e.to_string().contains("AGF"), "{e}");
+    assert!(!check::check(&dev).unwrap().problems.is_empty());
+    dev.write(4096 + 100, &b);
+    assert_clean(&dev);
+}
