@@ -1,3 +1,287 @@
-fn main() {
-    println!("Hello, world!");
+//! The `daxfs` command: mkfs, mount (daemon, foreground, mount(8) helper), check, info,
+//! stat, install-helper.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use daxfs::device::{Device, parse_size};
+use daxfs::mount;
+
+#[derive(Parser)]
+#[command(
+    name = "daxfs",
+    version,
+    about = "A persistent-memory filesystem in user space, mounted through FUSE"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+const MOUNT_HELP: &str = "\
+Options (-o, comma separated):
+  ro | rw                     read-only or read-write (default rw)
+  noatime | relatime | strictatime
+                              access-time updates (default relatime; kept in memory and
+                              written with the next change, fsync, sync or unmount)
+  dax=inode|always|never      per-file DAX flag (default inode), all files, or none
+  fsname=NAME                 mount source shown by findmnt/df (default SOURCE)
+  subtype=NAME                type shown as fuse.NAME (default daxfs)
+  allow_other | allow_root    who may use the mount (root mounts: allow_other)
+  default_permissions         permission checks by the kernel (always on)
+  suid|nosuid, dev|nodev, exec|noexec, sync, dirsync
+                              as for any filesystem (root mounts default to suid,dev)
+  remount                     with ro/rw etc.: change a live mount (handed to the kernel)
+Generic options mount(8) passes along (defaults, auto, noauto, user, nofail, _netdev,
+x-*, context=...) are accepted and ignored; anything else is refused by name.";
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create (or resize) IMAGE and format it.
+    Mkfs {
+        image: PathBuf,
+        /// Size like 64M, 8G (at least 16M).
+        #[arg(long, short)]
+        size: String,
+        /// Filesystem label (up to 32 bytes).
+        #[arg(long, short = 'L')]
+        label: Option<String>,
+        /// Overwrite an existing daxfs image.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Mount SOURCE (image file, /dev/daxX.Y, or memfd:SIZE) on MOUNTPOINT.
+    #[command(after_help = MOUNT_HELP)]
+    Mount {
+        source: String,
+        mountpoint: String,
+        /// Mount options (see below).
+        #[arg(short, long)]
+        o: Vec<String>,
+        /// Stay in the foreground and log to stderr.
+        #[arg(short, long)]
+        foreground: bool,
+    },
+    /// Verify every structure of IMAGE without changing it. Exit 0 clean, 1 damaged,
+    /// 2 unreadable.
+    Check { image: String },
+    /// Show geometry, usage, features and log state of IMAGE.
+    Info { image: String },
+    /// Show the live counters of a mounted daxfs.
+    Stat { mountpoint: String },
+    /// Install /sbin/mount.fuse.daxfs so that `mount -t fuse.daxfs` works.
+    InstallHelper,
+}
+
+fn init_log(foreground: bool) {
+    let default = if foreground { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -> ExitCode {
+    let parsed = match mount::parse_options(&opts.join(",")) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("daxfs: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if parsed.remount {
+        return match mount::remount(mountpoint, &parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("daxfs: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    init_log(foreground);
+    if foreground {
+        let r = mount::serve(source, mountpoint, &parsed, &mut |r| {
+            if let Err(e) = r {
+                eprintln!("daxfs: {e}");
+            }
+        });
+        return if r.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    ExitCode::from(mount::mount_daemon(source, mountpoint, &parsed) as u8)
+}
+
+/// mount(8) helper form: `daxfs SOURCE MOUNTPOINT [-o OPTS] [-n] [-s] [-v] [-f]`, also as
+/// /sbin/mount.fuse.daxfs.
+fn helper_mode(args: &[String]) -> ExitCode {
+    let mut pos = Vec::new();
+    let mut opts = Vec::new();
+    let mut foreground = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-o" => {
+                i += 1;
+                if let Some(o) = args.get(i) {
+                    opts.push(o.clone());
+                }
+            }
+            s if s.starts_with("-o") => opts.push(s[2..].to_string()),
+            "-f" => foreground = true,
+            "-n" | "-s" | "-v" | "-i" => {}
+            s if s.starts_with("-t") => {
+                if s == "-t" {
+                    i += 1;
+                }
+            }
+            s => pos.push(s.to_string()),
+        }
+        i += 1;
+    }
+    if pos.len() != 2 {
+        eprintln!("usage: daxfs SOURCE MOUNTPOINT [-o OPTIONS]  (or see `daxfs --help`)");
+        return ExitCode::from(1);
+    }
+    do_mount(&pos[0], &pos[1], &opts, foreground)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    let subcommands = [
+        "mkfs",
+        "mount",
+        "check",
+        "info",
+        "stat",
+        "install-helper",
+        "help",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ];
+    if argv0.starts_with("mount.") || (args.len() >= 3 && !subcommands.contains(&args[1].as_str()))
+    {
+        return helper_mode(&args[1..]);
+    }
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Mkfs {
+            image,
+            size,
+            label,
+            force,
+        } => {
+            let Some(bytes) = parse_size(&size) else {
+                eprintln!("daxfs: cannot parse size {size:?} (try 64M, 8G)");
+                return ExitCode::from(1);
+            };
+            match daxfs::mkfs::mkfs_image(&image, bytes, &daxfs::mkfs::MkfsOptions { label, force })
+            {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Mount {
+            source,
+            mountpoint,
+            o,
+            foreground,
+        } => do_mount(&source, &mountpoint, &o, foreground),
+        Cmd::Check { image } => {
+            let dev = match Device::open(&image, true) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match daxfs::check::check(&dev) {
+                Ok(r) if r.problems.is_empty() => {
+                    println!("{image}: clean; {}", r.summary);
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    for p in &r.problems {
+                        println!("{p}");
+                    }
+                    println!("{image}: {} problem(s); {}", r.problems.len(), r.summary);
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {image}: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Info { image } => {
+            let r = Device::open(&image, true)
+                .map_err(|e| e.to_string())
+                .and_then(|d| daxfs::check::info(&d).map_err(|e| e.to_string()));
+            match r {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {image}: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Stat { mountpoint } => match nix::sys::statvfs::statvfs(mountpoint.as_str()) {
+            Ok(s) => {
+                let bs = s.fragment_size();
+                println!("{mountpoint}:");
+                println!(
+                    "  blocks: {} of {} bytes, {} free, {} available",
+                    s.blocks(),
+                    bs,
+                    s.blocks_free(),
+                    s.blocks_available()
+                );
+                println!("  inodes: {} total, {} free", s.files(), s.files_free());
+                println!("  name max: {}", s.name_max());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("daxfs: {mountpoint}: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::InstallHelper => {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("daxfs: cannot find this executable: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let target = std::path::Path::new("/sbin/mount.fuse.daxfs");
+            let _ = std::fs::remove_file(target);
+            match std::os::unix::fs::symlink(&exe, target) {
+                Ok(()) => {
+                    println!("{} -> {}", target.display(), exe.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {}: {e}", target.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

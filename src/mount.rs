@@ -1,0 +1,436 @@
+//! Mounting: `-o` option parsing, the daemon (returns once the mount is live), the mount(8)
+//! helper conventions (fsname = SOURCE, remount handed to the kernel), and clean shutdown
+//! on umount, SIGTERM and SIGINT.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::Path;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::device::Device;
+use crate::fs::{AtimeMode, DaxMode, Fs, FsOptions};
+
+/// Mount options, parsed from `-o a,b=c,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOpts {
+    pub read_only: bool,
+    pub atime: AtimeMode,
+    pub dax: DaxMode,
+    pub fsname: Option<String>,
+    pub subtype: Option<String>,
+    pub allow_other: Option<bool>,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub suid: Option<bool>,
+    pub dev: Option<bool>,
+    pub exec: Option<bool>,
+    pub sync: bool,
+    pub dirsync: bool,
+    pub remount: bool,
+    /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
+    pub kernel_remount: Vec<String>,
+}
+
+/// Options every FUSE filesystem takes or mount(8) passes along, accepted and ignored.
+const IGNORED: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "nofail",
+    "_netdev",
+    "loop",
+    "nodiratime",
+    "diratime",
+    "lazytime",
+    "nolazytime",
+    "async",
+    "iversion",
+    "noiversion",
+    "owner",
+    "group",
+    "silent",
+    "loud",
+    "mand",
+    "nomand",
+    "nostrictatime",
+];
+
+pub fn parse_options(s: &str) -> Result<MountOpts, String> {
+    let mut o = MountOpts::default();
+    for opt in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (key, val) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, val) {
+            ("ro", None) => o.read_only = true,
+            ("rw", None) => o.read_only = false,
+            ("noatime", None) => o.atime = AtimeMode::Noatime,
+            ("relatime", None) | ("atime", None) => o.atime = AtimeMode::Relatime,
+            ("strictatime", None) => o.atime = AtimeMode::Strictatime,
+            ("dax", None) => o.dax = DaxMode::Always,
+            ("dax", Some("always")) => o.dax = DaxMode::Always,
+            ("dax", Some("never")) => o.dax = DaxMode::Never,
+            ("dax", Some("inode")) => o.dax = DaxMode::Inode,
+            ("dax", Some(v)) => return Err(format!("dax={v}: expected always, never or inode")),
+            ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
+            ("subtype", Some(v)) => o.subtype = Some(v.to_string()),
+            ("allow_other", None) => o.allow_other = Some(true),
+            ("allow_root", None) => o.allow_root = true,
+            ("default_permissions", None) => o.default_permissions = true,
+            ("suid", None) => o.suid = Some(true),
+            ("nosuid", None) => o.suid = Some(false),
+            ("dev", None) => o.dev = Some(true),
+            ("nodev", None) => o.dev = Some(false),
+            ("exec", None) => o.exec = Some(true),
+            ("noexec", None) => o.exec = Some(false),
+            ("sync", None) => o.sync = true,
+            ("dirsync", None) => o.dirsync = true,
+            ("remount", None) => o.remount = true,
+            (k, _) if k.starts_with("x-") => {}
+            (k, Some(_))
+                if [
+                    "context",
+                    "fscontext",
+                    "defcontext",
+                    "rootcontext",
+                    "uid",
+                    "gid",
+                    "user_id",
+                    "group_id",
+                    "max_read",
+                    "blksize",
+                    "rootmode",
+                ]
+                .contains(&k) => {}
+            (k, None) if IGNORED.contains(&k) => {}
+            _ => return Err(format!("unknown mount option \"{opt}\"")),
+        }
+        if matches!(
+            key,
+            "ro" | "rw"
+                | "suid"
+                | "nosuid"
+                | "dev"
+                | "nodev"
+                | "exec"
+                | "noexec"
+                | "sync"
+                | "async"
+                | "dirsync"
+                | "noatime"
+                | "relatime"
+                | "strictatime"
+                | "nodiratime"
+        ) {
+            o.kernel_remount.push(opt.to_string());
+        }
+    }
+    Ok(o)
+}
+
+impl MountOpts {
+    pub fn fs_options(&self) -> FsOptions {
+        FsOptions {
+            read_only: self.read_only,
+            atime: self.atime,
+            dax: self.dax,
+        }
+    }
+
+    /// The fuser configuration: fsname = SOURCE (harnesses find mounts by it), type
+    /// fuse.daxfs unless subtype= says otherwise; as root, a multi-user mount whose
+    /// permission checks are the kernel's.
+    pub fn fuser_config(&self, source: &str, root: bool) -> Config {
+        let mut m = vec![
+            MountOption::FSName(self.fsname.clone().unwrap_or_else(|| source.to_string())),
+            // fuser's own mount(2) drops Subtype; the kernel takes it as a data option.
+            MountOption::CUSTOM(format!(
+                "subtype={}",
+                self.subtype.as_deref().unwrap_or("daxfs")
+            )),
+            MountOption::DefaultPermissions,
+        ];
+        m.push(if self.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        });
+        let local_default = root; // a root mount behaves like a local filesystem
+        m.push(if self.suid.unwrap_or(local_default) {
+            MountOption::Suid
+        } else {
+            MountOption::NoSuid
+        });
+        m.push(if self.dev.unwrap_or(local_default) {
+            MountOption::Dev
+        } else {
+            MountOption::NoDev
+        });
+        m.push(if self.exec.unwrap_or(true) {
+            MountOption::Exec
+        } else {
+            MountOption::NoExec
+        });
+        if self.atime == AtimeMode::Noatime {
+            m.push(MountOption::NoAtime);
+        }
+        if self.sync {
+            m.push(MountOption::Sync);
+        }
+        if self.dirsync {
+            m.push(MountOption::DirSync);
+        }
+        let acl = if self.allow_other.unwrap_or(root) {
+            SessionACL::All
+        } else if self.allow_root {
+            SessionACL::RootAndOwner
+        } else {
+            SessionACL::Owner
+        };
+        let mut c = Config::default();
+        c.mount_options = m;
+        c.acl = acl;
+        c.n_threads = Some(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+        );
+        c.clone_fd = true;
+        c
+    }
+}
+
+/// `mount -o remount,...`: the kernel flips the superblock flags (ro/rw, nosuid, ...) of
+/// the live mount; no second daemon starts. `mount -i` keeps mount(8) from calling this
+/// helper again.
+pub fn remount(mountpoint: &str, opts: &MountOpts) -> Result<(), String> {
+    let mut list = vec!["remount".to_string()];
+    list.extend(opts.kernel_remount.iter().cloned());
+    let st = std::process::Command::new("mount")
+        .args(["-i", "-o", &list.join(","), mountpoint])
+        .status()
+        .map_err(|e| format!("cannot run mount(8): {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("remount of {mountpoint} failed ({st})"))
+    }
+}
+
+/// Open SOURCE, mount the filesystem and the FUSE session, then serve until unmounted.
+/// `ready` is called once the mount is live (Ok) or has failed (Err).
+pub fn serve(
+    source: &str,
+    mountpoint: &str,
+    opts: &MountOpts,
+    ready: &mut dyn FnMut(Result<(), String>),
+) -> Result<(), String> {
+    let fail = |ready: &mut dyn FnMut(Result<(), String>), m: String| {
+        ready(Err(m.clone()));
+        Err(m)
+    };
+    if !Path::new(mountpoint).is_dir() {
+        return fail(
+            ready,
+            format!("{mountpoint}: mount point is not a directory"),
+        );
+    }
+    let memfd = source.starts_with("memfd:");
+    let dev = match Device::open(source, opts.read_only && !memfd) {
+        Ok(d) => d,
+        Err(e) => return fail(ready, e.to_string()),
+    };
+    if memfd {
+        if let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
+            return fail(ready, format!("{source}: {e}"));
+        }
+    }
+    let fs = match Fs::mount(dev.clone(), &opts.fs_options()) {
+        Ok(fs) => fs,
+        Err(e) => return fail(ready, format!("{source}: cannot mount: {e}")),
+    };
+    log::info!(
+        "{source}: mounted on {mountpoint}; {}",
+        fs.persistence().describe()
+    );
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let config = opts.fuser_config(source, root);
+    let mut session =
+        match fuser::Session::new(crate::fuse::DaxFuse::new(fs.clone()), mountpoint, &config) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs.unmount();
+                return fail(ready, format!("{mountpoint}: cannot mount: {e}"));
+            }
+        };
+    let unmounter = session.unmount_callable();
+    spawn_signal_thread(unmounter);
+    ready(Ok(()));
+    let r = session.run();
+    if let Err(e) = &r {
+        log::error!("{mountpoint}: FUSE session ended: {e}");
+    }
+    fs.unmount()
+        .map_err(|e| format!("{source}: unmount: {e}"))?;
+    log::info!("{source}: unmounted cleanly");
+    drop(fs);
+    Ok(())
+}
+
+/// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then
+/// commits and marks the image clean.
+fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    // Block in this thread before spawning; threads inherit the mask.
+    let _ = set.thread_block();
+    std::thread::Builder::new()
+        .name("daxfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                log::info!("{sig}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount on {sig} failed: {e}");
+                }
+            }
+        })
+        .expect("spawn signal thread");
+}
+
+/// Daemon mode: fork; the child serves, the parent waits until the mount is live and exits
+/// 0, or prints why it failed and exits 1.
+pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("daxfs: pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    // SAFETY: we are single-threaded here (nothing has spawned threads yet).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        eprintln!("daxfs: fork: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    if pid > 0 {
+        // SAFETY: fds[1] is ours to close; fds[0] becomes the File.
+        unsafe { libc::close(fds[1]) };
+        let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        let mut msg = String::new();
+        let _ = r.read_to_string(&mut msg);
+        return match msg.strip_prefix("ok") {
+            Some(_) => 0,
+            None if msg.is_empty() => {
+                eprintln!("daxfs: the mount daemon exited before the mount was live");
+                1
+            }
+            None => {
+                eprintln!("daxfs: {}", msg.trim_start_matches("err:"));
+                1
+            }
+        };
+    }
+    // Child.
+    // SAFETY: closing our copy of the read end; setsid detaches from the terminal.
+    unsafe {
+        libc::close(fds[0]);
+        libc::setsid();
+    }
+    let mut w = Some(unsafe { std::fs::File::from_raw_fd(fds[1]) });
+    let mut ready = |r: Result<(), String>| {
+        if let Some(mut f) = w.take() {
+            let _ = match &r {
+                Ok(()) => f.write_all(b"ok"),
+                Err(m) => f.write_all(format!("err:{m}").as_bytes()),
+            };
+        }
+        if r.is_ok() {
+            detach_stdio();
+        }
+    };
+    match serve(source, mountpoint, opts, &mut ready) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Point stdin/stdout at /dev/null, and stderr at $DAXFS_LOG_FILE if set.
+fn detach_stdio() {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    let log = std::env::var("DAXFS_LOG_FILE").ok().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    if let Ok(n) = null {
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe {
+            libc::dup2(n.as_raw_fd(), 0);
+            libc::dup2(n.as_raw_fd(), 1);
+            match &log {
+                Some(l) => libc::dup2(l.as_raw_fd(), 2),
+                None => libc::dup2(n.as_raw_fd(), 2),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse_options(
+            "ro,noatime,dax=never,fsname=img,subtype=daxfs,allow_other,nosuid,x-foo=bar,defaults",
+        )
+        .unwrap();
+        assert!(o.read_only);
+        assert_eq!(o.atime, AtimeMode::Noatime);
+        assert_eq!(o.dax, DaxMode::Never);
+        assert_eq!(o.fsname.as_deref(), Some("img"));
+        assert_eq!(o.suid, Some(false));
+        assert!(!o.remount);
+        let e = parse_options("rw,bogus").unwrap_err();
+        assert_eq!(e, "unknown mount option \"bogus\"");
+        assert!(parse_options("dax=sometimes").is_err());
+        let r = parse_options("remount,ro,nosuid").unwrap();
+        assert!(r.remount);
+        assert_eq!(r.kernel_remount, vec!["ro", "nosuid"]);
+    }
+
+    #[test]
+    fn fuser_config_for_root_is_multi_user() {
+        let o = parse_options("").unwrap();
+        let c = o.fuser_config("/tmp/img", true);
+        assert_eq!(c.acl, SessionACL::All);
+        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
+        assert!(
+            c.mount_options
+                .contains(&MountOption::FSName("/tmp/img".into()))
+        );
+        assert!(
+            c.mount_options
+                .contains(&MountOption::CUSTOM("subtype=daxfs".into()))
+        );
+        let c = o.fuser_config("/tmp/img", false);
+        assert_eq!(c.acl, SessionACL::Owner);
+    }
+}
