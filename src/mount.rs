@@ -357,13 +357,8 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
             detach_stdio();
         }
     };
-    match serve(source, mountpoint, opts, &mut ready) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("{e}");
-            1
-        }
-    }
+    // Failures before the mount is live were reported by the parent.
+    if serve(source, mountpoint, opts, &mut ready).is_ok() { 0 } else { 1 }
 }
 
 /// Point stdin/stdout at /dev/null, and stderr at $DAXFS_LOG_FILE if set.
