@@ -437,7 +437,11 @@ impl Drop for Device {
 /// refused), a read-only open (check, info) a shared one, waiting up to 10 s for a daemon
 /// that is still committing its unmount. The lock goes with the file descriptor.
 fn lock_image(file: &File, source: &str, read_only: bool) -> Result<(), DeviceError> {
-    let op = if read_only { libc::LOCK_SH } else { libc::LOCK_EX };
+    let op = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
     for attempt in 0..100 {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
@@ -452,7 +456,9 @@ fn lock_image(file: &File, source: &str, read_only: bool) -> Result<(), DeviceEr
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    msg(format!("{source}: in use by a mounted daxfs (unmount it first)"))
+    msg(format!(
+        "{source}: in use by a mounted daxfs (unmount it first)"
+    ))
 }
 
 fn coalesce(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {

@@ -958,7 +958,7 @@ impl Fs {
             if inode.ilock_shared().di.is_dir() {
                 return err(libc::EISDIR);
             }
-            self.truncate(&inode, size)?;
+            self.truncate(&inode, size, false)?;
         }
         let mut tx = self.mp.trans(0)?;
         let mut d = inode.ilock_excl();
@@ -996,7 +996,7 @@ impl Fs {
 
     /// Change the size: zero the tail of the new last block, free blocks past it in
     /// bounded transactions. The size changes in the first one.
-    fn truncate(&self, inode: &Inode, size: u64) -> Result<()> {
+    fn truncate(&self, inode: &Inode, size: u64, touch: bool) -> Result<()> {
         if size > FILE_SIZE_MAX {
             return err(libc::EFBIG);
         }
@@ -1012,7 +1012,7 @@ impl Fs {
                 if size < d.di.size {
                     self.zero_tail(&d, size);
                 }
-                if size != d.di.size {
+                if size != d.di.size || touch {
                     d.di.mtime = now;
                     d.di.ctime = now;
                 }
@@ -1050,10 +1050,24 @@ impl Fs {
     // ------------------------------------------------------------------------------------
     // Open files and data.
 
-    pub fn open(&self, ino: Ino, _flags: i32) -> Result<u64> {
+    /// Open a file or directory: holds the inode until `release` (unlinked files live on).
+    /// O_TRUNC truncates here (the adapter asks the kernel for atomic O_TRUNC) and always
+    /// updates mtime and ctime, as POSIX requires of open.
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
         let inode = self.iget(ino)?;
-        if inode.ilock_shared().freed {
+        let (freed, kind) = {
+            let d = inode.ilock_shared();
+            (d.freed, d.di.kind())
+        };
+        if freed {
             return err(libc::ESTALE);
+        }
+        if flags & libc::O_TRUNC != 0
+            && kind == FileKind::File
+            && flags & libc::O_ACCMODE != libc::O_RDONLY
+        {
+            self.mp.check_writable()?;
+            self.truncate(&inode, 0, true)?;
         }
         inode.opens.fetch_add(1, Ordering::AcqRel);
         Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))

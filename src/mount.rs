@@ -358,7 +358,11 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
         }
     };
     // Failures before the mount is live were reported by the parent.
-    if serve(source, mountpoint, opts, &mut ready).is_ok() { 0 } else { 1 }
+    if serve(source, mountpoint, opts, &mut ready).is_ok() {
+        0
+    } else {
+        1
+    }
 }
 
 /// Point stdin/stdout at /dev/null, and stderr at $DAXFS_LOG_FILE if set.
