@@ -16,8 +16,8 @@
 //!   inode's metadata straight off the device (so they never see a half-applied commit).
 //! - Several inodes: ascending inode number (`lock_excl_many`).
 //!
-//! Debug builds check the order per thread (`LockDepth`): starting a transaction or taking
-//! an IOLOCK/MMAPLOCK while holding an ILOCK panics with the offending site.
+//! The order is checked per thread: starting a transaction or taking an IOLOCK/MMAPLOCK
+//! while holding an ILOCK panics with the offending site (`assert_no_ilock`).
 //!
 //! References: FUSE lookups (`nlookup`) and open files (`opens`). An inode with neither is
 //! unreferenced and may be evicted; one with no links is then freed (inactivated).
@@ -520,7 +520,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(debug_assertions)]
     fn lock_order_checker_fires() {
         let ino = Inode::new(sample(), ExtentMap::new());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
