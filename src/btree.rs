@@ -639,3 +639,236 @@ pub fn check<I: BlockIo>(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{seal_block, verify_header};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashMap, HashSet};
+
+    /// Blocks in memory; catches double frees and use of freed blocks.
+    struct MemIo {
+        blocks: HashMap<u64, Box<Block>>,
+        next: u64,
+        freed: HashSet<u64>,
+    }
+
+    impl MemIo {
+        fn new() -> MemIo {
+            MemIo {
+                blocks: HashMap::new(),
+                next: 100,
+                freed: HashSet::new(),
+            }
+        }
+        fn live(&self) -> usize {
+            self.blocks.len() - self.freed.len()
+        }
+    }
+
+    impl BlockIo for MemIo {
+        fn uuid(&self) -> [u8; 16] {
+            [9; 16]
+        }
+        fn read_meta(
+            &mut self,
+            blk: u64,
+            magic: u32,
+            owner: Option<u64>,
+            what: &'static str,
+        ) -> Result<Box<Block>> {
+            assert!(!self.freed.contains(&blk), "read of freed block {blk}");
+            let Some(b) = self.blocks.get(&blk) else {
+                return Err(FsError::Corrupt(format!("{what}: no block {blk}")));
+            };
+            verify_header(&b[..], magic, blk, owner, &[9; 16], what)?;
+            Ok(b.clone())
+        }
+        fn write_meta(&mut self, blk: u64, data: &Block) {
+            assert!(!self.freed.contains(&blk), "write of freed block {blk}");
+            let mut b = Box::new(*data);
+            seal_block(&mut b[..], 1);
+            self.blocks.insert(blk, b);
+        }
+        fn alloc_node(&mut self, _tree: &Tree) -> Result<u64> {
+            self.next += 1;
+            Ok(self.next)
+        }
+        fn free_node(&mut self, _tree: &Tree, blk: u64) -> Result<()> {
+            assert!(self.freed.insert(blk), "double free of {blk}");
+            Ok(())
+        }
+    }
+
+    static SMALL: TreeOps = TreeOps {
+        name: "test",
+        magic: 0x7465_7374,
+        key_len: 8,
+        val_len: 8,
+        max_recs: Some(4),
+    };
+    static WIDE: TreeOps = TreeOps {
+        name: "wide",
+        magic: 0x7465_7375,
+        key_len: 16,
+        val_len: 0,
+        max_recs: Some(5),
+    };
+    static FULL: TreeOps = TreeOps {
+        name: "full",
+        magic: 0x7465_7376,
+        key_len: 4,
+        val_len: 4,
+        max_recs: None,
+    };
+
+    fn check_against(io: &mut MemIo, tree: &Tree, root: &Root, model: &BTreeMap<u128, u128>) {
+        let mut nodes = 0;
+        let mut recs = Vec::new();
+        let p = check(io, tree, root, &mut |_| nodes += 1, &mut |k, v| {
+            recs.push((k, v))
+        });
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            recs,
+            model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        );
+        assert_eq!(nodes, io.live(), "every live block is a node of the tree");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u16, u16),
+        Delete(u16),
+        Update(u16, u16),
+        Le(u16),
+        Ge(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<u16>(), any::<u16>()).prop_map(|(k, v)| Op::Insert(k % 512, v)),
+            3 => any::<u16>().prop_map(|k| Op::Delete(k % 512)),
+            1 => (any::<u16>(), any::<u16>()).prop_map(|(k, v)| Op::Update(k % 512, v)),
+            1 => any::<u16>().prop_map(|k| Op::Le(k % 600)),
+            1 => any::<u16>().prop_map(|k| Op::Ge(k % 600)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_btreemap(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut io = MemIo::new();
+            let tree = Tree { ops: &SMALL, owner: 3 };
+            let mut root = Root::default();
+            let mut model = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        let r = insert(&mut io, &tree, &mut root, k as u128, v as u128);
+                        if model.contains_key(&(k as u128)) { prop_assert!(r.is_err()); }
+                        else { r.unwrap(); model.insert(k as u128, v as u128); }
+                    }
+                    Op::Delete(k) => {
+                        let r = delete(&mut io, &tree, &mut root, k as u128);
+                        match model.remove(&(k as u128)) {
+                            Some(v) => prop_assert_eq!(r.unwrap(), v),
+                            None => prop_assert!(r.is_err()),
+                        }
+                    }
+                    Op::Update(k, v) => {
+                        let r = update(&mut io, &tree, &root, k as u128, v as u128);
+                        if let Some(x) = model.get_mut(&(k as u128)) { r.unwrap(); *x = v as u128; }
+                        else { prop_assert!(r.is_err()); }
+                    }
+                    Op::Le(k) => {
+                        let want = model.range(..=(k as u128)).next_back().map(|(a, b)| (*a, *b));
+                        prop_assert_eq!(lookup_le(&mut io, &tree, &root, k as u128).unwrap(), want);
+                    }
+                    Op::Ge(k) => {
+                        let want = model.range((k as u128)..).next().map(|(a, b)| (*a, *b));
+                        prop_assert_eq!(lookup_ge(&mut io, &tree, &root, k as u128).unwrap(), want);
+                    }
+                }
+            }
+            check_against(&mut io, &tree, &root, &model);
+            let mut walked = Vec::new();
+            walk(&mut io, &tree, &root, 100, &mut |k, v| { walked.push((k, v)); Ok(true) }).unwrap();
+            prop_assert_eq!(walked, model.range(100..).map(|(a, b)| (*a, *b)).collect::<Vec<_>>());
+            prop_assert_eq!(count(&mut io, &tree, &root).unwrap(), model.len() as u64);
+            destroy(&mut io, &tree, &mut root).unwrap();
+            prop_assert_eq!(io.live(), 0);
+            prop_assert_eq!(root, Root::default());
+        }
+    }
+
+    #[test]
+    fn wide_keys_without_values_and_full_nodes() {
+        let mut io = MemIo::new();
+        let tree = Tree {
+            ops: &WIDE,
+            owner: 1,
+        };
+        let mut root = Root::default();
+        let mut model = BTreeMap::new();
+        for i in 0..300u128 {
+            let k = (i * 7919 % 300) << 64 | i;
+            insert(&mut io, &tree, &mut root, k, 0).unwrap();
+            model.insert(k, 0);
+        }
+        assert!(root.level >= 3);
+        check_against(&mut io, &tree, &root, &model);
+        let tree = Tree {
+            ops: &FULL,
+            owner: 2,
+        };
+        let mut root = Root::default();
+        for i in 0..5000u128 {
+            insert(&mut io, &tree, &mut root, i, i * 2).unwrap();
+        }
+        assert_eq!(root.level, 1, "{} records per leaf", max_recs(&FULL, true));
+        assert_eq!(get(&mut io, &tree, &root, 4321).unwrap(), Some(8642));
+    }
+
+    #[test]
+    fn corruption_is_an_error_never_a_panic() {
+        let tree = Tree {
+            ops: &SMALL,
+            owner: 3,
+        };
+        let build = || {
+            let mut io = MemIo::new();
+            let mut root = Root::default();
+            for i in 0..50u128 {
+                insert(&mut io, &tree, &mut root, i, i).unwrap();
+            }
+            (io, root)
+        };
+        let damage: [&dyn Fn(&mut Block); 4] = [
+            &|b| put_u16(&mut b[..], BT_NUMRECS, 999),
+            &|b| put_u16(&mut b[..], BT_LEVEL, 7),
+            &|b| b[BT_RECS + 8..BT_RECS + 16].fill(0), // child pointer 0 / value
+            &|b| b[BT_RECS..BT_RECS + 8].fill(0xff),   // key order
+        ];
+        for d in damage {
+            let (mut io, root) = build();
+            let mut b = io.blocks[&root.blk].clone();
+            d(&mut b);
+            seal_block(&mut b[..], 1); // valid CRC: the structure checks must catch it
+            io.blocks.insert(root.blk, b);
+            assert!(get(&mut io, &tree, &root, 10).is_err());
+            assert!(!check(&mut io, &tree, &root, &mut |_| {}, &mut |_, _| {}).is_empty());
+            let mut r2 = root;
+            assert!(insert(&mut io, &tree, &mut r2, 1000, 1).is_err());
+        }
+        // A bad CRC.
+        let (mut io, root) = build();
+        io.blocks.get_mut(&root.blk).unwrap()[200] ^= 1;
+        assert!(lookup_ge(&mut io, &tree, &root, 0).is_err());
+        // A root level beyond the maximum.
+        let (mut io, _) = build();
+        let bad = Root { blk: 101, level: 9 };
+        assert!(walk(&mut io, &tree, &bad, 0, &mut |_, _| Ok(true)).is_err());
+    }
+}

@@ -330,3 +330,126 @@ impl ExtentMap {
         self.orig.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn e(fileoff: u64, startblock: u64, len: u64, unwritten: bool) -> Extent {
+        Extent {
+            fileoff,
+            startblock,
+            len,
+            unwritten,
+        }
+    }
+
+    #[test]
+    fn insert_merges_and_remove_splits() {
+        let mut m = ExtentMap::new();
+        m.insert(e(0, 100, 4, false));
+        m.insert(e(4, 104, 4, false));
+        assert_eq!(m.len(), 1);
+        m.insert(e(8, 200, 2, false));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.remove_range(2, 7), vec![(102, 6), (200, 1)]);
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            vec![e(0, 100, 2, false), e(9, 201, 1, false)]
+        );
+        m.mark_unwritten(0, 1);
+        assert_eq!(m.len(), 3);
+        m.mark_written(0, 1);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.next_data(2), Some(9));
+        assert_eq!(m.next_hole(0), 2);
+    }
+
+    #[test]
+    fn shifts() {
+        let mut m = ExtentMap::new();
+        m.insert(e(0, 100, 10, false));
+        m.shift_up(4, 3).unwrap();
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            vec![e(0, 100, 4, false), e(7, 104, 6, false)]
+        );
+        m.shift_down(4, 3);
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            vec![e(0, 100, 10, false)]
+        );
+        assert!(m.shift_up(0, u64::MAX / 2).is_err());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u8, bool),
+        Remove(u8, u8),
+        Written(u8, u8),
+        Unwritten(u8, u8),
+    }
+
+    proptest! {
+        /// Block by block against a plain map; take_changes reproduces the records.
+        #[test]
+        fn matches_a_block_map(ops in proptest::collection::vec(
+            prop_oneof![
+                (any::<u8>(), 1..16u8, any::<bool>()).prop_map(|(o, l, u)| Op::Insert(o, l, u)),
+                (any::<u8>(), 1..32u8).prop_map(|(o, l)| Op::Remove(o, l)),
+                (any::<u8>(), 1..32u8).prop_map(|(o, l)| Op::Written(o, l)),
+                (any::<u8>(), 1..32u8).prop_map(|(o, l)| Op::Unwritten(o, l)),
+            ], 1..60)) {
+            let mut m = ExtentMap::new();
+            let mut model: std::collections::BTreeMap<u64, (u64, bool)> = Default::default();
+            let mut next_dev = 1000u64;
+            let mut records: std::collections::BTreeMap<u64, Extent> = Default::default();
+            for op in ops {
+                match op {
+                    Op::Insert(o, l, u) => {
+                        let (o, l) = (o as u64, l as u64);
+                        if (o..o + l).any(|b| model.contains_key(&b)) { continue; }
+                        // Sometimes contiguous with the previous allocation, to exercise merges.
+                        m.insert(e(o, next_dev, l, u));
+                        for i in 0..l { model.insert(o + i, (next_dev + i, u)); }
+                        next_dev += l;
+                    }
+                    Op::Remove(o, l) => {
+                        let (o, l) = (o as u64, l as u64);
+                        let freed = m.remove_range(o, l);
+                        let mut want = Vec::new();
+                        for b in o..o + l { if let Some((d, _)) = model.remove(&b) { want.push(d); } }
+                        let got: Vec<u64> = freed.iter().flat_map(|&(s, n)| s..s + n).collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Written(o, l) | Op::Unwritten(o, l) => {
+                        let u = matches!(op, Op::Unwritten(..));
+                        let (o, l) = (o as u64, l as u64);
+                        if u { m.mark_unwritten(o, l) } else { m.mark_written(o, l) }
+                        for b in o..o + l { if let Some(x) = model.get_mut(&b) { x.1 = u; } }
+                    }
+                }
+                // Same mapping, no overlaps, nothing left unmerged.
+                let mut blocks = std::collections::BTreeMap::new();
+                let exts: Vec<Extent> = m.iter().copied().collect();
+                for w in exts.windows(2) {
+                    prop_assert!(w[0].end() <= w[1].fileoff);
+                    let mergeable = w[0].end() == w[1].fileoff && w[0].startblock + w[0].len == w[1].startblock
+                        && w[0].unwritten == w[1].unwritten;
+                    prop_assert!(!mergeable, "unmerged neighbours {:?}", w);
+                }
+                for x in &exts { for i in 0..x.len { blocks.insert(x.fileoff + i, (x.startblock + i, x.unwritten)); } }
+                prop_assert_eq!(&blocks, &model);
+                for c in m.take_changes() {
+                    match c {
+                        Change::Remove(k) => { prop_assert!(records.remove(&k).is_some()); }
+                        Change::Update(x) => { prop_assert!(records.insert(x.fileoff, x).is_some()); }
+                        Change::Insert(x) => { prop_assert!(records.insert(x.fileoff, x).is_none()); }
+                    }
+                }
+                prop_assert_eq!(records.values().copied().collect::<Vec<_>>(), exts);
+            }
+        }
+    }
+}

@@ -691,3 +691,81 @@ fn corrupt_images_are_refused_or_fail_cleanly() {
     dev.write(4096 + 100, &b);
     assert_clean(&dev);
 }
+
+#[test]
+fn corrupt_directory_and_btree_blocks() {
+    use daxfs::format::Agf;
+    use daxfs::inode::DiskInode;
+    let (dev, fs) = fresh(32 << 20);
+    let r = fs.root_ino();
+    let d = fs.mkdir(r, b"dir", 0o755, &root()).unwrap().ino;
+    for i in 0..20 {
+        create(&fs, d, &format!("entry{i}"));
+    }
+    let uuid = fs.mp().sb.uuid;
+    fs.unmount().unwrap();
+    drop(fs);
+    let flip = |off: u64| {
+        let mut b = [0u8; 1];
+        dev.read(off, &mut b);
+        dev.write(off, &[b[0] ^ 0x04]);
+    };
+
+    // The directory's data block: lookups in it fail with EUCLEAN, check names it.
+    let mut slot = [0u8; 512];
+    dev.read((d / 8) * 4096 + (d % 8) * 512, &mut slot);
+    let (_, exts) = DiskInode::decode(&slot, d, &uuid).unwrap();
+    let dblk = exts[0].startblock;
+    flip(dblk * 4096 + 200);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    assert_eq!(errno(fs.lookup(d, b"entry3")), libc::EUCLEAN);
+    let mut cookie_err = None;
+    if let Err(e) = fs.readdir(d, 0, &mut |_| false) {
+        cookie_err = Some(e.errno());
+    }
+    assert_eq!(cookie_err, Some(libc::EUCLEAN));
+    drop(fs);
+    let rep = check::check(&dev).unwrap();
+    assert!(
+        rep.problems.iter().any(|p| p.contains("directory data")),
+        "{:?}",
+        rep.problems
+    );
+    flip(dblk * 4096 + 200);
+    assert_clean(&dev);
+
+    // The by-block free-space tree's root: the first allocation fails with EUCLEAN and
+    // the filesystem stops changing (shut down); check names the tree.
+    let mut agf = [0u8; 4096];
+    dev.read(4096, &mut agf);
+    let bno_root = Agf::decode(&agf).bno_root;
+    flip(bno_root * 4096 + 300);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    let f = create_err(&fs, r);
+    assert_eq!(f, libc::EUCLEAN);
+    drop(fs);
+    let rep = check::check(&dev).unwrap();
+    assert!(
+        rep.problems.iter().any(|p| p.contains("bnobt")),
+        "{:?}",
+        rep.problems
+    );
+    flip(bno_root * 4096 + 300);
+    assert_clean(&dev);
+}
+
+/// Create files until one fails; its errno.
+fn create_err(fs: &Fs, dir: u64) -> i32 {
+    for i in 0..10_000 {
+        let name = format!("n{i}");
+        match fs.mknod(dir, name.as_bytes(), S_IFREG | 0o644, 0, &root()) {
+            Ok(a) => {
+                if let Err(e) = fs.write(a.ino, 0, &[1u8; 65536], false) {
+                    return e.errno();
+                }
+            }
+            Err(e) => return e.errno(),
+        }
+    }
+    panic!("no error from a corrupt free-space tree");
+}
