@@ -346,7 +346,7 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
         hash_key(name_hash(name), f.dataptr),
     )?;
     d.di.dirhash = root;
-    d.di.dir_entries -= 1;
+    d.di.dir_entries = d.di.dir_entries.saturating_sub(1);
     if n == 0 {
         tx.forget_block(blk);
         crate::bmap::free_range(tx, d, dblock, 1);

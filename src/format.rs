@@ -275,7 +275,7 @@ impl Superblock {
     pub fn decode(b: &[u8], device_blocks: u64) -> Result<Superblock> {
         let magic = get_u32(b, 0);
         if magic != SB_MAGIC {
-            return Err(FsError::Corrupt(format!(
+            return Err(FsError::Invalid(format!(
                 "not a daxfs image (superblock magic {magic:#010x}, expected {SB_MAGIC:#010x})"
             )));
         }
@@ -320,6 +320,13 @@ impl Superblock {
             return Err(FsError::corrupt(format!(
                 "superblock: unknown incompatible features {:#x}; a newer daxfs made this image",
                 sb.incompat & !INCOMPAT_KNOWN
+            )));
+        }
+        if sb.total_blocks > device_blocks && sb.total_blocks >= MIN_BLOCKS {
+            return Err(FsError::corrupt(format!(
+                "superblock: the filesystem spans {} blocks but the device holds only {device_blocks} \
+                 (truncated image?)",
+                sb.total_blocks
             )));
         }
         let sane = sb.total_blocks >= MIN_BLOCKS

@@ -213,6 +213,11 @@ fn attr_of(d: &InodeData) -> Attr {
     }
 }
 
+/// Link counts come from the media: a corrupt one must not wrap around.
+fn dec_nlink(d: &mut InodeData) {
+    d.di.nlink = d.di.nlink.saturating_sub(1);
+}
+
 /// Find the locked guard of inode `ino` among `locks`.
 fn g<'l, 'a>(locks: &'l mut [(u64, IlockExcl<'a>)], ino: u64) -> &'l mut InodeData {
     &mut locks
@@ -765,7 +770,7 @@ impl Fs {
         let dd = g(&mut locks, parent);
         dir::remove(&mut tx, dd, name, found)?;
         if want_dir {
-            dd.di.nlink -= 1;
+            dd.di.nlink = dd.di.nlink.saturating_sub(1);
         }
         dd.di.mtime = now;
         dd.di.ctime = now;
@@ -896,12 +901,12 @@ impl Fs {
             if parent != newparent {
                 if s_is_dir {
                     g(&mut locks, src.ino).di.parent = newparent;
-                    g(&mut locks, parent).di.nlink -= 1;
+                    dec_nlink(g(&mut locks, parent));
                     g(&mut locks, newparent).di.nlink += 1;
                 }
                 if d_is_dir {
                     g(&mut locks, dst.ino).di.parent = parent;
-                    g(&mut locks, newparent).di.nlink -= 1;
+                    dec_nlink(g(&mut locks, newparent));
                     g(&mut locks, parent).di.nlink += 1;
                 }
             }
@@ -911,14 +916,18 @@ impl Fs {
                 Some(dst) => {
                     dir::retarget(&mut tx, g(&mut locks, newparent), dst, src.ino, s_ft)?;
                     let v = g(&mut locks, dst.ino);
-                    v.di.nlink = if d_is_dir { 0 } else { v.di.nlink - 1 };
+                    v.di.nlink = if d_is_dir {
+                        0
+                    } else {
+                        v.di.nlink.saturating_sub(1)
+                    };
                     v.di.ctime = now;
                     if v.di.nlink == 0 {
                         orphan = Some(dst.ino);
                         ialloc::unlinked_add(&mut tx, dst.ino)?;
                     }
                     if d_is_dir {
-                        g(&mut locks, newparent).di.nlink -= 1;
+                        dec_nlink(g(&mut locks, newparent));
                     }
                 }
                 None => dir::add(&mut tx, g(&mut locks, newparent), newname, src.ino, s_ft)?,
@@ -926,7 +935,7 @@ impl Fs {
             dir::remove(&mut tx, g(&mut locks, parent), name, src)?;
             if moves_dir_across {
                 g(&mut locks, src.ino).di.parent = newparent;
-                g(&mut locks, parent).di.nlink -= 1;
+                dec_nlink(g(&mut locks, parent));
                 g(&mut locks, newparent).di.nlink += 1;
             }
         }

@@ -346,7 +346,11 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
         libc::setsid();
     }
     let mut w = Some(unsafe { std::fs::File::from_raw_fd(fds[1]) });
+    // Until the mount is live the parent reports failures; the child stays quiet.
+    let level = log::max_level();
+    log::set_max_level(log::LevelFilter::Off);
     let mut ready = |r: Result<(), String>| {
+        log::set_max_level(level);
         if let Some(mut f) = w.take() {
             let _ = match &r {
                 Ok(()) => f.write_all(b"ok"),
