@@ -291,15 +291,15 @@ fn alloc_in_ag(
         level: agf.cnt_level,
     };
     // Exactly at the hint: files grow contiguously and their extents merge.
-    if let Some(h) = hint {
-        if let Some((k, v)) = btree::lookup_le(tx, &bno_tree(agno), &broot, h as u128)? {
-            let (fbno, flen) = (k as u64, v as u64);
-            if h < fbno + flen && fbno + flen - h >= minlen {
-                let alen = want.min(fbno + flen - h);
-                take(tx, &mut agf, fbno, flen, h, alen)?;
-                write_agf(tx, &agf);
-                return Ok(Some((tx.mp.fsblock(agno, h), alen)));
-            }
+    if let Some(h) = hint
+        && let Some((k, v)) = btree::lookup_le(tx, &bno_tree(agno), &broot, h as u128)?
+    {
+        let (fbno, flen) = (k as u64, v as u64);
+        if h < fbno + flen && fbno + flen - h >= minlen {
+            let alen = want.min(fbno + flen - h);
+            take(tx, &mut agf, fbno, flen, h, alen)?;
+            write_agf(tx, &agf);
+            return Ok(Some((tx.mp.fsblock(agno, h), alen)));
         }
     }
     // Best fit by size, else the largest extent if it has at least minlen.

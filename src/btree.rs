@@ -131,14 +131,14 @@ fn read_node<I: BlockIo>(io: &mut I, tree: &Tree, blk: u64, level: u16) -> Resul
     for i in 0..n {
         let off = BT_RECS + i * (kl + vl);
         let k = get_uint(&buf[..], off, kl);
-        if let Some(&prev) = keys.last() {
-            if k <= prev {
-                return Err(corrupt(
-                    tree,
-                    blk,
-                    format!("keys out of order at record {i}"),
-                ));
-            }
+        if let Some(&prev) = keys.last()
+            && k <= prev
+        {
+            return Err(corrupt(
+                tree,
+                blk,
+                format!("keys out of order at record {i}"),
+            ));
         }
         keys.push(k);
         vals.push(if vl == 0 {
@@ -355,10 +355,10 @@ pub fn lookup_le<I: BlockIo>(
     let Some(mut c) = Cursor::seek(io, tree, root, key)? else {
         return Ok(None);
     };
-    if let Some((k, v)) = c.record() {
-        if k == key {
-            return Ok(Some((k, v)));
-        }
+    if let Some((k, v)) = c.record()
+        && k == key
+    {
+        return Ok(Some((k, v)));
     }
     // The record before the cursor position.
     let (_, i) = c.leaf();

@@ -709,7 +709,7 @@ pub fn info(dev: &Device) -> Result<String> {
     let label = String::from_utf8_lossy(&sb.label)
         .trim_end_matches('\0')
         .to_string();
-    let mib = |b: u64| b * BLOCK_SIZE as u64 >> 20;
+    let mib = |b: u64| (b * BLOCK_SIZE as u64) >> 20;
     Ok(format!(
         "source:        {}\n\
          format:        daxfs version {} (features compat {:#x}, ro_compat {:#x}, incompat {:#x})\n\

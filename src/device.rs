@@ -309,7 +309,10 @@ impl Device {
     /// that is). Used for the superblock's state word.
     pub fn store_u64(&self, off: u64, v: u64) {
         assert!(!self.read_only, "store to a read-only device");
-        assert!(off % 8 == 0, "atomic store at unaligned offset {off}");
+        assert!(
+            off.is_multiple_of(8),
+            "atomic store at unaligned offset {off}"
+        );
         self.check(off, 8);
         if let Some(t) = &self.trace {
             t.lock().unwrap().push(TraceOp::Store {
@@ -466,11 +469,11 @@ fn coalesce(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
     for (off, len) in r {
         // Merge ranges within one page of each other: one msync call per page run.
-        if let Some(last) = out.last_mut() {
-            if off <= last.0 + last.1 + 4096 {
-                last.1 = last.1.max(off + len - last.0);
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && off <= last.0 + last.1 + 4096
+        {
+            last.1 = last.1.max(off + len - last.0);
+            continue;
         }
         out.push((off, len));
     }

@@ -111,7 +111,7 @@ fn entries(b: &Block, dblock: u64, dir: u64) -> Result<Vec<RawEntry<'_>>> {
         let reclen = get_u16(&b[..], off + 8) as usize;
         let namelen = b[off + 10] as usize;
         let ftype = b[off + 11];
-        if reclen < DE_MIN || reclen % 8 != 0 || off + reclen > BLOCK_SIZE {
+        if reclen < DE_MIN || !reclen.is_multiple_of(8) || off + reclen > BLOCK_SIZE {
             return bad(&format!("bad record length {reclen}"));
         }
         if ino != 0 {

@@ -141,21 +141,21 @@ impl ExtentMap {
 
     /// Split the extent containing `at` (if it starts before `at`) so one starts at `at`.
     fn split_at(&mut self, at: u64) {
-        if let Some(e) = self.find(at) {
-            if e.fileoff < at {
-                let left = Extent {
-                    len: at - e.fileoff,
-                    ..e
-                };
-                let right = Extent {
-                    fileoff: at,
-                    startblock: e.startblock + (at - e.fileoff),
-                    len: e.end() - at,
-                    unwritten: e.unwritten,
-                };
-                self.put(left);
-                self.put(right);
-            }
+        if let Some(e) = self.find(at)
+            && e.fileoff < at
+        {
+            let left = Extent {
+                len: at - e.fileoff,
+                ..e
+            };
+            let right = Extent {
+                fileoff: at,
+                startblock: e.startblock + (at - e.fileoff),
+                len: e.end() - at,
+                unwritten: e.unwritten,
+            };
+            self.put(left);
+            self.put(right);
         }
     }
 
@@ -164,22 +164,22 @@ impl ExtentMap {
         let Some(mut e) = self.map.get(&key).copied() else {
             return;
         };
-        if let Some((_, l)) = self.map.range(..key).next_back().map(|(k, v)| (*k, *v)) {
-            if mergeable(&l, &e) {
-                self.del(e.fileoff);
-                e = Extent {
-                    len: l.len + e.len,
-                    ..l
-                };
-                self.put(e);
-            }
+        if let Some((_, l)) = self.map.range(..key).next_back().map(|(k, v)| (*k, *v))
+            && mergeable(&l, &e)
+        {
+            self.del(e.fileoff);
+            e = Extent {
+                len: l.len + e.len,
+                ..l
+            };
+            self.put(e);
         }
-        if let Some(r) = self.map.get(&e.end()).copied() {
-            if mergeable(&e, &r) {
-                self.del(r.fileoff);
-                e.len += r.len;
-                self.put(e);
-            }
+        if let Some(r) = self.map.get(&e.end()).copied()
+            && mergeable(&e, &r)
+        {
+            self.del(r.fileoff);
+            e.len += r.len;
+            self.put(e);
         }
     }
 
@@ -263,15 +263,14 @@ impl ExtentMap {
     }
 
     pub fn shift_up(&mut self, off: u64, len: u64) -> Result<(), ()> {
-        if let Some((_, last)) = self.map.iter().next_back() {
-            if last.end() > off
-                && last
-                    .end()
-                    .checked_add(len)
-                    .is_none_or(|x| x > (i64::MAX as u64) / 4096 + 1)
-            {
-                return Err(());
-            }
+        if let Some((_, last)) = self.map.iter().next_back()
+            && last.end() > off
+            && last
+                .end()
+                .checked_add(len)
+                .is_none_or(|x| x > (i64::MAX as u64) / 4096 + 1)
+        {
+            return Err(());
         }
         self.split_at(off);
         let keys: Vec<u64> = self.map.range(off..).map(|(k, _)| *k).rev().collect();
@@ -286,10 +285,10 @@ impl ExtentMap {
     }
 
     pub fn next_data(&self, off: u64) -> Option<u64> {
-        if let Some(e) = self.find(off) {
-            if !e.unwritten {
-                return Some(off);
-            }
+        if let Some(e) = self.find(off)
+            && !e.unwritten
+        {
+            return Some(off);
         }
         self.map
             .range(off..)

@@ -1047,12 +1047,12 @@ impl Fs {
         if within == 0 {
             return;
         }
-        if let Some(e) = d.map.find(size / BS) {
-            if !e.unwritten {
-                let at = bmap::dev_off(&e, size / BS) + within;
-                self.mp.dev.zero(at, BS - within);
-                self.mp.dev.flush_data(at, BS - within);
-            }
+        if let Some(e) = d.map.find(size / BS)
+            && !e.unwritten
+        {
+            let at = bmap::dev_off(&e, size / BS) + within;
+            self.mp.dev.zero(at, BS - within);
+            self.mp.dev.flush_data(at, BS - within);
         }
     }
 
@@ -1486,10 +1486,10 @@ impl Fs {
             bmap::alloc_holes(&mut tx, &mut d, pos, chunk, true, &mut |_, _, _, _| {})?;
             pos += chunk;
             let now = inode::now();
-            if pos >= lb {
-                if let Some(s) = new_size {
-                    d.di.size = d.di.size.max(s);
-                }
+            if pos >= lb
+                && let Some(s) = new_size
+            {
+                d.di.size = d.di.size.max(s);
             }
             d.di.mtime = now;
             d.di.ctime = now;
@@ -1510,19 +1510,19 @@ impl Fs {
     /// either edge of the range (whole blocks are handled by the caller).
     fn zero_partial_edges(&self, d: &InodeData, off: u64, end: u64) {
         let mut edges = vec![(off, end.min((off / BS + 1) * BS))];
-        if end % BS != 0 && end / BS != off / BS {
+        if !end.is_multiple_of(BS) && end / BS != off / BS {
             edges.push(((end / BS) * BS, end));
         }
         for (s, e) in edges {
             if s % BS == 0 && e - s == BS {
                 continue; // a whole block, not an edge
             }
-            if let Some(x) = d.map.find(s / BS) {
-                if !x.unwritten {
-                    let at = bmap::dev_off(&x, s / BS) + s % BS;
-                    self.mp.dev.zero(at, e - s);
-                    self.mp.dev.flush_data(at, e - s);
-                }
+            if let Some(x) = d.map.find(s / BS)
+                && !x.unwritten
+            {
+                let at = bmap::dev_off(&x, s / BS) + s % BS;
+                self.mp.dev.zero(at, e - s);
+                self.mp.dev.flush_data(at, e - s);
             }
         }
     }
@@ -1588,7 +1588,7 @@ impl Fs {
     }
 
     fn falloc_collapse(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
-        if off % BS != 0 || len % BS != 0 {
+        if !off.is_multiple_of(BS) || !len.is_multiple_of(BS) {
             return err(libc::EINVAL);
         }
         let _io = inode.iolock_excl();
@@ -1605,7 +1605,7 @@ impl Fs {
     }
 
     fn falloc_insert(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
-        if off % BS != 0 || len % BS != 0 {
+        if !off.is_multiple_of(BS) || !len.is_multiple_of(BS) {
             return err(libc::EINVAL);
         }
         let _io = inode.iolock_excl();

@@ -100,7 +100,7 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
             "{}: {} bytes is too small: daxfs needs at least {} MiB",
             dev.source(),
             dev.len(),
-            MIN_BLOCKS * BLOCK_SIZE as u64 >> 20
+            (MIN_BLOCKS * BLOCK_SIZE as u64) >> 20
         )));
     }
     if holds_daxfs(dev) && !opts.force {
@@ -177,7 +177,7 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         dev.source(),
         total,
         BLOCK_SIZE,
-        total * BLOCK_SIZE as u64 >> 20,
+        (total * BLOCK_SIZE as u64) >> 20,
         ag_count,
         ag_blocks,
         log_blocks,
@@ -330,18 +330,18 @@ pub fn mkfs_image(
     if size < MIN_BLOCKS * BLOCK_SIZE as u64 {
         return Err(format!(
             "{shown}: size {size} is too small: daxfs needs at least {} MiB",
-            MIN_BLOCKS * BLOCK_SIZE as u64 >> 20
+            (MIN_BLOCKS * BLOCK_SIZE as u64) >> 20
         ));
     }
     let existed = path.exists();
-    if existed && !opts.force {
-        if let Ok(dev) = Device::open(&path.to_string_lossy(), true) {
-            if holds_daxfs(&dev) {
-                return Err(format!(
-                    "{shown} already holds a daxfs filesystem; use --force to overwrite it"
-                ));
-            }
-        }
+    if existed
+        && !opts.force
+        && let Ok(dev) = Device::open(&path.to_string_lossy(), true)
+        && holds_daxfs(&dev)
+    {
+        return Err(format!(
+            "{shown} already holds a daxfs filesystem; use --force to overwrite it"
+        ));
     }
     let meta = std::fs::metadata(path).ok();
     if meta.as_ref().is_none_or(|m| m.is_file()) {

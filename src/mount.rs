@@ -245,10 +245,8 @@ pub fn serve(
         Ok(d) => d,
         Err(e) => return fail(ready, e.to_string()),
     };
-    if memfd {
-        if let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
-            return fail(ready, format!("{source}: {e}"));
-        }
+    if memfd && let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
+        return fail(ready, format!("{source}: {e}"));
     }
     let fs = match Fs::mount(dev.clone(), &opts.fs_options()) {
         Ok(fs) => fs,

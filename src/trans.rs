@@ -8,6 +8,7 @@
 //!   3. write one log record (header, then each dirty region), flush, fence: the record's
 //!      CRC makes it all-or-nothing, so this fence is the commit point;
 //!   4. write the same regions in place, flush, fence.
+//!
 //! Because step 4 completes before the next transaction starts (transactions are
 //! serialised by the log mutex), at most the newest valid record can be unapplied after a
 //! crash; recovery replays it (replaying block images is idempotent, so a crash during
