@@ -213,6 +213,16 @@ fn attr_of(d: &InodeData) -> Attr {
     }
 }
 
+/// Mode without set-user-id, and without set-group-id when group-executable (a
+/// set-group-id bit without group execute means mandatory locking, and stays).
+fn without_setid(mode: u32) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
 /// Link counts come from the media: a corrupt one must not wrap around.
 fn dec_nlink(d: &mut InodeData) {
     d.di.nlink = d.di.nlink.saturating_sub(1);
@@ -985,6 +995,13 @@ impl Fs {
         if let Some(gid) = set.gid {
             d.di.gid = gid;
         }
+        // The filesystem kills set-id bits (FUSE handle_killpriv_v2): on chown of a
+        // non-directory, and when an unprivileged caller truncates, as Linux does.
+        let chown = set.uid.is_some() || set.gid.is_some();
+        let unpriv_truncate = set.size.is_some() && cred.uid != 0;
+        if (chown || unpriv_truncate) && !d.di.is_dir() && set.mode.is_none() {
+            d.di.mode = without_setid(d.di.mode);
+        }
         let ts = |t: SetTime| match t {
             SetTime::Now => now,
             SetTime::At(t) => t,
@@ -1275,23 +1292,26 @@ impl Fs {
         }
     }
 
-    /// Clear setuid/setgid after a write by a non-owner (the kernel asks via FUSE flags).
-    pub fn kill_suid(&self, ino: Ino) -> Result<()> {
+    /// Clear setuid/setgid after a write or O_TRUNC open by an unprivileged caller (the
+    /// kernel leaves this to the filesystem: handle_killpriv_v2).
+    /// Returns whether the mode changed (the kernel's cached attributes are then stale).
+    pub fn kill_suid(&self, ino: Ino) -> Result<bool> {
         let inode = self.iget(ino)?;
+        if inode.ilock_shared().di.mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(false);
+        }
         let mut tx = self.mp.trans(0)?;
         let mut d = inode.ilock_excl();
-        let mut mode = d.di.mode & !libc::S_ISUID;
-        if mode & libc::S_IXGRP != 0 {
-            mode &= !libc::S_ISGID;
-        }
+        let mode = without_setid(d.di.mode);
         if mode == d.di.mode {
-            return Ok(());
+            return Ok(false);
         }
         d.di.mode = mode;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
         drop(d);
-        tx.commit()
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn fsync(&self, ino: Ino, _datasync: bool) -> Result<()> {

@@ -5,14 +5,14 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::FsError;
@@ -28,11 +28,20 @@ const FSXATTR_SIZE: usize = 28;
 
 pub struct DaxFuse {
     fs: Arc<Fs>,
+    /// Set once the session exists: tells the kernel when attributes it cached changed
+    /// behind its back (set-id bits killed on write or O_TRUNC).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl DaxFuse {
-    pub fn new(fs: Arc<Fs>) -> DaxFuse {
-        DaxFuse { fs }
+    pub fn new(fs: Arc<Fs>, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+        DaxFuse { fs, notifier }
+    }
+    /// Set-id bits were killed: drop the kernel's cached attributes of `ino`.
+    fn attrs_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_inode(self.fuse_ino(ino), -1, 0);
+        }
     }
     fn ino(&self, i: INodeNo) -> u64 {
         if i.0 == 1 { self.fs.root_ino() } else { i.0 }
@@ -164,6 +173,7 @@ impl fuser::Filesystem for DaxFuse {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(f);
         }
@@ -336,10 +346,25 @@ impl fuser::Filesystem for DaxFuse {
         )
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(self.ino(ino), flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ino = self.ino(ino);
+        let mut killed = false;
+        let r = self.fs.open(ino, flags.0).and_then(|fh| {
+            // handle_killpriv_v2: an unprivileged O_TRUNC kills set-id bits here.
+            if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+                killed = self.fs.kill_suid(ino)?;
+            }
+            Ok(fh)
+        });
+        match r {
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(&e)),
+        }
+        if killed {
+            self.attrs_changed(ino);
         }
     }
 
@@ -378,10 +403,12 @@ impl fuser::Filesystem for DaxFuse {
         let ino = self.ino(ino);
         match self.fs.write(ino, offset, data, false) {
             Ok(n) => {
-                if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                    let _ = self.fs.kill_suid(ino);
+                let killed = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+                    && self.fs.kill_suid(ino).unwrap_or(false);
+                reply.written(n);
+                if killed {
+                    self.attrs_changed(ino);
                 }
-                reply.written(n)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -549,7 +576,7 @@ impl fuser::Filesystem for DaxFuse {
                 &self.attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -195,10 +195,15 @@ impl MountOpts {
         let mut c = Config::default();
         c.mount_options = m;
         c.acl = acl;
+        // One FUSE thread per core (at least two); DAXFS_THREADS overrides, for measuring.
+        let cores = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
         c.n_threads = Some(
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2),
+            std::env::var("DAXFS_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cores),
         );
         c.clone_fd = true;
         c
@@ -259,14 +264,16 @@ pub fn serve(
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let config = opts.fuser_config(source, root);
-    let mut session =
-        match fuser::Session::new(crate::fuse::DaxFuse::new(fs.clone()), mountpoint, &config) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = fs.unmount();
-                return fail(ready, format!("{mountpoint}: cannot mount: {e}"));
-            }
-        };
+    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
+    let daxfuse = crate::fuse::DaxFuse::new(fs.clone(), notifier.clone());
+    let mut session = match fuser::Session::new(daxfuse, mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs.unmount();
+            return fail(ready, format!("{mountpoint}: cannot mount: {e}"));
+        }
+    };
+    let _ = notifier.set(session.notifier());
     let unmounter = session.unmount_callable();
     spawn_signal_thread(unmounter);
     ready(Ok(()));
