@@ -1169,9 +1169,8 @@ impl Fs {
             return;
         }
         let now = inode::now();
-        let mut d = inode.ilock_excl();
-        let stale = match self.opts.atime {
-            AtimeMode::Strictatime => true,
+        let stale = |d: &InodeData| match self.opts.atime {
+            AtimeMode::Strictatime => d.di.atime != now,
             AtimeMode::Relatime => {
                 d.di.atime <= d.di.mtime
                     || d.di.atime <= d.di.ctime
@@ -1179,7 +1178,12 @@ impl Fs {
             }
             AtimeMode::Noatime => false,
         };
-        if stale && d.di.atime != now {
+        // Decide under the shared lock: parallel readers of one file rarely need more.
+        if !stale(&inode.ilock_shared()) {
+            return;
+        }
+        let mut d = inode.ilock_excl();
+        if stale(&d) {
             d.di.atime = now;
             d.times_dirty = true;
         }
