@@ -125,6 +125,16 @@ fn agfl_push(tx: &mut Trans, agno: u32, agbno: u64) -> Result<()> {
     Ok(())
 }
 
+/// A free extent read from a tree must lie in the AG's allocatable area before any of it
+/// is handed out (a corrupt record would otherwise point outside the device).
+fn check_free_extent(tx: &Trans, agno: u32, fbno: u64, flen: u64) -> Result<()> {
+    crate::ensure_sane!(
+        flen > 0 && fbno >= AG_FIRST_FREE && fbno.saturating_add(flen) <= tx.mp.ag_len(agno),
+        "free-space record {fbno}+{flen} of AG {agno} lies outside the AG"
+    );
+    Ok(())
+}
+
 /// Take [abno, abno+alen) out of free extent (fbno, flen) of `agf`'s trees.
 fn take(tx: &mut Trans, agf: &mut Agf, fbno: u64, flen: u64, abno: u64, alen: u64) -> Result<()> {
     debug_assert!(fbno <= abno && abno + alen <= fbno + flen && alen > 0);
@@ -222,6 +232,7 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
             return err(libc::ENOSPC);
         };
         let (flen, fbno) = ((k >> 32) as u64, (k & 0xffff_ffff) as u64);
+        check_free_extent(tx, agno, fbno, flen)?;
         take(tx, &mut agf, fbno, flen, fbno, 1)?;
         write_agf(tx, &agf);
         agfl_push(tx, agno, fbno)?;
@@ -295,6 +306,7 @@ fn alloc_in_ag(
         && let Some((k, v)) = btree::lookup_le(tx, &bno_tree(agno), &broot, h as u128)?
     {
         let (fbno, flen) = (k as u64, v as u64);
+        check_free_extent(tx, agno, fbno, flen)?;
         if h < fbno + flen && fbno + flen - h >= minlen {
             let alen = want.min(fbno + flen - h);
             take(tx, &mut agf, fbno, flen, h, alen)?;
@@ -309,6 +321,7 @@ fn alloc_in_ag(
     };
     let Some(k) = found else { return Ok(None) };
     let (flen, fbno) = ((k >> 32) as u64, (k & 0xffff_ffff) as u64);
+    check_free_extent(tx, agno, fbno, flen)?;
     if flen < minlen {
         return Ok(None);
     }
