@@ -5,6 +5,7 @@
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
 . scripts/common.sh
 scripts/deps.sh >/dev/null
 build_daxfs

@@ -3,6 +3,7 @@
 # default (multi-user) options. Exclusions and their reasons: docs/pjdfstest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
 . scripts/common.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v pjdfstest >/dev/null || scripts/deps.sh
@@ -11,6 +12,7 @@ command -v pjdfstest >/dev/null || scripts/deps.sh
 tmp=$(mktemp -d "$(test_tmpdir)/daxfs-pjd.XXXXXX")
 mkdir "$tmp/mnt" "$tmp/other"
 chmod 755 "$tmp"  # the unprivileged test users must reach the mount
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() { unmount_dir "$tmp/mnt"; rm -rf "$tmp"; }
 trap cleanup EXIT
 "$DAXFS" mkfs "$tmp/img" --size 1G >/dev/null

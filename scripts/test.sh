@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# The whole daxfs test suite: unit, core and mount tests (cargo nextest), the
-# xfstests-style runner, and pjdfstest on a real mount. Installs what it needs.
-# Usage: scripts/test.sh [--quick]   (--quick: cargo tests only)
+# The whole daxfs test suite: unit, core, model, crash and mount tests (cargo nextest, or
+# cargo test when nextest is missing), the xfstests-style runner, and pjdfstest on a real
+# mount. Installs what it needs. See docs/testing.md.
+# Usage: scripts/test.sh [--quick]   (--quick: the cargo tests only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
 . scripts/common.sh
+
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+case $# in
+    0) ;;
+    1) case $1 in
+           --quick) quick=1 ;;
+           -h|--help) sed -n 's/^# //; 5p' "$0"; exit 0 ;;
+           *) echo "test.sh: unknown argument \"$1\" (usage: scripts/test.sh [--quick])" >&2; exit 2 ;;
+       esac ;;
+    *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
 
 scripts/deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
 build_daxfs
 
-declare -a summary
+summary=()
 status=0
 run_part() {
     local name=$1; shift
     local start=$SECONDS
+    echo "== $name"
     if "$@"; then
         summary+=("$name: passed ($((SECONDS - start))s)")
     else
@@ -25,12 +36,18 @@ run_part() {
     fi
 }
 
-run_part "cargo tests" cargo nextest run --release --no-fail-fast
+if cargo nextest --version >/dev/null 2>&1; then
+    run_part "cargo tests" cargo nextest run --release --no-fail-fast
+else
+    echo "cargo-nextest not found; using cargo test"
+    run_part "cargo tests" cargo test --release --no-fail-fast
+fi
 if [ $quick = 0 ]; then
     run_part "xfst" scripts/xfst/run
     run_part "pjdfstest" scripts/pjdfstest.sh
 fi
 echo
-echo "== summary =="
+echo "== summary"
 printf '%s\n' "${summary[@]}"
+if [ $status = 0 ]; then echo "all passed"; else echo "SOME PARTS FAILED"; fi
 exit $status
