@@ -58,6 +58,7 @@ pub fn cnt_tree(agno: u32) -> Tree {
 }
 
 pub fn read_agf(tx: &mut Trans, agno: u32) -> Result<Agf> {
+    tx.lock_space();
     let blk = tx.mp.fsblock(agno, AGF_BLOCK);
     let b = tx.read_meta(blk, AGF_MAGIC, Some(agno as u64), "AGF")?;
     let agf = Agf::decode(&b[..]);
@@ -81,6 +82,7 @@ pub fn write_agf(tx: &mut Trans, agf: &Agf) {
 }
 
 fn agfl_read(tx: &mut Trans, agno: u32) -> Result<(u64, Box<Block>, u32)> {
+    tx.lock_space();
     let blk = tx.mp.fsblock(agno, AGFL_BLOCK);
     let b = tx.read_meta(blk, AGFL_MAGIC, Some(agno as u64), "AGFL")?;
     let count = get_u32(&b[..], AGFL_COUNT);

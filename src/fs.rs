@@ -161,6 +161,8 @@ pub struct Fs {
     opts: FsOptions,
     next_fh: AtomicU64,
     generation: AtomicU64,
+    /// Serialises renames (see `rename`).
+    rename_lock: Mutex<()>,
 }
 
 const LINK_MAX: u32 = 65000;
@@ -286,6 +288,7 @@ impl Fs {
             icache: Mutex::new(HashMap::new()),
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
+            rename_lock: Mutex::new(()),
             generation: AtomicU64::new(inode::now().nsec as u64),
         });
         fs.load_counters()?;
@@ -449,8 +452,8 @@ impl Fs {
                 let end = bmap::bounded_remove_end(&d.map, 0, u64::MAX);
                 bmap::free_range(&mut tx, &mut d, 0, end);
                 bmap::sync_inode(&mut tx, &mut d)?;
-                drop(d);
                 tx.commit()?;
+                drop(d);
                 continue;
             }
             xattr::remove_all(&mut tx, &mut d)?;
@@ -460,8 +463,9 @@ impl Fs {
             ialloc::unlinked_remove(&mut tx, inode.ino)?;
             ialloc::ifree(&mut tx, inode.ino)?;
             d.freed = true;
+            let r = tx.commit();
             drop(d);
-            return tx.commit();
+            return r;
         }
     }
 
@@ -701,10 +705,16 @@ impl Fs {
         let inode = self.iget(ino)?;
         let dir = self.iget(newparent)?;
         let mut tx = self.mp.trans(dir::ADD_RESBLKS)?;
-        if self.dir_lookup(&dir, newname)?.is_some() {
-            return err(libc::EEXIST);
-        }
         let mut locks = inode::lock_excl_many(&[&inode, &dir]);
+        {
+            let dd = g(&mut locks, newparent);
+            if !dd.di.is_dir() {
+                return err(libc::ENOTDIR);
+            }
+            if dir::lookup(&mut tx, dd, newname)?.is_some() {
+                return err(libc::EEXIST);
+            }
+        }
         {
             let c = g(&mut locks, ino);
             if c.di.is_dir() {
@@ -733,8 +743,8 @@ impl Fs {
         c.di.ctime = now;
         bmap::sync_inode(&mut tx, c)?;
         let a = attr_of(c);
-        drop(locks);
         tx.commit()?;
+        drop(locks);
         self.take_lookup_ref(&inode);
         Ok(a)
     }
@@ -758,15 +768,41 @@ impl Fs {
             return err(libc::ENAMETOOLONG);
         }
         let dir = self.iget(parent)?;
+        for _ in 0..100 {
+            // Find the child unlocked, then lock both in inode order and make sure the name
+            // still names it: another transaction may have changed the directory meanwhile.
+            let found = self
+                .dir_lookup(&dir, name)?
+                .ok_or(FsError::Errno(libc::ENOENT))?;
+            let child = self.iget(found.ino)?;
+            if self.remove_locked(&dir, &child, name, found, want_dir)? {
+                drop(child);
+                self.maybe_evict(found.ino);
+                return Ok(());
+            }
+        }
+        err(libc::EAGAIN)
+    }
+
+    /// The body of unlink/rmdir once the child is known. Ok(false): the name moved on
+    /// before the locks were taken; look again.
+    fn remove_locked(
+        &self,
+        dir: &Inode,
+        child: &Inode,
+        name: &[u8],
+        found: dir::Found,
+        want_dir: bool,
+    ) -> Result<bool> {
+        let (parent, cino) = (dir.ino, child.ino);
         let mut tx = self
             .mp
             .trans_remove(dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64)?;
-        let found = self
-            .dir_lookup(&dir, name)?
-            .ok_or(FsError::Errno(libc::ENOENT))?;
-        let child = self.iget(found.ino)?;
-        let mut locks = inode::lock_excl_many(&[&dir, &child]);
-        let c = g(&mut locks, found.ino);
+        let mut locks = inode::lock_excl_many(&[dir, child]);
+        if dir::lookup(&mut tx, g(&mut locks, parent), name)? != Some(found) {
+            return Ok(false);
+        }
+        let c = g(&mut locks, cino);
         if want_dir && !c.di.is_dir() {
             return err(libc::ENOTDIR);
         }
@@ -785,29 +821,24 @@ impl Fs {
         dd.di.mtime = now;
         dd.di.ctime = now;
         bmap::sync_inode(&mut tx, dd)?;
-        let c = g(&mut locks, found.ino);
+        let c = g(&mut locks, cino);
         c.di.nlink = if want_dir {
             0
         } else {
             c.di.nlink.saturating_sub(1)
         };
         c.di.ctime = now;
-        let orphan = c.di.nlink == 0;
-        if orphan {
-            ialloc::unlinked_add(&mut tx, found.ino)?;
+        if c.di.nlink == 0 {
+            ialloc::unlinked_add(&mut tx, cino)?;
         }
-        bmap::sync_inode(&mut tx, g(&mut locks, found.ino))?;
-        drop(locks);
+        bmap::sync_inode(&mut tx, g(&mut locks, cino))?;
         tx.commit()?;
-        drop(child);
-        if orphan {
-            self.maybe_evict(found.ino);
-        }
-        Ok(())
+        drop(locks);
+        Ok(true)
     }
 
     /// Is `ancestor` on the path from `ino` up to the root? (rename loop check; the
-    /// caller holds a transaction, so no directory moves meanwhile)
+    /// caller holds the rename lock, so no directory moves meanwhile)
     fn is_ancestor(&self, ancestor: Ino, ino: Ino) -> Result<bool> {
         let mut cur = ino;
         for _ in 0..1_000_000 {
@@ -844,6 +875,31 @@ impl Fs {
         if name.len() > NAME_LEN_MAX {
             return err(libc::ENAMETOOLONG);
         }
+        // Renames are one at a time (the VFS's s_vfs_rename_mutex): the loop check walks
+        // parent pointers that only a rename changes.
+        let _rename = self.rename_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..100 {
+            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags)? {
+                if let Some(o) = orphan {
+                    self.maybe_evict(o);
+                }
+                return Ok(());
+            }
+        }
+        err(libc::EAGAIN)
+    }
+
+    /// One attempt at a rename. Ok(None): an entry changed between the unlocked lookups
+    /// and taking the locks; try again. Ok(Some(victim)): done, and the inode that lost
+    /// its last link, if any.
+    fn rename_once(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<Option<Option<Ino>>> {
         let sdir = self.iget(parent)?;
         let ddir = self.iget(newparent)?;
         let mut tx = self
@@ -854,7 +910,7 @@ impl Fs {
             .ok_or(FsError::Errno(libc::ENOENT))?;
         let dst = self.dir_lookup(&ddir, newname)?;
         if parent == newparent && name == newname {
-            return Ok(());
+            return Ok(Some(None));
         }
         if flags.exchange && dst.is_none() {
             return err(libc::ENOENT);
@@ -863,7 +919,7 @@ impl Fs {
             return err(libc::EEXIST);
         }
         if dst.is_some_and(|d| d.ino == src.ino) && !flags.exchange {
-            return Ok(()); // two links to one inode: POSIX says do nothing
+            return Ok(Some(None)); // two links to one inode: POSIX says do nothing
         }
         let sino = self.iget(src.ino)?;
         let dino = dst.map(|d| self.iget(d.ino)).transpose()?;
@@ -897,6 +953,16 @@ impl Fs {
             all.push(d);
         }
         let mut locks = inode::lock_excl_many(&all);
+        if dir::lookup(&mut tx, g(&mut locks, parent), name)? != Some(src)
+            || dir::lookup(&mut tx, g(&mut locks, newparent), newname)? != dst
+        {
+            return Ok(None);
+        }
+        if let Some(d) = dst.filter(|_| d_is_dir && !flags.exchange) {
+            if g(&mut locks, d.ino).di.dir_entries != 0 {
+                return err(libc::ENOTEMPTY);
+            }
+        }
         let now = inode::now();
         let moves_dir_across = s_is_dir && parent != newparent;
         if moves_dir_across && !d_is_dir && g(&mut locks, newparent).di.nlink >= LINK_MAX {
@@ -958,13 +1024,10 @@ impl Fs {
         for (_, d) in locks.iter_mut() {
             bmap::sync_inode(&mut tx, d)?;
         }
-        drop(locks);
         tx.commit()?;
+        drop(locks);
         drop(dino);
-        if let Some(o) = orphan {
-            self.maybe_evict(o);
-        }
-        Ok(())
+        Ok(Some(orphan))
     }
 
     // ------------------------------------------------------------------------------------
@@ -1015,8 +1078,8 @@ impl Fs {
         d.di.ctime = set.ctime.unwrap_or(now);
         bmap::sync_inode(&mut tx, &mut d)?;
         let a = attr_of(&d);
-        drop(d);
         tx.commit()?;
+        drop(d);
         Ok(a)
     }
 
@@ -1049,8 +1112,8 @@ impl Fs {
             let more = end != u64::MAX;
             bmap::free_range(&mut tx, &mut d, keep, end - keep);
             bmap::sync_inode(&mut tx, &mut d)?;
-            drop(d);
             tx.commit()?;
+            drop(d);
             if !more {
                 return Ok(());
             }
@@ -1234,8 +1297,8 @@ impl Fs {
                 d.di.mtime = now;
                 d.di.ctime = now;
                 bmap::sync_inode(&mut tx, &mut d)?;
-                drop(d);
                 tx.commit()?;
+                drop(d);
             } else {
                 let mut d = inode.ilock_excl();
                 d.di.mtime = now;
@@ -1268,8 +1331,8 @@ impl Fs {
         d.di.mtime = now;
         d.di.ctime = now;
         bmap::sync_inode(&mut tx, &mut d)?;
-        drop(d);
         tx.commit()?;
+        drop(d);
         Ok(data.len() as u32)
     }
 
@@ -1313,8 +1376,8 @@ impl Fs {
         d.di.mode = mode;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
-        drop(d);
         tx.commit()?;
+        drop(d);
         Ok(true)
     }
 
@@ -1335,8 +1398,9 @@ impl Fs {
         if d.times_dirty && !d.freed {
             bmap::sync_inode(&mut tx, &mut d)?;
         }
+        let r = tx.commit();
         drop(d);
-        tx.commit()
+        r
     }
 
     /// List `ino` from `cookie` (0 = start). `add` returns true when the reply buffer is
@@ -1432,8 +1496,9 @@ impl Fs {
         xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
+        let r = tx.commit();
         drop(d);
-        tx.commit()
+        r
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
@@ -1456,8 +1521,9 @@ impl Fs {
         xattr::remove(&mut tx, &mut d, name)?;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
+        let r = tx.commit();
         drop(d);
-        tx.commit()
+        r
     }
 
     // ------------------------------------------------------------------------------------
@@ -1518,8 +1584,8 @@ impl Fs {
             d.di.mtime = now;
             d.di.ctime = now;
             bmap::sync_inode(&mut tx, &mut d)?;
-            drop(d);
             tx.commit()?;
+            drop(d);
         }
         Ok(())
     }
@@ -1578,8 +1644,8 @@ impl Fs {
             d.di.mtime = now;
             d.di.ctime = now;
             bmap::sync_inode(&mut tx, &mut d)?;
-            drop(d);
             tx.commit()?;
+            drop(d);
             if done {
                 return Ok(());
             }
@@ -1604,8 +1670,8 @@ impl Fs {
                 let mut d = inode.ilock_excl();
                 d.map.mark_unwritten(fb, lb - fb);
                 bmap::sync_inode(&mut tx, &mut d)?;
-                drop(d);
                 tx.commit()?;
+                drop(d);
             }
         }
         self.alloc_unwritten(inode, off, end, (!keep).then_some(end))
@@ -1650,8 +1716,9 @@ impl Fs {
         d.di.mtime = now;
         d.di.ctime = now;
         bmap::sync_inode(&mut tx, &mut d)?;
+        let r = tx.commit();
         drop(d);
-        tx.commit()
+        r
     }
 
     /// SEEK_DATA / SEEK_HOLE (other whence values are the kernel's). Unwritten extents
@@ -1712,8 +1779,9 @@ impl Fs {
             d.di.ctime = inode::now();
             bmap::sync_inode(&mut tx, &mut d)?;
         }
+        let r = tx.commit();
         drop(d);
-        tx.commit()
+        r
     }
 
     // ------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ pub fn unlinked_tree(agno: u32) -> Tree {
 }
 
 pub fn read_agi(tx: &mut Trans, agno: u32) -> Result<Agi> {
+    tx.lock_space();
     let blk = tx.mp.fsblock(agno, AGI_BLOCK);
     let b = tx.read_meta(blk, AGI_MAGIC, Some(agno as u64), "AGI")?;
     let agi = Agi::decode(&b[..]);

@@ -19,7 +19,11 @@ pub const AG_SET_ASIDE: u64 = 32;
 pub struct Mp {
     pub dev: Arc<Device>,
     pub sb: Superblock,
+    /// Serialises commits: record write and in-place apply (trans.rs).
     pub(crate) log: Mutex<crate::trans::LogState>,
+    /// Guards every AG's allocation structures (AGF, AGI, AGFL and the AG trees) from a
+    /// transaction's first touch to its end.
+    pub(crate) space: Mutex<()>,
     /// Free blocks: in the free-space trees plus on the AGFLs.
     pub free_blocks: AtomicI64,
     /// Blocks promised to running transactions.
@@ -40,6 +44,7 @@ impl Mp {
             dev,
             sb,
             log: Mutex::new(crate::trans::LogState::default()),
+            space: Mutex::new(()),
             free_blocks: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
             inodes_count: AtomicU64::new(0),
@@ -97,13 +102,23 @@ impl Mp {
         } else {
             AG_SET_ASIDE * self.sb.ag_count as u64
         };
-        let prev = self.reserved.fetch_add(n as i64, Ordering::AcqRel);
-        let free = self.free_blocks.load(Ordering::Acquire);
-        if free - prev - (n as i64) < set_aside as i64 {
-            self.reserved.fetch_sub(n as i64, Ordering::AcqRel);
-            return err(libc::ENOSPC);
+        // Compare-and-swap so that concurrent transactions cannot both take the last blocks.
+        let mut reserved = self.reserved.load(Ordering::Acquire);
+        loop {
+            let free = self.free_blocks.load(Ordering::Acquire);
+            if free - reserved - (n as i64) < set_aside as i64 {
+                return err(libc::ENOSPC);
+            }
+            match self.reserved.compare_exchange(
+                reserved,
+                reserved + n as i64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => reserved = now,
+            }
         }
-        Ok(())
     }
 
     pub fn unreserve(&self, n: u64) {

@@ -19,8 +19,11 @@
 //! wrap to 0 when the next one does not fit, so the newest lap is a chain from offset 0.
 //! Recovery follows that chain and keeps the valid record with the highest LSN.
 //!
-//! Lock order: a transaction is begun (log mutex) after IOLOCK and MMAPLOCK and before any
-//! ILOCK, as XFS allocates its transaction before xfs_ilock (see inode.rs).
+//! Locks: a transaction is begun (blocks reserved) after IOLOCK and MMAPLOCK and before
+//! any ILOCK, as XFS allocates its transaction before xfs_ilock. Beginning one takes no
+//! lock. The space lock is taken at the first touch of an AG's allocation structures and
+//! held to the end; the log lock only around writing and applying the record. Order:
+//! ILOCK -> space lock -> log lock (see inode.rs).
 
 use std::collections::BTreeMap;
 use std::sync::MutexGuard;
@@ -84,7 +87,9 @@ fn diff_mask(old: &[u8], new: &[u8]) -> u64 {
 
 pub struct Trans<'a> {
     pub mp: &'a Mp,
-    log: MutexGuard<'a, LogState>,
+    /// The space lock, taken at the first touch of any AG structure (AGF, AGI, AGFL, the
+    /// AG trees) and held until the transaction ends.
+    space: Option<MutexGuard<'a, ()>>,
     bufs: BTreeMap<u64, TxBuf>,
     /// Extents freed by this transaction, put into the free-space trees at commit.
     deferred_frees: Vec<(u64, u64)>,
@@ -118,10 +123,9 @@ impl Mp {
         // into the filesystem (DESIGN.md section 5).
         let nofs = nofs_scope();
         self.reserve(resblks, use_set_aside)?;
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Trans {
             mp: self,
-            log,
+            space: None,
             bufs: BTreeMap::new(),
             deferred_frees: Vec::new(),
             reserved: resblks,
@@ -136,6 +140,15 @@ impl Mp {
 }
 
 impl<'a> Trans<'a> {
+    /// Take the space lock (if not held yet): every path to an AG's allocation structures
+    /// calls this first (alloc.rs, ialloc.rs), so transactions that allocate or free
+    /// serialise on it while the others run in parallel.
+    pub fn lock_space(&mut self) {
+        if self.space.is_none() {
+            self.space = Some(self.mp.space.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     pub fn is_dirty(&self) -> bool {
         self.bufs.values().any(|b| b.dirty != 0) || !self.deferred_frees.is_empty()
     }
@@ -220,7 +233,10 @@ impl<'a> Trans<'a> {
             self.settle_counters();
             return Ok(());
         }
-        let lsn = self.log.next_lsn;
+        // The log lock: records are written, and applied in place, one transaction at a
+        // time, so at most the newest record can be unapplied after a crash.
+        let mut log = self.mp.log.lock().unwrap_or_else(|p| p.into_inner());
+        let lsn = log.next_lsn;
         for (_, b) in self.bufs.iter_mut() {
             if b.dirty != 0 && b.kind == BufKind::Meta {
                 seal_block(&mut b.data[..], lsn);
@@ -233,7 +249,7 @@ impl<'a> Trans<'a> {
             return Err(FsError::Errno(libc::ENOSPC));
         }
         let dev = &self.mp.dev;
-        let mut head = self.log.head;
+        let mut head = log.head;
         if head + record.len() as u64 > log_bytes {
             head = 0;
         }
@@ -250,9 +266,10 @@ impl<'a> Trans<'a> {
             }
         }
         dev.fence();
-        self.log.head = head + record.len() as u64;
-        self.log.next_lsn += 1;
-        self.log.commits += 1;
+        log.head = head + record.len() as u64;
+        log.next_lsn += 1;
+        log.commits += 1;
+        drop(log);
         self.settle_counters();
         Ok(())
     }

@@ -769,3 +769,64 @@ fn create_err(fs: &Fs, dir: u64) -> i32 {
     }
     panic!("no error from a corrupt free-space tree");
 }
+
+#[test]
+fn concurrent_operations_on_many_files() {
+    let (dev, fs) = fresh(128 << 20);
+    let r = fs.root_ino();
+    let shared = fs.mkdir(r, b"shared", 0o755, &root()).unwrap().ino;
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                let own = fs
+                    .mkdir(r, format!("t{t}").as_bytes(), 0o755, &root())
+                    .unwrap()
+                    .ino;
+                for i in 0..400u64 {
+                    let name = format!("f{t}-{i}");
+                    let f = create(&fs, own, &name);
+                    fs.write(f, (i % 7) * 4096, &[t as u8; 6000], false)
+                        .unwrap();
+                    // Contended names in one directory: any of these may lose a race.
+                    let s = format!("s{}", i % 16);
+                    let _ = fs.link(f, shared, s.as_bytes());
+                    let _ = fs.rename(
+                        shared,
+                        s.as_bytes(),
+                        shared,
+                        format!("s{}", (i + 5) % 16).as_bytes(),
+                        RenameFlags::default(),
+                    );
+                    if i % 3 == 0 {
+                        fs.unlink(own, name.as_bytes()).unwrap();
+                    }
+                    if i % 5 == 0 {
+                        let _ = fs.unlink(shared, format!("s{}", i % 16).as_bytes());
+                    }
+                    if i % 50 == 0 {
+                        fs.setattr(
+                            f,
+                            &SetAttr {
+                                size: Some(100),
+                                ..Default::default()
+                            },
+                            &root(),
+                        )
+                        .unwrap();
+                    }
+                    fs.forget(f, 2);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let fs = remount(&dev, fs);
+    for t in 0..4u64 {
+        let own = fs.lookup(r, format!("t{t}").as_bytes()).unwrap().ino;
+        assert_eq!(names(&fs, own).len() - 2, 400 - 134, "thread {t}'s files");
+    }
+    finish(&dev, fs);
+}
