@@ -2,15 +2,17 @@
 //!
 //! Lock order (DESIGN.md section 4), the one place it is written:
 //!
-//!   IOLOCK (i_rwsem)  ->  MMAPLOCK (invalidate lock)  ->  transaction (log)  ->  ILOCK
+//!   IOLOCK (i_rwsem) -> MMAPLOCK (invalidate lock) -> [transaction begins] -> ILOCK
+//!       -> space lock (AG allocation structures) -> log lock (commit)
 //!
 //! - IOLOCK serialises writers of a file against each other and against truncate.
 //! - MMAPLOCK, the invalidate lock: shared by every path that maps or reads file blocks
 //!   (read, write, the fault path, layout grants), exclusive by every path that removes or
 //!   moves blocks (truncate, punch, collapse/insert/zero range), so no new mapping can be
 //!   set up while the layout changes.
-//! - A transaction is begun after IOLOCK/MMAPLOCK and before ILOCK, as XFS allocates its
-//!   transaction before xfs_ilock.
+//! - A transaction is begun (blocks reserved, no lock taken) after IOLOCK/MMAPLOCK and
+//!   before ILOCK, as XFS allocates its transaction before xfs_ilock. The space and log
+//!   locks are taken inside it (trans.rs).
 //! - ILOCK guards the inode core and its extent map (`InodeData`); held exclusive through
 //!   commit by every transaction that changes the inode, shared by readers that read the
 //!   inode's metadata straight off the device (so they never see a half-applied commit).

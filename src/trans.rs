@@ -9,9 +9,8 @@
 //!      CRC makes it all-or-nothing, so this fence is the commit point;
 //!   4. write the same regions in place, flush, fence.
 //!
-//! Because step 4 completes before the next transaction starts (transactions are
-//! serialised by the log mutex), at most the newest valid record can be unapplied after a
-//! crash; recovery replays it (replaying block images is idempotent, so a crash during
+//! Because step 4 completes before the next record is written (steps 3 and 4 run under the
+//! log lock), at most the newest valid record can be unapplied after a crash; recovery replays it (replaying block images is idempotent, so a crash during
 //! recovery just recovers again), then zeroes the log and moves `lsn_base` past every LSN
 //! ever written.
 //!
