@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
-# Install what daxfs's tests, demo and benchmarks need, when it is missing (Debian, root).
+# Install what daxfs's tests, demo and benchmarks need, when it is missing (Debian-like
+# systems; as root, or through sudo). Idempotent: with everything present it installs
+# nothing and prints one line.
 set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
 
 need_apt=()
-command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v fusermount3 >/dev/null 2>&1 && command -v mount.fuse3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
 command -v xfs_io >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "deps: installing ${need_apt[*]}"
+    echo "deps: installing ${need_apt[*]} (apt-get)"
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null 2>&1 || { echo "deps: cargo is missing: install Rust (https://rustup.rs)" >&2; exit 1; }
 if ! command -v pjdfstest >/dev/null 2>&1; then
     echo "deps: installing pjdfstest (cargo install, a few minutes)"
-    cargo install --quiet pjdfstest
+    cargo install --quiet --locked pjdfstest || cargo install --quiet pjdfstest
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
-    echo "deps: installing cargo-nextest"
+    echo "deps: installing cargo-nextest (cargo install, a few minutes)"
     cargo install --quiet --locked cargo-nextest
 fi
-[ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: daxfs needs FUSE" >&2; exit 1; }
+[ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: daxfs needs FUSE (modprobe fuse)" >&2; exit 1; }
+[ ${#need_apt[@]} -gt 0 ] || echo "deps: fuse3, fio, attr, xfsprogs, python3, pjdfstest, cargo-nextest present"
