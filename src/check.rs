@@ -108,14 +108,14 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<(CheckIo<'a>, Option<
     };
     let log_off = sb.log_start * BLOCK_SIZE as u64;
     let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let rec = crate::trans::find_newest_record(
+    let recs = crate::trans::records_to_replay(
         &read,
         sb.log_blocks * BLOCK_SIZE as u64,
         sb.lsn_base,
         sb.total_blocks,
     )?;
-    let lsn = rec.as_ref().map(|r| r.lsn);
-    if let Some(rec) = rec {
+    let lsn = recs.last().map(|r| r.lsn);
+    for rec in recs {
         for (blk, off, data) in rec.regions {
             let mut b = io.block(blk);
             b[off..off + data.len()].copy_from_slice(&data);

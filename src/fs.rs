@@ -269,19 +269,21 @@ impl Fs {
             let dev = &mp.dev;
             let log_off = mp.sb.log_start * BS;
             let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-            if let Some(r) = trans::find_newest_record(
+            if let Some(r) = trans::records_to_replay(
                 &read,
                 mp.sb.log_blocks * BS,
                 mp.sb.lsn_base,
                 mp.sb.total_blocks,
-            )? {
+            )?
+            .last()
+            {
                 return Err(FsError::Corrupt(format!(
                     "the log holds transaction {} that may need replay: mount read-write once to recover",
                     r.lsn
                 )));
             }
         } else if let Some(lsn) = trans::recover(&mp)? {
-            log::info!("{}: replayed log record {lsn}", mp.dev.source());
+            log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
         }
         let fs = Arc::new(Fs {
             mp,
@@ -1384,7 +1386,7 @@ impl Fs {
     pub fn fsync(&self, ino: Ino, _datasync: bool) -> Result<()> {
         let inode = self.iget(ino)?;
         self.flush_times(&inode)?;
-        self.mp.dev.persist_all();
+        trans::checkpoint(&self.mp);
         Ok(())
     }
 
@@ -1793,7 +1795,7 @@ impl Fs {
         for i in inodes {
             self.flush_times(&i)?;
         }
-        self.mp.dev.persist_all();
+        trans::checkpoint(&self.mp);
         Ok(())
     }
 
@@ -1826,7 +1828,7 @@ impl Fs {
                 self.flush_times(i)?;
             }
         }
-        self.mp.dev.persist_all();
+        trans::checkpoint(&self.mp);
         // Every record in the log is applied: move the LSN base past them all.
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
         self.mp.dev.persist_all();

@@ -7,12 +7,16 @@
 //!   2. seal every changed metadata block (LSN, then CRC);
 //!   3. write one log record (header, then each dirty region), flush, fence: the record's
 //!      CRC makes it all-or-nothing, so this fence is the commit point;
-//!   4. write the same regions in place, flush, fence.
+//!   4. write the same regions in place.
 //!
-//! Because step 4 completes before the next record is written (steps 3 and 4 run under the
-//! log lock), at most the newest valid record can be unapplied after a crash; recovery replays it (replaying block images is idempotent, so a crash during
+//! Head and tail: the tail is the oldest record whose in-place writes may not be durable.
+//! On DAX step 4 is flushed and fenced at once and the tail follows the head. Where a
+//! fence is an msync (page cache) or free (memfd), step 4 is made durable lazily by a
+//! checkpoint (`persist_all`) when a new record would overwrite the tail, and at fsync,
+//! sync and unmount. Every record names the tail; recovery replays from the newest
+//! record's tail to it, in order (replaying block images is idempotent, so a crash during
 //! recovery just recovers again), then zeroes the log and moves `lsn_base` past every LSN
-//! ever written.
+//! ever written. Steps 3 and 4 run under the log lock, so records are applied in LSN order.
 //!
 //! Record placement: records are written back to back from offset 0 of the log region and
 //! wrap to 0 when the next one does not fit, so the newest lap is a chain from offset 0.
@@ -28,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 
 use crate::btree::{BlockIo, Tree};
+use crate::device::Persistence;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
 use crate::mem::{NofsGuard, nofs_scope};
@@ -38,7 +43,26 @@ pub struct LogState {
     /// Byte offset in the log region where the next record goes.
     head: u64,
     next_lsn: u64,
+    /// The oldest record whose in-place writes may not be durable (== next_lsn: none),
+    /// and its offset. Records from the tail on must not be overwritten.
+    tail_lsn: u64,
+    tail_off: u64,
     pub commits: u64,
+    pub checkpoints: u64,
+}
+
+/// Are records [tail, head) in the way of a new record at [pos, pos + len)?
+fn overlaps_live(log: &LogState, pos: u64, len: u64) -> bool {
+    if log.tail_lsn == log.next_lsn {
+        return false;
+    }
+    let (t, h) = (log.tail_off, log.head);
+    let live = |a: u64, b: u64| pos < b && a < pos + len;
+    if t < h {
+        live(t, h)
+    } else {
+        live(t, u64::MAX) || live(0, h)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +266,7 @@ impl<'a> Trans<'a> {
                 b.dirty |= 1; // header chunk (LSN, CRC)
             }
         }
-        let record = self.build_record(lsn);
+        let mut record = self.build_record(lsn);
         let log_bytes = self.mp.sb.log_blocks * BLOCK_SIZE as u64;
         if record.len() as u64 > log_bytes {
             return Err(FsError::Errno(libc::ENOSPC));
@@ -252,19 +276,42 @@ impl<'a> Trans<'a> {
         if head + record.len() as u64 > log_bytes {
             head = 0;
         }
+        if overlaps_live(&log, head, record.len() as u64) {
+            checkpoint_locked(self.mp, &mut log);
+        }
+        // The oldest record recovery must replay: the live tail, or this record itself.
+        let (tail_lsn, tail_off) = if log.tail_lsn == log.next_lsn {
+            (lsn, head)
+        } else {
+            (log.tail_lsn, log.tail_off)
+        };
+        put_u64(&mut record, LR_TAIL_LSN, tail_lsn);
+        put_u64(&mut record, LR_TAIL_OFF, tail_off);
+        let crc = crc_with_hole(&record, 4);
+        put_u32(&mut record, 4, crc);
         let log_off = self.mp.sb.log_start * BLOCK_SIZE as u64 + head;
         dev.write(log_off, &record);
         dev.flush(log_off, record.len() as u64);
         dev.fence();
-        // Committed. Now the same bytes in place.
+        // Committed. Now the same bytes in place. Where a fence is an msync (page cache),
+        // they are made durable lazily, at the next checkpoint; until then recovery replays
+        // every record from the tail.
+        let lazy = dev.persistence() != Persistence::Dax;
         for (&blk, b) in self.bufs.iter() {
             for (off, len) in regions(b.dirty) {
                 let at = blk * BLOCK_SIZE as u64 + off as u64;
                 dev.write(at, &b.data[off..off + len]);
-                dev.flush(at, len as u64);
+                if !lazy {
+                    dev.flush(at, len as u64);
+                }
             }
         }
-        dev.fence();
+        if lazy {
+            (log.tail_lsn, log.tail_off) = (tail_lsn, tail_off);
+        } else {
+            dev.fence();
+            (log.tail_lsn, log.tail_off) = (lsn + 1, head + record.len() as u64);
+        }
         log.head = head + record.len() as u64;
         log.next_lsn += 1;
         log.commits += 1;
@@ -448,36 +495,80 @@ pub struct LogRecord {
     pub regions: Vec<(u64, usize, Vec<u8>)>,
 }
 
-/// Find the record that may need replay: the valid record with the highest LSN on the
-/// chain from offset 0. Records with LSN below `lsn_base` belong to an earlier mount.
-pub fn find_newest_record(
+/// Read and verify the record at `pos`: Some((lsn, bytes)) when it is whole.
+fn read_record(read: &dyn Fn(u64, &mut [u8]), log_bytes: u64, pos: u64) -> Option<(u64, Vec<u8>)> {
+    if pos + LR_HDR as u64 > log_bytes {
+        return None;
+    }
+    let mut h = [0u8; LR_HDR];
+    read(pos, &mut h);
+    let len = get_u32(&h, 16) as u64;
+    if get_u32(&h, 0) != LOG_MAGIC || len < LR_HDR as u64 || pos + len > log_bytes {
+        return None;
+    }
+    let mut rec = vec![0u8; len as usize];
+    read(pos, &mut rec);
+    if crc_with_hole(&rec, 4) != get_u32(&rec, 4) {
+        return None;
+    }
+    Some((get_u64(&rec, 8), rec))
+}
+
+/// The records recovery must replay, oldest first. The newest valid record (LSN at least
+/// `lsn_base`) is on the chain of records written back to back from offset 0; its header
+/// names the tail, the oldest record whose in-place writes may not be durable, and every
+/// record from the tail to the newest is replayed (they follow each other, wrapping to
+/// offset 0 where the next one did not fit).
+pub fn records_to_replay(
     read: &dyn Fn(u64, &mut [u8]),
     log_bytes: u64,
     lsn_base: u64,
     total_blocks: u64,
-) -> Result<Option<LogRecord>> {
+) -> Result<Vec<LogRecord>> {
     let mut pos = 0u64;
-    let mut best: Option<LogRecord> = None;
-    // Each valid record is at least LR_HDR bytes: the walk is bounded by log_bytes/LR_HDR.
-    while pos + LR_HDR as u64 <= log_bytes {
-        let mut h = [0u8; LR_HDR];
-        read(pos, &mut h);
-        let len = get_u32(&h, 16) as u64;
-        if get_u32(&h, 0) != LOG_MAGIC || len < LR_HDR as u64 || pos + len > log_bytes {
-            break;
+    let mut newest: Option<(u64, u64, u64)> = None; // (lsn, tail_lsn, tail_off)
+    // Each record is at least LR_HDR bytes: the walk is bounded by log_bytes / LR_HDR.
+    while let Some((lsn, rec)) = read_record(read, log_bytes, pos) {
+        if lsn >= lsn_base && newest.is_none_or(|n| lsn > n.0) {
+            newest = Some((lsn, get_u64(&rec, LR_TAIL_LSN), get_u64(&rec, LR_TAIL_OFF)));
         }
-        let mut rec = vec![0u8; len as usize];
-        read(pos, &mut rec);
-        if crc_with_hole(&rec, 4) != get_u32(&rec, 4) {
-            break;
-        }
-        let lsn = get_u64(&rec, 8);
-        if lsn >= lsn_base && best.as_ref().is_none_or(|b| lsn > b.lsn) {
-            best = Some(decode_record(&rec, total_blocks)?);
-        }
-        pos += len;
+        pos += rec.len() as u64;
     }
-    Ok(best)
+    let Some((last, tail_lsn, tail_off)) = newest else {
+        return Ok(Vec::new());
+    };
+    crate::ensure_sane!(
+        tail_lsn >= lsn_base && tail_lsn <= last && tail_off < log_bytes,
+        "log record {last}: tail {tail_lsn} at {tail_off} is not a record of this mount"
+    );
+    let mut out = Vec::new();
+    let (mut pos, mut expect) = (tail_off, tail_lsn);
+    while expect <= last {
+        let rec = match read_record(read, log_bytes, pos) {
+            Some((lsn, rec)) if lsn == expect => rec,
+            // The writer wrapped to offset 0 where the next record did not fit.
+            _ if pos != 0 => match read_record(read, log_bytes, 0) {
+                Some((lsn, rec)) if lsn == expect => {
+                    pos = 0;
+                    rec
+                }
+                _ => {
+                    return Err(FsError::corrupt(format!(
+                        "log: record {expect} (of {tail_lsn}..={last}) is missing"
+                    )));
+                }
+            },
+            _ => {
+                return Err(FsError::corrupt(format!(
+                    "log: record {expect} (of {tail_lsn}..={last}) is missing"
+                )));
+            }
+        };
+        out.push(decode_record(&rec, total_blocks)?);
+        pos += rec.len() as u64;
+        expect += 1;
+    }
+    Ok(out)
 }
 
 fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
@@ -506,25 +597,25 @@ fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
     Ok(LogRecord { lsn, regions })
 }
 
-/// Replay the log at mount (read-write), then reset it. Returns the LSN replayed, if any.
+/// Replay the log at mount (read-write), then reset it. Returns the newest LSN replayed.
 pub fn recover(mp: &Mp) -> Result<Option<u64>> {
     let dev = &mp.dev;
     let sb = &mp.sb;
     let log_off = sb.log_start * BLOCK_SIZE as u64;
     let log_bytes = sb.log_blocks * BLOCK_SIZE as u64;
     let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let newest = find_newest_record(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
+    let records = records_to_replay(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
     let mut max_lsn = sb.lsn_base;
-    let replayed = newest.as_ref().map(|r| r.lsn);
-    if let Some(rec) = newest {
+    let replayed = records.last().map(|r| r.lsn);
+    for rec in &records {
         for (blk, off, data) in &rec.regions {
             let at = blk * BLOCK_SIZE as u64 + *off as u64;
             dev.write(at, data);
             dev.flush(at, data.len() as u64);
         }
-        dev.fence();
         max_lsn = max_lsn.max(rec.lsn + 1);
     }
+    dev.fence();
     // Move lsn_base past every LSN the log may hold, then clear the log: from here on the
     // log holds only this mount's records.
     write_sb_state(mp, max_lsn, false);
@@ -534,6 +625,7 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
     let mut log = mp.log.lock().unwrap();
     log.head = 0;
     log.next_lsn = max_lsn;
+    (log.tail_lsn, log.tail_off) = (max_lsn, 0);
     Ok(replayed)
 }
 
@@ -544,6 +636,19 @@ pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
         .store_u64(SB_STATE as u64, sb_state_word(lsn_base, clean));
     mp.dev.flush(SB_STATE as u64, 8);
     mp.dev.fence();
+}
+
+/// Make every in-place write durable and empty the live part of the log.
+fn checkpoint_locked(mp: &Mp, log: &mut LogState) {
+    mp.dev.persist_all();
+    (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
+    log.checkpoints += 1;
+}
+
+/// Checkpoint now (fsync, sync, unmount): afterwards no record needs replay.
+pub fn checkpoint(mp: &Mp) {
+    let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+    checkpoint_locked(mp, &mut log);
 }
 
 /// The LSN the next commit will carry (info, tests).
