@@ -401,11 +401,6 @@ impl BlockIo for Trans<'_> {
         owner: Option<u64>,
         what: &'static str,
     ) -> Result<Box<Block>> {
-        if blk >= self.mp.sb.total_blocks {
-            return Err(FsError::corrupt(format!(
-                "{what}: pointer to block {blk} beyond the device"
-            )));
-        }
         if let Some(b) = self.bufs.get(&blk) {
             // Already verified when first read (or written by us).
             let d = b.data.clone();
@@ -416,10 +411,7 @@ impl BlockIo for Trans<'_> {
             }
             return Ok(d);
         }
-        let mut d = new_block();
-        self.mp.read_block(blk, &mut d[..]);
-        verify_header(&d[..], magic, blk, owner, &self.mp.sb.uuid, what)?;
-        Ok(d)
+        read_verified(self.mp, blk, magic, owner, what)
     }
 
     fn write_meta(&mut self, blk: u64, data: &Block) {
@@ -448,6 +440,25 @@ impl BlockIo for Trans<'_> {
     }
 }
 
+/// A verified copy of metadata block `blk` read from the device: bounds, CRC, identity.
+fn read_verified(
+    mp: &Mp,
+    blk: u64,
+    magic: u32,
+    owner: Option<u64>,
+    what: &'static str,
+) -> Result<Box<Block>> {
+    if blk >= mp.sb.total_blocks {
+        return Err(FsError::corrupt(format!(
+            "{what}: pointer to block {blk} beyond the device"
+        )));
+    }
+    let mut d = new_block();
+    mp.read_block(blk, &mut d[..]);
+    verify_header(&d[..], magic, blk, owner, &mp.sb.uuid, what)?;
+    Ok(d)
+}
+
 /// Read-only access to metadata straight from the device, for paths that hold the ILOCK
 /// of the structure's owner instead of a transaction (lookup, readdir, getxattr).
 pub struct DevReader<'a> {
@@ -465,15 +476,7 @@ impl BlockIo for DevReader<'_> {
         owner: Option<u64>,
         what: &'static str,
     ) -> Result<Box<Block>> {
-        if blk >= self.mp.sb.total_blocks {
-            return Err(FsError::corrupt(format!(
-                "{what}: pointer to block {blk} beyond the device"
-            )));
-        }
-        let mut d = new_block();
-        self.mp.read_block(blk, &mut d[..]);
-        verify_header(&d[..], magic, blk, owner, &self.mp.sb.uuid, what)?;
-        Ok(d)
+        read_verified(self.mp, blk, magic, owner, what)
     }
     fn write_meta(&mut self, _blk: u64, _data: &Block) {
         unreachable!("DevReader is read-only: changes go through a transaction");
