@@ -166,6 +166,8 @@ pub struct Fs {
 }
 
 const LINK_MAX: u32 = 65000;
+/// The root directory's virtual attribute that carries `stats()`.
+pub const STATS_XATTR: &[u8] = b"trusted.daxfs.stats";
 /// Blocks a transaction allocating data may take at once; bigger requests are split.
 const ALLOC_CHUNK_BLOCKS: u64 = 16384;
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -1492,6 +1494,9 @@ impl Fs {
     // Extended attributes.
 
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        if name == STATS_XATTR {
+            return err(libc::EPERM);
+        }
         let inode = self.iget(ino)?;
         let mut tx = self.mp.trans(1)?;
         let mut d = inode.ilock_excl();
@@ -1504,9 +1509,35 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        if ino == self.root_ino() && name == STATS_XATTR {
+            return Ok(self.stats().into_bytes());
+        }
         let inode = self.iget(ino)?;
         let d = inode.ilock_shared();
         xattr::get(&mut DevReader { mp: &self.mp }, &d, name)
+    }
+
+    /// Live counters, as text (`daxfs stat MOUNT` reads them through the root directory's
+    /// `trusted.daxfs.stats`, which is not stored and not listed).
+    pub fn stats(&self) -> String {
+        let mp = &self.mp;
+        let (commits, checkpoints, next_lsn) = trans::log_counters(mp);
+        let cached = self.icache.lock().unwrap().len();
+        format!(
+            "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
+             fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
+             inodes_free {}\ncached_inodes {cached}\nread_only {}\nshutdown {}\n",
+            mp.dev.source(),
+            mp.dev.persistence().describe(),
+            mp.dev.stats.fences.load(Ordering::Relaxed),
+            mp.dev.stats.flushed_bytes.load(Ordering::Relaxed),
+            mp.free_blocks.load(Ordering::Relaxed),
+            mp.reserved.load(Ordering::Relaxed),
+            mp.inodes_count.load(Ordering::Relaxed),
+            mp.inodes_free.load(Ordering::Relaxed),
+            mp.is_read_only(),
+            mp.is_shutdown(),
+        )
     }
 
     /// Names, each NUL-terminated, as listxattr(2) returns them.

@@ -68,7 +68,7 @@ enum Cmd {
     Check { image: String },
     /// Show geometry, usage, features and log state of IMAGE.
     Info { image: String },
-    /// Show the live counters of a mounted daxfs.
+    /// Show the counts and live counters (commits, checkpoints, fences, cache) of a mount.
     Stat { mountpoint: String },
     /// Install /sbin/mount.fuse.daxfs so that `mount -t fuse.daxfs` works.
     InstallHelper,
@@ -242,26 +242,48 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Stat { mountpoint } => match nix::sys::statvfs::statvfs(mountpoint.as_str()) {
-            Ok(s) => {
-                let bs = s.fragment_size();
-                println!("{mountpoint}:");
-                println!(
-                    "  blocks: {} of {} bytes, {} free, {} available",
-                    s.blocks(),
-                    bs,
-                    s.blocks_free(),
-                    s.blocks_available()
+        Cmd::Stat { mountpoint } => {
+            let s = match nix::sys::statvfs::statvfs(mountpoint.as_str()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("daxfs: {mountpoint}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            println!("{mountpoint}:");
+            println!(
+                "  blocks: {} of {} bytes, {} free, {} available",
+                s.blocks(),
+                s.fragment_size(),
+                s.blocks_free(),
+                s.blocks_available()
+            );
+            println!("  inodes: {} total, {} free", s.files(), s.files_free());
+            // The daemon's live counters, through the root's virtual attribute.
+            let name = std::ffi::CString::new(daxfs::fs::STATS_XATTR).unwrap();
+            let path = std::ffi::CString::new(mountpoint.as_str()).unwrap_or_default();
+            let mut buf = vec![0u8; 4096];
+            // SAFETY: valid C strings and a buffer of the given length.
+            let n = unsafe {
+                libc::getxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr() as *mut _,
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                eprintln!(
+                    "daxfs: {mountpoint}: no live counters ({}): not a daxfs mount?",
+                    std::io::Error::last_os_error()
                 );
-                println!("  inodes: {} total, {} free", s.files(), s.files_free());
-                println!("  name max: {}", s.name_max());
-                ExitCode::SUCCESS
+                return ExitCode::from(1);
             }
-            Err(e) => {
-                eprintln!("daxfs: {mountpoint}: {e}");
-                ExitCode::from(1)
+            for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
+                println!("  {line}");
             }
-        },
+            ExitCode::SUCCESS
+        }
         Cmd::InstallHelper => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,

@@ -654,6 +654,12 @@ pub fn checkpoint(mp: &Mp) {
     checkpoint_locked(mp, &mut log);
 }
 
+/// (commits, checkpoints, next LSN) for `daxfs stat`.
+pub fn log_counters(mp: &Mp) -> (u64, u64, u64) {
+    let log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+    (log.commits, log.checkpoints, log.next_lsn)
+}
+
 /// The LSN the next commit will carry (info, tests).
 pub fn next_lsn(mp: &Mp) -> u64 {
     mp.log.lock().unwrap().next_lsn

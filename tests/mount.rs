@@ -108,6 +108,12 @@ fn mount_use_remount_check() {
         fs::set_permissions(mnt.join("a/b/file"), fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::symlink("b/file", mnt.join("a/link")).unwrap();
         fs::hard_link(mnt.join("a/b/file"), mnt.join("a/hard")).unwrap();
+        let stat = daxfs(&["stat", mnt.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&stat.stdout);
+        assert!(
+            stat.status.success() && text.contains("commits ") && text.contains("shutdown false"),
+            "{text}"
+        );
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         fs::write(mnt.join("big"), &big).unwrap();
         assert_eq!(fs::read(mnt.join("big")).unwrap(), big);
