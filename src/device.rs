@@ -58,6 +58,9 @@ pub struct Device {
     read_only: bool,
     /// When set, every store/flush/fence is recorded in order (crash-consistency tests).
     trace: Option<std::sync::Mutex<Vec<TraceOp>>>,
+    /// A tracing device that emulates `persistence` (crash tests): flushes and fences are
+    /// only recorded, the memory behind it is an ordinary memfd.
+    emulated: bool,
     pub stats: DeviceStats,
 }
 
@@ -232,8 +235,21 @@ impl Device {
             source: source.to_string(),
             read_only,
             trace: None,
+            emulated: false,
             stats: DeviceStats::default(),
         })
+    }
+
+    /// The tracing backend (DESIGN.md section 1): a memfd of `size` bytes that behaves to
+    /// the filesystem like a device with `persistence` (Dax: eager cache-line flushes;
+    /// PageCache: msync-style fences and lazy checkpoints) and records every store, flush
+    /// and fence in order, for the crash-image generator (src/crashsim.rs).
+    pub fn traced(size: u64, persistence: Persistence) -> Result<Device, DeviceError> {
+        let mut dev = Device::memfd(size)?;
+        dev.enable_trace();
+        dev.persistence = persistence;
+        dev.emulated = true;
+        Ok(dev)
     }
 
     /// Start recording every store, flush and fence (crash-consistency tests).
@@ -360,6 +376,9 @@ impl Device {
         if let Some(t) = &self.trace {
             t.lock().unwrap().push(TraceOp::Flush { off, len });
         }
+        if self.emulated {
+            return;
+        }
         match self.persistence {
             Persistence::Dax => flush_cache_lines(self.base, off, len),
             Persistence::PageCache => PENDING.with(|p| p.borrow_mut().push((off, len))),
@@ -371,7 +390,7 @@ impl Device {
     /// blocks already in the file): DAX flushes cache lines; page-cache mappings leave it to
     /// fsync, which msyncs the whole device (`persist_all`).
     pub fn flush_data(&self, off: u64, len: u64) {
-        if self.persistence == Persistence::Dax || self.trace.is_some() {
+        if self.persistence == Persistence::Dax {
             self.flush(off, len);
         }
     }
@@ -382,6 +401,9 @@ impl Device {
         self.stats.fences.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = &self.trace {
             t.lock().unwrap().push(TraceOp::Fence);
+        }
+        if self.emulated {
+            return;
         }
         match self.persistence {
             Persistence::Dax => sfence(),
@@ -398,6 +420,12 @@ impl Device {
     /// Make every store so far durable, whatever thread made it (fsync, sync, unmount).
     pub fn persist_all(&self) {
         PENDING.with(|p| p.borrow_mut().clear());
+        if self.emulated && self.persistence == Persistence::PageCache {
+            // msync of the whole mapping: every line written back, then ordered.
+            self.flush(0, self.len);
+            self.fence();
+            return;
+        }
         match self.persistence {
             Persistence::Dax | Persistence::Volatile => self.fence(),
             Persistence::PageCache => {

@@ -1293,7 +1293,10 @@ impl Fs {
                 .ilock_shared()
                 .map
                 .range(off / BS, (end - 1) / BS - off / BS + 1);
-            self.copy_to_blocks(&pieces, off, data, false);
+            // A write that moves EOF is ordered before the commit of the new size, as XFS
+            // updates the on-disk size only at I/O completion: a crash never shows a size
+            // whose last bytes read as zeros instead of what was written.
+            self.copy_to_blocks(&pieces, off, data, end > size);
             if end > size {
                 let mut tx = self.mp.trans(0)?;
                 let mut d = inode.ilock_excl();

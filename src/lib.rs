@@ -5,11 +5,14 @@
 //! metadata log), `alloc`/`ialloc` (free space and inodes per AG), `extent_map`/`bmap`
 //! (file block mapping, the fault path), `dir`, `xattr`, `inode` (in-core inodes, locks),
 //! `fs` (POSIX operations), then `mkfs`, `check`, and the `fuse` adapter and CLI on top.
+//! `crashsim` and `crashcheck` are the crash-consistency checker (tests and tooling).
 
 pub mod alloc;
 pub mod bmap;
 pub mod btree;
 pub mod check;
+pub mod crashcheck;
+pub mod crashsim;
 pub mod device;
 pub mod dir;
 pub mod error;
