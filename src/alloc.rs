@@ -255,6 +255,9 @@ pub fn alloc_extent(
     minlen: u64,
 ) -> Result<Option<(u64, u64)>> {
     assert!(minlen >= 1 && want >= minlen);
+    if tx.mp.dev.errtags.should_fail(crate::errtag::ErrorTag::Alloc) {
+        return Ok(None);
+    }
     // Stay inside the reservation; `minlen` is always attempted, since failing half way
     // through a transaction would shut the filesystem down (the set-aside covers it).
     let want = want

@@ -19,7 +19,9 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::errtag::{ErrorTag, ErrorTags};
 
 use crate::format::BLOCK_SIZE;
 
@@ -62,6 +64,11 @@ pub struct Device {
     /// only recorded, the memory behind it is an ordinary memfd.
     emulated: bool,
     pub stats: DeviceStats,
+    /// Error injection points (src/errtag.rs).
+    pub errtags: ErrorTags,
+    /// A flush failed since the last `take_error` (sticky, like the kernel's errseq: the
+    /// next commit or fsync that waits on a fence reports it).
+    io_error: AtomicBool,
 }
 
 #[derive(Default, Debug)]
@@ -237,6 +244,8 @@ impl Device {
             trace: None,
             emulated: false,
             stats: DeviceStats::default(),
+            errtags: ErrorTags::default(),
+            io_error: AtomicBool::new(false),
         })
     }
 
@@ -399,6 +408,12 @@ impl Device {
     /// store after it.
     pub fn fence(&self) {
         self.stats.fences.fetch_add(1, Ordering::Relaxed);
+        if self.errtags.should_fail(ErrorTag::Flush) {
+            // The write-back failed: nothing since the last fence is known to be durable.
+            PENDING.with(|p| p.borrow_mut().clear());
+            self.io_error.store(true, Ordering::Release);
+            return;
+        }
         if let Some(t) = &self.trace {
             t.lock().unwrap().push(TraceOp::Fence);
         }
@@ -420,6 +435,10 @@ impl Device {
     /// Make every store so far durable, whatever thread made it (fsync, sync, unmount).
     pub fn persist_all(&self) {
         PENDING.with(|p| p.borrow_mut().clear());
+        if self.errtags.should_fail(ErrorTag::Flush) {
+            self.io_error.store(true, Ordering::Release);
+            return;
+        }
         if self.emulated && self.persistence == Persistence::PageCache {
             // msync of the whole mapping: every line written back, then ordered.
             self.flush(0, self.len);
@@ -453,7 +472,13 @@ impl Device {
                 self.source,
                 std::io::Error::last_os_error()
             );
+            self.io_error.store(true, Ordering::Release);
         }
+    }
+
+    /// Did a flush fail since the last call? (Clears the error.)
+    pub fn take_error(&self) -> bool {
+        self.io_error.swap(false, Ordering::AcqRel)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::bmap;
 use crate::btree::BlockIo;
 use crate::device::{Device, Persistence};
 use crate::dir;
+use crate::errtag::ErrorTag;
 use crate::error::{FsError, Result, err};
 use crate::extent_map::{Extent, ExtentMap};
 use crate::format::*;
@@ -168,6 +169,9 @@ pub struct Fs {
 const LINK_MAX: u32 = 65000;
 /// The root directory's virtual attribute that carries `stats()`.
 pub const STATS_XATTR: &[u8] = b"trusted.daxfs.stats";
+/// On the root directory, `trusted.daxfs.errortag.NAME` reads and sets an error tag
+/// (src/errtag.rs); not stored, not listed.
+pub const ERRTAG_XATTR: &[u8] = b"trusted.daxfs.errortag.";
 /// Blocks a transaction allocating data may take at once; bigger requests are split.
 const ALLOC_CHUNK_BLOCKS: u64 = 16384;
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -1391,8 +1395,7 @@ impl Fs {
     pub fn fsync(&self, ino: Ino, _datasync: bool) -> Result<()> {
         let inode = self.iget(ino)?;
         self.flush_times(&inode)?;
-        trans::checkpoint(&self.mp);
-        Ok(())
+        trans::checkpoint(&self.mp)
     }
 
     /// Write timestamps changed in memory only.
@@ -1500,6 +1503,20 @@ impl Fs {
         if name == STATS_XATTR {
             return err(libc::EPERM);
         }
+        if ino == self.root_ino()
+            && let Some(tag) = name.strip_prefix(ERRTAG_XATTR)
+        {
+            let tag = std::str::from_utf8(tag).ok().and_then(ErrorTag::from_name);
+            let freq = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let (Some(tag), Some(freq)) = (tag, freq) else {
+                return err(libc::EINVAL);
+            };
+            log::warn!("error tag {} set to {freq}", tag.name());
+            self.mp.dev.errtags.set(tag, freq);
+            return Ok(());
+        }
         let inode = self.iget(ino)?;
         let mut tx = self.mp.trans(1)?;
         let mut d = inode.ilock_excl();
@@ -1515,6 +1532,14 @@ impl Fs {
         if ino == self.root_ino() && name == STATS_XATTR {
             return Ok(self.stats().into_bytes());
         }
+        if ino == self.root_ino()
+            && let Some(tag) = name.strip_prefix(ERRTAG_XATTR)
+        {
+            return match std::str::from_utf8(tag).ok().and_then(ErrorTag::from_name) {
+                Some(t) => Ok(self.mp.dev.errtags.get(t).to_string().into_bytes()),
+                None => err(libc::ENODATA),
+            };
+        }
         let inode = self.iget(ino)?;
         let d = inode.ilock_shared();
         xattr::get(&mut DevReader { mp: &self.mp }, &d, name)
@@ -1529,7 +1554,8 @@ impl Fs {
         format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
              fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
-             inodes_free {}\ncached_inodes {cached}\nread_only {}\nshutdown {}\n",
+             inodes_free {}\ncached_inodes {cached}\nread_only {}\nshutdown {}\n\
+             errortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
@@ -1540,6 +1566,7 @@ impl Fs {
             mp.inodes_free.load(Ordering::Relaxed),
             mp.is_read_only(),
             mp.is_shutdown(),
+            mp.dev.errtags.describe(),
         )
     }
 
@@ -1829,8 +1856,7 @@ impl Fs {
         for i in inodes {
             self.flush_times(&i)?;
         }
-        trans::checkpoint(&self.mp);
-        Ok(())
+        trans::checkpoint(&self.mp)
     }
 
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
@@ -1862,7 +1888,7 @@ impl Fs {
                 self.flush_times(i)?;
             }
         }
-        trans::checkpoint(&self.mp);
+        trans::checkpoint(&self.mp)?;
         // Every record in the log is applied: move the LSN base past them all.
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
         self.mp.dev.persist_all();

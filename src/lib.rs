@@ -15,6 +15,7 @@ pub mod crashcheck;
 pub mod crashsim;
 pub mod device;
 pub mod dir;
+pub mod errtag;
 pub mod error;
 pub mod extent_map;
 pub mod format;

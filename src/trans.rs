@@ -33,6 +33,7 @@ use std::sync::MutexGuard;
 
 use crate::btree::{BlockIo, Tree};
 use crate::device::Persistence;
+use crate::errtag::ErrorTag;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
 use crate::mem::{NofsGuard, nofs_scope};
@@ -277,7 +278,7 @@ impl<'a> Trans<'a> {
             head = 0;
         }
         if overlaps_live(&log, head, record.len() as u64) {
-            checkpoint_locked(self.mp, &mut log);
+            checkpoint_locked(self.mp, &mut log)?;
         }
         // The oldest record recovery must replay: the live tail, or this record itself.
         let (tail_lsn, tail_off) = if log.tail_lsn == log.next_lsn {
@@ -290,9 +291,22 @@ impl<'a> Trans<'a> {
         let crc = crc_with_hole(&record, 4);
         put_u32(&mut record, 4, crc);
         let log_off = self.mp.sb.log_start * BLOCK_SIZE as u64 + head;
+        if dev.errtags.should_fail(ErrorTag::LogWrite) {
+            // Half the record reaches the media, unfenced: its CRC keeps it out of replay.
+            let half = record.len() / 2;
+            dev.write(log_off, &record[..half]);
+            dev.flush(log_off, half as u64);
+            return Err(FsError::Io(format!("log write at LSN {lsn} failed (error tag)")));
+        }
         dev.write(log_off, &record);
         dev.flush(log_off, record.len() as u64);
         dev.fence();
+        if dev.take_error() {
+            // Whether the record is durable is unknown; nothing more may be written.
+            return Err(FsError::Io(format!(
+                "device flush of the log record at LSN {lsn} failed"
+            )));
+        }
         // Committed. Now the same bytes in place. Where a fence is an msync (page cache),
         // they are made durable lazily, at the next checkpoint; until then recovery replays
         // every record from the tail.
@@ -310,6 +324,12 @@ impl<'a> Trans<'a> {
             (log.tail_lsn, log.tail_off) = (tail_lsn, tail_off);
         } else {
             dev.fence();
+            if dev.take_error() {
+                // The record is durable; the in-place writes may not be: recovery replays.
+                return Err(FsError::Io(format!(
+                    "device flush after applying LSN {lsn} failed"
+                )));
+            }
             (log.tail_lsn, log.tail_off) = (lsn + 1, head + record.len() as u64);
         }
         log.head = head + record.len() as u64;
@@ -452,6 +472,10 @@ fn read_verified(
         return Err(FsError::corrupt(format!(
             "{what}: pointer to block {blk} beyond the device"
         )));
+    }
+    if mp.dev.errtags.should_fail(ErrorTag::MetaRead) {
+        log::error!("{what} block {blk}: read failed (error tag)");
+        return Err(FsError::Io(format!("{what} block {blk}: read failed")));
     }
     let mut d = new_block();
     mp.read_block(blk, &mut d[..]);
@@ -642,16 +666,23 @@ pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
 }
 
 /// Make every in-place write durable and empty the live part of the log.
-fn checkpoint_locked(mp: &Mp, log: &mut LogState) {
+/// A failed flush leaves the tail where it was (recovery still replays those records) and
+/// shuts the filesystem down: what is durable is no longer known.
+fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
     mp.dev.persist_all();
+    if mp.dev.take_error() {
+        mp.force_shutdown("a device flush failed during a checkpoint");
+        return Err(FsError::Io("device flush failed during a checkpoint".into()));
+    }
     (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
     log.checkpoints += 1;
+    Ok(())
 }
 
 /// Checkpoint now (fsync, sync, unmount): afterwards no record needs replay.
-pub fn checkpoint(mp: &Mp) {
+pub fn checkpoint(mp: &Mp) -> Result<()> {
     let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
-    checkpoint_locked(mp, &mut log);
+    checkpoint_locked(mp, &mut log)
 }
 
 /// (commits, checkpoints, next LSN) for `daxfs stat`.
