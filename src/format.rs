@@ -214,12 +214,17 @@ pub const SB_STATE: usize = 104;
 pub const SB_SIZE_USED: usize = 160;
 const SB_CLEAN_BIT: u64 = 1 << 63;
 
+/// LSNs stay below this (2^62: centuries of commits). A superblock naming a larger LSN
+/// base is damaged; it keeps `lsn + 1` and the clean bit (2^63) out of reach.
+pub const LSN_MAX: u64 = 1 << 62;
+
 pub fn sb_state_word(lsn_base: u64, clean: bool) -> u64 {
     debug_assert!(lsn_base & SB_CLEAN_BIT == 0);
     lsn_base | if clean { SB_CLEAN_BIT } else { 0 }
 }
 
-fn sb_crc(b: &[u8]) -> u32 {
+/// The superblock's CRC (the state word and the CRC field taken as zero).
+pub fn sb_crc(b: &[u8]) -> u32 {
     let mut c = b[..BLOCK_SIZE].to_vec();
     c[SB_STATE..SB_STATE + 8].fill(0);
     crc_with_hole(&c, SB_CRC)
@@ -338,12 +343,21 @@ impl Superblock {
             && sb.ag_count as u64 * sb.ag_blocks >= sb.total_blocks
             && sb.log_start >= AG_FIRST_FREE
             && sb.log_blocks >= LOG_MIN_BLOCKS
-            && sb.log_start + sb.log_blocks <= sb.ag_blocks.min(sb.total_blocks);
+            && sb
+                .log_start
+                .checked_add(sb.log_blocks)
+                .is_some_and(|end| end <= sb.ag_blocks.min(sb.total_blocks));
         if !sane {
             return Err(FsError::corrupt(format!(
                 "superblock: geometry does not hold together (blocks {}, device blocks {device_blocks}, \
                  ag_blocks {}, ag_count {}, log {}+{})",
                 sb.total_blocks, sb.ag_blocks, sb.ag_count, sb.log_start, sb.log_blocks
+            )));
+        }
+        if sb.lsn_base >= LSN_MAX {
+            return Err(FsError::corrupt(format!(
+                "superblock: LSN base {:#x} is beyond any real LSN (damaged state word)",
+                sb.lsn_base
             )));
         }
         Ok(sb)

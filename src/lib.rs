@@ -20,6 +20,8 @@ pub mod error;
 pub mod extent_map;
 pub mod format;
 pub mod fs;
+/// Fuzzing entry points: one function per on-media parser, for `fuzz/` and the smoke test.
+pub mod fuzzing;
 pub mod fuse;
 pub mod ialloc;
 pub mod inode;

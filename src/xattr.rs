@@ -192,8 +192,13 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8]) -> Result<()> {
     store(tx, d, &attrs)
 }
 
-/// Drop the whole attribute fork (inode being freed).
+/// Drop the whole attribute fork (inode being freed). The block is verified first, as
+/// every other path reads it before changing it: a pointer in a damaged inode must not
+/// free a block outside the device or one that is not this inode's.
 pub fn remove_all(tx: &mut Trans, d: &mut InodeData) -> Result<()> {
+    if d.di.attr_blk != 0 {
+        tx.read_meta(d.di.attr_blk, ATTR_MAGIC, Some(d.di.ino), "xattr")?;
+    }
     store(tx, d, &[])
 }
 
