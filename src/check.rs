@@ -28,11 +28,30 @@ pub struct CheckReport {
     pub problems: Vec<String>,
     /// Counts seen (inodes, directories, blocks used/free), one line.
     pub summary: String,
+    owners: Owners,
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Owners({} blocks, {} owners)",
+            self.owner.len(),
+            self.names.len()
+        )
+    }
 }
 
 impl CheckReport {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// What check found owning block `blk` ("free space of AG 0", "inode tree of AG 0",
+    /// "data of inode 131", ...), None for a block nothing claims.
+    pub fn owner_of(&self, blk: u64) -> Option<&str> {
+        let o = *self.owners.owner.get(blk as usize)?;
+        (o != 0).then(|| self.owners.names[o as usize - 1].as_str())
     }
 }
 
@@ -126,6 +145,7 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<(CheckIo<'a>, Option<
 }
 
 /// Who owns each block, to find blocks claimed twice or by nobody.
+#[derive(Default)]
 struct Owners {
     owner: Vec<u32>,
     names: Vec<String>,
@@ -380,6 +400,7 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     Ok(CheckReport {
         problems: p,
         summary,
+        owners: own,
     })
 }
 

@@ -14,8 +14,8 @@ use crate::bmap;
 use crate::btree::BlockIo;
 use crate::device::{Device, Persistence};
 use crate::dir;
-use crate::errtag::ErrorTag;
 use crate::error::{FsError, Result, err};
+use crate::errtag::ErrorTag;
 use crate::extent_map::{Extent, ExtentMap};
 use crate::format::*;
 use crate::ialloc;
@@ -509,6 +509,23 @@ impl Fs {
         dir::lookup(&mut DevReader { mp: &self.mp }, &d, name)
     }
 
+    /// `iget` for the inode a directory entry names. A free inode there is corruption (the
+    /// directory and the inode disagree), unless the entry changed meanwhile (a racing
+    /// unlink), which the caller sees as ENOENT.
+    fn iget_entry(&self, dir: &Inode, name: &[u8], ino: Ino) -> Result<Arc<Inode>> {
+        match self.iget(ino) {
+            Err(FsError::Errno(libc::ESTALE)) => match self.dir_lookup(dir, name)? {
+                Some(f) if f.ino == ino => Err(FsError::corrupt(format!(
+                    "directory {}: entry \"{}\" names inode {ino}, which is free",
+                    dir.ino,
+                    String::from_utf8_lossy(name)
+                ))),
+                _ => err(libc::ENOENT),
+            },
+            r => r,
+        }
+    }
+
     /// Look up `name` in `parent`; takes one lookup reference on the result (FUSE nlookup).
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if name.len() > NAME_LEN_MAX {
@@ -525,7 +542,11 @@ impl Fs {
                 .ok_or(FsError::Errno(libc::ENOENT))?
                 .ino
         };
-        let inode = self.iget(found)?;
+        let inode = if name == b"." || name == b".." {
+            self.iget(found)?
+        } else {
+            self.iget_entry(&dir, name, found)?
+        };
         let d = inode.ilock_shared();
         let a = attr_of(&d);
         self.take_lookup_ref(&inode);
@@ -782,7 +803,7 @@ impl Fs {
             let found = self
                 .dir_lookup(&dir, name)?
                 .ok_or(FsError::Errno(libc::ENOENT))?;
-            let child = self.iget(found.ino)?;
+            let child = self.iget_entry(&dir, name, found.ino)?;
             if self.remove_locked(&dir, &child, name, found, want_dir)? {
                 drop(child);
                 self.maybe_evict(found.ino);
@@ -929,8 +950,10 @@ impl Fs {
         if dst.is_some_and(|d| d.ino == src.ino) && !flags.exchange {
             return Ok(Some(None)); // two links to one inode: POSIX says do nothing
         }
-        let sino = self.iget(src.ino)?;
-        let dino = dst.map(|d| self.iget(d.ino)).transpose()?;
+        let sino = self.iget_entry(&sdir, name, src.ino)?;
+        let dino = dst
+            .map(|d| self.iget_entry(&ddir, newname, d.ino))
+            .transpose()?;
         let s_is_dir = src.ftype == FT_DIR;
         let d_is_dir = dst.is_some_and(|d| d.ftype == FT_DIR);
         if let Some(dst) = dst {
