@@ -255,7 +255,12 @@ pub fn alloc_extent(
     minlen: u64,
 ) -> Result<Option<(u64, u64)>> {
     assert!(minlen >= 1 && want >= minlen);
-    if tx.mp.dev.errtags.should_fail(crate::errtag::ErrorTag::Alloc) {
+    if tx
+        .mp
+        .dev
+        .errtags
+        .should_fail(crate::errtag::ErrorTag::Alloc)
+    {
         return Ok(None);
     }
     // Stay inside the reservation; `minlen` is always attempted, since failing half way

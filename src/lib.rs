@@ -15,14 +15,14 @@ pub mod crashcheck;
 pub mod crashsim;
 pub mod device;
 pub mod dir;
-pub mod errtag;
 pub mod error;
+pub mod errtag;
 pub mod extent_map;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 /// Fuzzing entry points: one function per on-media parser, for `fuzz/` and the smoke test.
 pub mod fuzzing;
-pub mod fuse;
 pub mod ialloc;
 pub mod inode;
 pub mod mem;

@@ -33,8 +33,8 @@ use std::sync::MutexGuard;
 
 use crate::btree::{BlockIo, Tree};
 use crate::device::Persistence;
-use crate::errtag::ErrorTag;
 use crate::error::{FsError, Result, err};
+use crate::errtag::ErrorTag;
 use crate::format::*;
 use crate::mem::{NofsGuard, nofs_scope};
 use crate::mp::Mp;
@@ -296,7 +296,9 @@ impl<'a> Trans<'a> {
             let half = record.len() / 2;
             dev.write(log_off, &record[..half]);
             dev.flush(log_off, half as u64);
-            return Err(FsError::Io(format!("log write at LSN {lsn} failed (error tag)")));
+            return Err(FsError::Io(format!(
+                "log write at LSN {lsn} failed (error tag)"
+            )));
         }
         dev.write(log_off, &record);
         dev.flush(log_off, record.len() as u64);
@@ -672,7 +674,9 @@ fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
     mp.dev.persist_all();
     if mp.dev.take_error() {
         mp.force_shutdown("a device flush failed during a checkpoint");
-        return Err(FsError::Io("device flush failed during a checkpoint".into()));
+        return Err(FsError::Io(
+            "device flush failed during a checkpoint".into(),
+        ));
     }
     (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
     log.checkpoints += 1;
