@@ -21,11 +21,21 @@ tmp=$(mktemp -d "$(test_tmpdir)/daxfs-pjd.XXXXXX")
 mkdir "$tmp/mnt" "$tmp/other"
 chmod 755 "$tmp"  # the unprivileged test users must reach the mount
 # shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() { unmount_dir "$tmp/mnt"; rm -rf "$tmp"; }
+# The EROFS pass remounts with `mount -o remount,ro`, which needs the mount(8) helper
+# (mount.fuse3 would look for `daxfs` on a fixed PATH). Install it for the run and put
+# back whatever was there before.
+helper=/sbin/mount.fuse.daxfs
+old_helper=$(readlink "$helper" 2>/dev/null || true)
+cleanup() {
+    unmount_dir "$tmp/mnt"; rm -rf "$tmp"
+    if [ -n "$old_helper" ]; then ln -sfn "$old_helper" "$helper"; else rm -f "$helper"; fi
+}
 trap cleanup EXIT
+"$DAXFS" install-helper >/dev/null
 "$DAXFS" mkfs "$tmp/img" --size 1G >/dev/null
 "$DAXFS" mount "$tmp/img" "$tmp/mnt"
 chmod 755 "$tmp/mnt"
+
 
 config="$DAXFS_ROOT/scripts/pjdfstest.toml"
 sed 's/^allow_remount *=.*/allow_remount = true/' "$config" >"$tmp/erofs.toml"

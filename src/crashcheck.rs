@@ -699,6 +699,14 @@ fn recover_and_check(dev: &Arc<Device>) -> std::result::Result<Snap, String> {
     Ok(snap)
 }
 
+/// The device crash images are built on: a tracing memfd, so that the pages one image and
+/// its recovery wrote can be restored for the next image (`CrashPoint::rebuild`).
+fn tracing_memfd() -> std::result::Result<Arc<Device>, String> {
+    let mut d = Device::memfd(DEV_SIZE).map_err(|e| e.to_string())?;
+    d.enable_trace();
+    Ok(Arc::new(d))
+}
+
 fn catch<T>(f: impl FnOnce() -> std::result::Result<T, String>) -> std::result::Result<T, String> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -773,7 +781,7 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
     }
     // Snapshots read, they must not write: the trace holds only the operations.
     drop(fs);
-    let crashed = Arc::new(Device::memfd(DEV_SIZE).map_err(|e| e.to_string())?);
+    let crashed = tracing_memfd()?;
     let mut rng = Rng::new(cfg.seed ^ sum.workloads.wrapping_mul(31) ^ w.name.len() as u64);
     let mut points = Vec::new();
     crashsim::for_each_point(&base, &trace, 0, &mut |p| {
@@ -788,9 +796,9 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
                 p.in_flight()
             );
         }
-        for c in p.choices(cfg.limits, &mut rng) {
+        for (i, c) in p.choices(cfg.limits, &mut rng).iter().enumerate() {
             sum.images += 1;
-            p.build(&c, &crashed);
+            p.rebuild(c, &crashed, i > 0);
             let r = catch(|| {
                 let got = recover_and_check(&crashed)?;
                 run.oracle(&got, k)
@@ -801,7 +809,7 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
                     w.name,
                     p.pos,
                     w.ops.len(),
-                    p.describe(&c)
+                    p.describe(c)
                 ));
                 return;
             }
@@ -846,7 +854,7 @@ fn recovery_crashes(
     let trace = traced.take_trace();
     let want = snapshot(&fs).map_err(fs_err)?;
     drop(fs);
-    let crashed = Arc::new(Device::memfd(DEV_SIZE).map_err(|e| e.to_string())?);
+    let crashed = tracing_memfd()?;
     let mut rng = Rng::new(cfg.seed);
     let mut out = Ok(());
     crashsim::for_each_point(&base, &trace, 0, &mut |p| {
@@ -857,9 +865,9 @@ fn recovery_crashes(
             exhaustive: 4,
             samples: 4,
         };
-        for c in p.choices(limits, &mut rng) {
+        for (i, c) in p.choices(limits, &mut rng).iter().enumerate() {
             sum.recovery_images += 1;
-            p.build(&c, &crashed);
+            p.rebuild(c, &crashed, i > 0);
             let r = catch(|| {
                 let got = recover_and_check(&crashed)?;
                 if got != want {
@@ -871,7 +879,7 @@ fn recovery_crashes(
                 out = Err(format!(
                     "{what}: recovery crashed before its trace op {} ({}): {e}",
                     p.pos,
-                    p.describe(&c)
+                    p.describe(c)
                 ));
                 return;
             }

@@ -339,7 +339,9 @@ impl Fs {
                 agf.agno == agno
                     && agi.agno == agno
                     && agf.free_blocks <= mp.ag_len(agno)
-                    && flcount as usize <= AGFL_CAPACITY,
+                    && flcount as usize <= AGFL_CAPACITY
+                    && agi.free <= agi.count
+                    && agi.count <= mp.ag_len(agno) * INODES_PER_BLOCK,
                 "AG {agno}: headers disagree with the geometry"
             );
             free += (agf.free_blocks + flcount) as i64;
@@ -1504,14 +1506,19 @@ impl Fs {
     pub fn statfs(&self) -> StatFs {
         let mp = &self.mp;
         let avail = mp.avail_blocks();
-        let ifree = mp.inodes_free.load(Ordering::Relaxed) + avail * INODES_PER_BLOCK;
-        let used_inodes =
-            mp.inodes_count.load(Ordering::Relaxed) - mp.inodes_free.load(Ordering::Relaxed);
+        let ifree = mp
+            .inodes_free
+            .load(Ordering::Relaxed)
+            .saturating_add(avail.saturating_mul(INODES_PER_BLOCK));
+        let used_inodes = mp
+            .inodes_count
+            .load(Ordering::Relaxed)
+            .saturating_sub(mp.inodes_free.load(Ordering::Relaxed));
         StatFs {
             blocks: mp.sb.total_blocks,
             bfree: avail,
             bavail: avail,
-            files: used_inodes + ifree,
+            files: used_inodes.saturating_add(ifree),
             ffree: ifree,
             bsize: BLOCK_SIZE as u32,
             namelen: NAME_LEN_MAX as u32,

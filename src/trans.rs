@@ -540,6 +540,11 @@ fn read_record(read: &dyn Fn(u64, &mut [u8]), log_bytes: u64, pos: u64) -> Optio
     if crc_with_hole(&rec, 4) != get_u32(&rec, 4) {
         return None;
     }
+    // No real LSN comes near LSN_MAX (2^62): a record naming one is damage, whatever its
+    // CRC says, and keeps `lsn + 1` in recovery from overflowing.
+    if get_u64(&rec, 8) >= LSN_MAX || get_u64(&rec, LR_TAIL_LSN) >= LSN_MAX {
+        return None;
+    }
     Some((get_u64(&rec, 8), rec))
 }
 
