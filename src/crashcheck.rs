@@ -699,12 +699,42 @@ fn recover_and_check(dev: &Arc<Device>) -> std::result::Result<Snap, String> {
     Ok(snap)
 }
 
-/// The device crash images are built on: a tracing memfd, so that the pages one image and
-/// its recovery wrote can be restored for the next image (`CrashPoint::rebuild`).
+thread_local! {
+    /// Devices kept for reuse: making and freeing 16 MiB memfds for every workload costs
+    /// more than checking it. Every user overwrites the whole device first.
+    static POOL: std::cell::RefCell<Vec<(Option<Persistence>, Arc<Device>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A free tracing device: emulating `persistence`, or (None) a plain memfd that records
+/// stores, which crash images are built on so that the pages one image and its recovery
+/// wrote can be restored for the next (`CrashPoint::rebuild`).
+fn pooled(persistence: Option<Persistence>) -> std::result::Result<Arc<Device>, String> {
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        if let Some((_, d)) = pool
+            .iter()
+            .find(|(k, d)| *k == persistence && Arc::strong_count(d) == 1)
+        {
+            d.take_trace();
+            return Ok(d.clone());
+        }
+        let d = match persistence {
+            Some(p) => Device::traced(DEV_SIZE, p),
+            None => Device::memfd(DEV_SIZE).map(|mut d| {
+                d.enable_trace();
+                d
+            }),
+        }
+        .map_err(|e| e.to_string())?;
+        let d = Arc::new(d);
+        pool.push((persistence, d.clone()));
+        Ok(d)
+    })
+}
+
 fn tracing_memfd() -> std::result::Result<Arc<Device>, String> {
-    let mut d = Device::memfd(DEV_SIZE).map_err(|e| e.to_string())?;
-    d.enable_trace();
-    Ok(Arc::new(d))
+    pooled(None)
 }
 
 fn catch<T>(f: impl FnOnce() -> std::result::Result<T, String>) -> std::result::Result<T, String> {
@@ -740,8 +770,8 @@ pub fn check_workload(w: &Workload, cfg: &Config) -> Summary {
 
 fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::Result<(), String> {
     let mode = format!("{:?}", cfg.persistence).to_lowercase();
-    let dev = Arc::new(Device::traced(DEV_SIZE, cfg.persistence).map_err(|e| e.to_string())?);
-    dev.write(0, &vec![GARBAGE; DEV_SIZE as usize]);
+    let dev = pooled(Some(cfg.persistence))?;
+    dev.load_image(&vec![GARBAGE; DEV_SIZE as usize]);
     mkfs::mkfs(&dev, &MkfsOptions::default()).map_err(fs_err)?;
     let fs = Fs::mount(dev.clone(), &opts()).map_err(fs_err)?;
     setup(&fs).map_err(|e| format!("setup: {e}"))?;
@@ -845,7 +875,7 @@ fn recovery_crashes(
     cfg: &Config,
     sum: &mut Summary,
 ) -> std::result::Result<(), String> {
-    let traced = Arc::new(Device::traced(DEV_SIZE, cfg.persistence).map_err(|e| e.to_string())?);
+    let traced = pooled(Some(cfg.persistence))?;
     build(&traced);
     let mut base = vec![0u8; DEV_SIZE as usize];
     traced.read(0, &mut base);

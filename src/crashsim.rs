@@ -169,7 +169,7 @@ impl CrashPoint<'_> {
 
     /// Write the image for `choice` to `dev` (same size as the traced device).
     pub fn build(&self, choice: &[LineChoice], dev: &Device) {
-        dev.write(0, self.durable);
+        dev.load_image(self.durable);
         self.apply(choice, dev);
     }
 
@@ -180,8 +180,7 @@ impl CrashPoint<'_> {
     pub fn rebuild(&self, choice: &[LineChoice], dev: &Device, again: bool) {
         let trace = dev.take_trace();
         if !again {
-            dev.write(0, self.durable);
-            dev.take_trace(); // every page: the next image restores only what changes
+            dev.load_image(self.durable);
             self.apply(choice, dev);
             return;
         }

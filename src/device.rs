@@ -330,6 +330,15 @@ impl Device {
         }
     }
 
+    /// Replace the device's contents from offset 0 without recording it in the trace:
+    /// setting up a crash image or a test device, not a store of the filesystem's.
+    pub fn load_image(&self, data: &[u8]) {
+        assert!(!self.read_only, "store to a read-only device");
+        self.check(0, data.len());
+        // SAFETY: bounds checked, mapping writable.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base, data.len()) }
+    }
+
     /// One aligned 8-byte store: atomic with respect to power failure (the only store size
     /// that is). Used for the superblock's state word.
     pub fn store_u64(&self, off: u64, v: u64) {

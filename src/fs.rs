@@ -1165,7 +1165,9 @@ impl Fs {
         {
             let at = bmap::dev_off(&e, size / BS) + within;
             self.mp.dev.zero(at, BS - within);
-            self.mp.dev.flush_data(at, BS - within);
+            // Ordered before the commit of the new size: were the zeros lost in a crash
+            // while a later extension of the file survived, the old bytes would show.
+            self.mp.dev.flush(at, BS - within);
         }
     }
 
@@ -1705,7 +1707,8 @@ impl Fs {
             {
                 let at = bmap::dev_off(&x, s / BS) + s % BS;
                 self.mp.dev.zero(at, e - s);
-                self.mp.dev.flush_data(at, e - s);
+                // Ordered before the commit that follows (as in `zero_tail`).
+                self.mp.dev.flush(at, e - s);
             }
         }
     }
