@@ -154,9 +154,9 @@ fn reseal_any(b: &mut [u8]) {
 fn reseal_log(log: &mut [u8]) {
     let seal_chain = |log: &mut [u8], mut pos: usize, tails: &mut Vec<usize>| {
         // Each record is at least LR_HDR bytes: bounded by len / LR_HDR steps.
-        while pos + LR_HDR <= log.len() {
+        while pos < log.len() && log.len() - pos >= LR_HDR {
             let len = get_u32(log, pos + 16) as usize;
-            if get_u32(log, pos) != LOG_MAGIC || len < LR_HDR || pos + len > log.len() {
+            if get_u32(log, pos) != LOG_MAGIC || len < LR_HDR || len > log.len() - pos {
                 break;
             }
             let rec = &mut log[pos..pos + len];
@@ -169,7 +169,8 @@ fn reseal_log(log: &mut [u8]) {
     let mut tails = Vec::new();
     seal_chain(log, 0, &mut tails);
     let mut more = Vec::new();
-    for t in tails.into_iter().filter(|&t| t != 0).take(4) {
+    let n = log.len();
+    for t in tails.into_iter().filter(|&t| t != 0 && t < n).take(4) {
         seal_chain(log, t, &mut more);
     }
 }
