@@ -386,7 +386,9 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
             shown.join(", ")
         ));
     }
-    let used = sb.total_blocks - free_total;
+    // Free extents that overlap, or AGFL entries that were skipped, can add up to more
+    // than the device: each was reported above; the summary must not underflow.
+    let used = sb.total_blocks.saturating_sub(free_total);
     let summary = format!(
         "{} inodes ({} directories, {} other) in {} allocated slots; {} blocks in use, {} free of {}",
         inodes.len(),
