@@ -75,7 +75,11 @@ fn main() {
     work.retain(|w| w.name.contains(&filter));
     let t = std::time::Instant::now();
     let mut total = Summary::default();
+    let verbose = std::env::var_os("DAXFS_CRASH_VERBOSE").is_some();
     for (n, w) in work.iter().enumerate() {
+        if verbose {
+            eprintln!("{}: {:?}", w.name, w.ops);
+        }
         for &persistence in &modes {
             let cfg = Config {
                 persistence,

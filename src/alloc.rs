@@ -289,6 +289,7 @@ pub fn alloc_extent(
         };
         if let Some(got) = alloc_in_ag(tx, agno, hint_agbno, want, minlen)? {
             tx.blocks_allocated += got.1;
+            crate::trans::unbusy(tx.mp, got.0, got.1)?;
             return Ok(Some(got));
         }
     }

@@ -1070,8 +1070,12 @@ impl Fs {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
         if let Some(size) = set.size {
-            if inode.ilock_shared().di.is_dir() {
-                return err(libc::EISDIR);
+            match inode.ilock_shared().di.kind() {
+                FileKind::File => {}
+                FileKind::Dir => return err(libc::EISDIR),
+                // A symlink, fifo, device or socket has no data to size (the kernel never
+                // asks; a client that does gets what truncate(2) gives).
+                _ => return err(libc::EINVAL),
             }
             self.truncate(&inode, size, false)?;
         }
@@ -1223,8 +1227,10 @@ impl Fs {
         let _io = inode.iolock_shared();
         let _mm = inode.mmaplock_shared();
         let d = inode.ilock_shared();
-        if d.di.is_dir() {
-            return err(libc::EISDIR);
+        match d.di.kind() {
+            FileKind::File => {}
+            FileKind::Dir => return err(libc::EISDIR),
+            _ => return err(libc::EINVAL),
         }
         if off >= d.di.size || size == 0 {
             drop(d);
@@ -1293,7 +1299,7 @@ impl Fs {
         let inode = self.iget(ino)?;
         let _io = inode.iolock_excl();
         let _mm = inode.mmaplock_shared();
-        let (size, is_dir, needs_alloc) = {
+        let (size, kind, needs_alloc) = {
             let d = inode.ilock_shared();
             let off = if append { d.di.size } else { off };
             let needs = !data.is_empty() && {
@@ -1302,10 +1308,14 @@ impl Fs {
                 pieces.iter().map(|p| p.len).sum::<u64>() != lb - fb + 1
                     || pieces.iter().any(|p| p.unwritten)
             };
-            (d.di.size, d.di.is_dir(), needs)
+            (d.di.size, d.di.kind(), needs)
         };
-        if is_dir {
-            return err(libc::EISDIR);
+        match kind {
+            FileKind::File => {}
+            FileKind::Dir => return err(libc::EISDIR),
+            // Only regular files have data a write can reach (the kernel only writes to
+            // them; a symlink's inline target must never be written as file data).
+            _ => return err(libc::EINVAL),
         }
         let off = if append { size } else { off };
         if off >= FILE_SIZE_MAX {

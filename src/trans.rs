@@ -50,6 +50,11 @@ pub struct LogState {
     tail_off: u64,
     pub commits: u64,
     pub checkpoints: u64,
+    /// Blocks with regions in the records recovery would replay (lazy mode: every record
+    /// since the last checkpoint). Such a block, once freed, must not be handed out again
+    /// until a checkpoint: replaying an old record would write stale metadata over what
+    /// the block holds now (file data is not logged). XFS's busy extents, simplified.
+    logged: std::collections::BTreeSet<u64>,
 }
 
 /// Are records [tail, head) in the way of a new record at [pos, pos + len)?
@@ -324,6 +329,12 @@ impl<'a> Trans<'a> {
         }
         if lazy {
             (log.tail_lsn, log.tail_off) = (tail_lsn, tail_off);
+            log.logged.extend(
+                self.bufs
+                    .iter()
+                    .filter(|(_, b)| b.dirty != 0)
+                    .map(|(&blk, _)| blk),
+            );
         } else {
             dev.fence();
             if dev.take_error() {
@@ -684,8 +695,20 @@ fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
         ));
     }
     (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
+    log.logged.clear();
     log.checkpoints += 1;
     Ok(())
+}
+
+/// An allocation is about to hand out [blk, blk + len): if a record recovery would replay
+/// logged any of those blocks (as the metadata they were before they were freed), make
+/// the log's in-place writes durable first, so that no replay can reach them.
+pub fn unbusy(mp: &Mp, blk: u64, len: u64) -> Result<()> {
+    let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+    if log.logged.range(blk..blk + len).next().is_none() {
+        return Ok(());
+    }
+    checkpoint_locked(mp, &mut log)
 }
 
 /// Checkpoint now (fsync, sync, unmount): afterwards no record needs replay.
