@@ -103,6 +103,8 @@ pub fn catalogue() -> Vec<Op> {
         Write("A/bar", 20000, 3000, 12),
         Write("A/foo", 100, 50, 13),
         Write("A/bar", 8192, 8192, 15),
+        // Large enough to allocate in a transaction of its own before copying.
+        Write("A/foo", 16384, 20 * 4096, 16),
         Append("A/bar", 3000, 14),
         Truncate("A/foo", 1000),
         Truncate("A/bar", 30000),
@@ -226,7 +228,8 @@ pub fn random_workloads(n: usize, len: usize, seed: u64) -> Vec<Workload> {
                 let f = pick(&FILES, &mut rng);
                 let g = pick(&FILES, &mut rng);
                 let off = rng.below(40_000);
-                let l = 1 + rng.below(9000) as usize;
+                let big = rng.below(8) == 0;
+                let l = 1 + rng.below(if big { 100_000 } else { 9000 }) as usize;
                 let pat = (rng.below(200) + 20) as u8;
                 let op = match rng.below(19) {
                     0 => Op::Create(f),

@@ -168,6 +168,9 @@ pub struct Fs {
 
 const LINK_MAX: u32 = 65000;
 /// The root directory's virtual attribute that carries `stats()`.
+/// An allocating write of this many blocks or more allocates before it copies.
+const SPLIT_WRITE_BLOCKS: u64 = 16;
+
 pub const STATS_XATTR: &[u8] = b"trusted.daxfs.stats";
 /// On the root directory, `trusted.daxfs.errortag.NAME` reads and sets an error tag
 /// (src/errtag.rs); not stored, not listed.
@@ -1294,6 +1297,8 @@ impl Fs {
     }
 
     /// Write `data` at `off` (at EOF when `append`); returns bytes written.
+    /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
+    /// of their own before copying (see below).
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u32> {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
@@ -1356,13 +1361,31 @@ impl Fs {
             return Ok(data.len() as u32);
         }
         let (fb, lb) = (off / BS, (end - 1) / BS);
-        let mut tx = self.mp.trans(bmap::write_resblks(lb - fb + 1))?;
+        let nblocks = lb - fb + 1;
+        if nblocks >= SPLIT_WRITE_BLOCKS {
+            // A large write allocates in a transaction of its own, then copies and flushes
+            // its data holding only the inode's IOLOCK: the space lock (every allocation
+            // of the filesystem) is not held while megabytes are copied and written back.
+            // A crash in between leaves unwritten blocks, which read as zeros.
+            let mut tx = self.mp.trans(bmap::write_resblks(nblocks))?;
+            let mut d = inode.ilock_excl();
+            bmap::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+            bmap::sync_inode(&mut tx, &mut d)?;
+            tx.commit()?;
+            drop(d);
+        }
+        let resblks = if nblocks >= SPLIT_WRITE_BLOCKS {
+            2 * BTREE_LEVELS_MAX as u64 // converting extents only
+        } else {
+            bmap::write_resblks(nblocks)
+        };
+        let mut tx = self.mp.trans(resblks)?;
         let mut d = inode.ilock_excl();
         // New blocks arrive unwritten, so every block the write touches is either written
         // (copy) or unwritten (zero what the write leaves, copy, then mark written): no
         // stale bytes can show, and no block is visible before this commit.
-        bmap::alloc_holes(&mut tx, &mut d, fb, lb - fb + 1, true, &mut |_, _, _, _| {})?;
-        let pieces = d.map.range(fb, lb - fb + 1);
+        bmap::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+        let pieces = d.map.range(fb, nblocks);
         for p in pieces.iter().filter(|p| p.unwritten) {
             for b in [p.fileoff, p.end() - 1] {
                 let covered = b * BS >= off && (b + 1) * BS <= end;
