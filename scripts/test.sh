@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole daxfs test suite: unit, core, model, crash and mount tests (cargo nextest, or
-# cargo test when nextest is missing), the xfstests-style runner, and pjdfstest on a real
-# mount. Installs what it needs. See docs/testing.md.
+# cargo test when nextest is missing), the xfstests-style runner, pjdfstest on a real
+# mount, and a short cargo-fuzz run. Installs what it needs. See docs/testing.md.
 # Usage: scripts/test.sh [--quick]   (--quick: the cargo tests only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,8 @@ fi
 if [ $quick = 0 ]; then
     run_part "xfst" scripts/xfst/run
     run_part "pjdfstest" scripts/pjdfstest.sh
+    # A short cargo-fuzz run of every parser target (scripts/fuzz.sh 600 is the long one).
+    run_part "fuzz" scripts/fuzz.sh 5
 fi
 echo
 echo "== summary"
