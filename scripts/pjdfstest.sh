@@ -44,8 +44,31 @@ grep -q '^allow_remount = true' "$tmp/erofs.toml" || { echo "pjdfstest.sh: no al
 status=0
 run_pass() {  # name config [pattern...]
     local name=$1 conf=$2; shift 2
+    local rc=0
     (cd "$tmp/mnt" && timeout 1200 pjdfstest -c "$conf" -p "$tmp/mnt" -s "$tmp/other" "$@") \
-        >"$tmp/$name.log" 2>&1 || status=1
+        >"$tmp/$name.log" 2>&1 || rc=1
+    # pjdfstest 0.2.2's ETXTBSY tests open the binary for writing the moment spawn()
+    # returns, which races with the kernel denying writes to the running executable: once,
+    # on a loaded machine, open::etxtbsy saw the open succeed (and passed 40 times in a row
+    # under load when rerun). Only those tests get one rerun on their own; any other
+    # failure, or a second one, fails the run. docs/pjdfstest.md has the details.
+    if [ $rc != 0 ]; then
+        local failed others=0
+        failed=$(sed -n 's/^\([^ ]*\) *FAILED$/\1/p' "$tmp/$name.log")
+        for t in $failed; do
+            case $t in
+                *::etxtbsy)
+                    if (cd "$tmp/mnt" && pjdfstest -c "$conf" -p "$tmp/mnt" -s "$tmp/other" -e "$t") \
+                        >"$tmp/$name.retry.log" 2>&1; then
+                        echo "$t: failed once, passed when rerun alone (the ETXTBSY race above)"
+                    else
+                        others=1
+                    fi ;;
+                *) others=1 ;;
+            esac
+        done
+        [ -n "$failed" ] && [ $others = 0 ] || status=1
+    fi
     # Failures (with their message) and skips, then the summary line.
     grep -E -A3 ' FAILED$' "$tmp/$name.log" || true
     grep -E ' skipped$' "$tmp/$name.log" | grep -v "${hide_skips:-^$}" || true
