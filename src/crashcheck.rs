@@ -38,12 +38,11 @@ pub const DEV_SIZE: u64 = 16 << 20;
 /// What free space holds before mkfs: reading it back from a file is stale data.
 const GARBAGE: u8 = 0xEE;
 
-/// The fallocate modes (linux/falloc.h).
-const KEEP_SIZE: i32 = 0x01;
-const PUNCH_HOLE: i32 = 0x02;
-const COLLAPSE_RANGE: i32 = 0x08;
-const ZERO_RANGE: i32 = 0x10;
-const INSERT_RANGE: i32 = 0x20;
+use libc::{
+    FALLOC_FL_COLLAPSE_RANGE as COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE as INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE as KEEP_SIZE, FALLOC_FL_PUNCH_HOLE as PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE as ZERO_RANGE,
+};
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -787,10 +786,6 @@ fn pooled(persistence: Option<Persistence>) -> std::result::Result<Arc<Device>, 
     })
 }
 
-fn tracing_memfd() -> std::result::Result<Arc<Device>, String> {
-    pooled(None)
-}
-
 fn catch<T>(f: impl FnOnce() -> std::result::Result<T, String>) -> std::result::Result<T, String> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -810,20 +805,24 @@ pub fn check_workload(w: &Workload, cfg: &Config) -> Summary {
         workloads: 1,
         ..Default::default()
     };
-    let mode = match cfg.persistence {
-        Persistence::Dax => "dax",
-        Persistence::PageCache => "pagecache",
-        Persistence::Volatile => "volatile",
-    };
     let r = catch(|| run_and_check(w, cfg, &mut sum));
     if let Err(e) = r {
-        sum.fail(format!("[{mode}] {}: {e}", w.name));
+        sum.fail(format!("[{}] {}: {e}", mode_name(cfg), w.name));
     }
     sum
 }
 
+/// How failure reports name the emulated device.
+fn mode_name(cfg: &Config) -> &'static str {
+    match cfg.persistence {
+        Persistence::Dax => "dax",
+        Persistence::PageCache => "pagecache",
+        Persistence::Volatile => "volatile",
+    }
+}
+
 fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::Result<(), String> {
-    let mode = format!("{:?}", cfg.persistence).to_lowercase();
+    let mode = mode_name(cfg);
     let dev = pooled(Some(cfg.persistence))?;
     dev.load_image(&vec![GARBAGE; DEV_SIZE as usize]);
     mkfs::mkfs(&dev, &MkfsOptions::default()).map_err(fs_err)?;
@@ -865,7 +864,7 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
     }
     // Snapshots read, they must not write: the trace holds only the operations.
     drop(fs);
-    let crashed = tracing_memfd()?;
+    let crashed = pooled(None)?;
     let mut rng = Rng::new(cfg.seed ^ sum.workloads.wrapping_mul(31) ^ w.name.len() as u64);
     let mut points = Vec::new();
     crashsim::for_each_point(&base, &trace, 0, &mut |p| {
@@ -938,7 +937,7 @@ fn recovery_crashes(
     let trace = traced.take_trace();
     let want = snapshot(&fs).map_err(fs_err)?;
     drop(fs);
-    let crashed = tracing_memfd()?;
+    let crashed = pooled(None)?;
     let mut rng = Rng::new(cfg.seed);
     let mut out = Ok(());
     crashsim::for_each_point(&base, &trace, 0, &mut |p| {

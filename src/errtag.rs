@@ -47,10 +47,12 @@ impl ErrorTag {
 
 #[derive(Debug, Default)]
 pub struct ErrorTags {
-    freq: [AtomicU64; 4],
-    hits: [AtomicU64; 4],
-    fired: [AtomicU64; 4],
+    freq: [AtomicU64; TAGS],
+    hits: [AtomicU64; TAGS],
+    fired: [AtomicU64; TAGS],
 }
+
+const TAGS: usize = ErrorTag::ALL.len();
 
 impl ErrorTags {
     /// Make every `freq`th pass through `tag` fail (0: never).

@@ -167,10 +167,10 @@ pub struct Fs {
 }
 
 const LINK_MAX: u32 = 65000;
-/// The root directory's virtual attribute that carries `stats()`.
 /// An allocating write of this many blocks or more allocates before it copies.
 const SPLIT_WRITE_BLOCKS: u64 = 16;
 
+/// The root directory's virtual attribute that carries `stats()`.
 pub const STATS_XATTR: &[u8] = b"trusted.daxfs.stats";
 /// On the root directory, `trusted.daxfs.errortag.NAME` reads and sets an error tag
 /// (src/errtag.rs); not stored, not listed.

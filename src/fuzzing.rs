@@ -379,6 +379,16 @@ fn restamp_image(img: &mut [u8], sb: &Superblock) {
     img[log].fill(0);
 }
 
+/// Unmount `fs` and take its image, restamped, with its superblock.
+fn unmount_and_capture(fs: Arc<Fs>, dev: &Device) -> (SparseImage, Superblock) {
+    fs.unmount().expect("unmount");
+    drop(fs);
+    let mut img = device_bytes(dev);
+    let sb = read_sb(&img);
+    restamp_image(&mut img, &sb);
+    (SparseImage::from_bytes(&img), sb)
+}
+
 fn device_bytes(dev: &Device) -> Vec<u8> {
     let mut img = vec![0u8; dev.len() as usize];
     dev.read(0, &mut img);
@@ -396,12 +406,7 @@ fn build_pristine() -> Pristine {
     let dev = Arc::new(Device::memfd(IMAGE_SIZE).expect("memfd"));
     mkfs::mkfs(&dev, &MkfsOptions::default()).expect("mkfs");
     let fs = Fs::mount(dev.clone(), &opts).expect("mount fresh");
-    fs.unmount().expect("unmount");
-    drop(fs);
-    let mut img = device_bytes(&dev);
-    let sb = read_sb(&img);
-    restamp_image(&mut img, &sb);
-    let fresh = SparseImage::from_bytes(&img);
+    let (fresh, _) = unmount_and_capture(fs, &dev);
 
     // Populate it.
     let dev = fresh.device(&mut |_| {});
@@ -454,12 +459,7 @@ fn build_pristine() -> Pristine {
         .mknod(root, b"fifo", libc::S_IFIFO | 0o600, 0, &c)
         .unwrap()
         .ino;
-    fs.unmount().expect("unmount populated");
-    drop(fs);
-    let mut img = device_bytes(&dev);
-    let sb_now = read_sb(&img);
-    restamp_image(&mut img, &sb_now);
-    let clean = SparseImage::from_bytes(&img);
+    let (clean, sb_now) = unmount_and_capture(fs, &dev);
 
     // A few operations more, captured before unmount: records in the log to replay, and an
     // open unlinked file for the next mount to free.

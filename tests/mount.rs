@@ -12,6 +12,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use daxfs::crashsim::Rng;
+
 const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
 
 fn can_mount() -> bool {
@@ -142,23 +144,12 @@ enum Expect {
     Growing(Vec<u8>, Vec<u8>),
 }
 
-/// A small deterministic generator for the kill test.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// The writer of the kill test: creates files and fsyncs them, appends and fsyncs, renames
 /// and fsyncs the directory, unlinks; what fsync acknowledged goes into `acked`, and only
 /// then. It stops at the first error (the daemon is gone).
 fn kill_writer(dir: PathBuf, acked: Arc<Mutex<BTreeMap<String, Expect>>>, seed: u64, round: u64) {
     use std::fs::OpenOptions;
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let ack = |name: &str, e: Option<Expect>| {
         let mut a = acked.lock().unwrap();
         match e {
@@ -255,7 +246,7 @@ fn sigkill_of_the_daemon_loses_nothing_fsynced() {
             .success()
     );
     let acked: Arc<Mutex<BTreeMap<String, Expect>>> = Arc::default();
-    let mut rng = Rng(0x6b69_6c6c);
+    let mut rng = Rng::new(0x6b69_6c6c);
     let mut checked = 0usize;
     for round in 0..=rounds {
         let mut m = Mounted::new(&img, &mnt);
