@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --example crashcheck -- [--depth 1|2] [--all-variants]
 //!         [--random N] [--random-len L] [--seed S] [--mode dax|pagecache|both]
-//!         [--exhaustive N] [--samples N] [--filter TEXT]
+//!         [--exhaustive N] [--samples N] [--filter TEXT] [--pending-frees]
 //!
 //! Prints workloads run, crash images checked and failures (the first ones described);
 //! exits 1 when anything failed.
@@ -23,6 +23,7 @@ fn main() {
         samples: 12,
     };
     let mut filter = String::new();
+    let mut pending_frees = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     let val = |i: &mut usize| {
@@ -48,6 +49,7 @@ fn main() {
             "--exhaustive" => limits.exhaustive = num(val(&mut i)),
             "--samples" => limits.samples = num(val(&mut i)) as usize,
             "--filter" => filter = val(&mut i),
+            "--pending-frees" => pending_frees = true,
             "--mode" => {
                 modes = match val(&mut i).as_str() {
                     "dax" => vec![Persistence::Dax],
@@ -86,6 +88,7 @@ fn main() {
                 limits,
                 recovery_crashes: 1,
                 seed: seed ^ n as u64,
+                pending_frees,
             };
             let s = crashcheck::check_workload(w, &cfg);
             for r in &s.reports {

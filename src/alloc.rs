@@ -14,6 +14,8 @@
 //! block to anyone else (data, inode chunk, another tree's node, a free-space tree node)
 //! does.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result, err};
 use crate::format::*;
@@ -58,7 +60,7 @@ pub fn cnt_tree(agno: u32) -> Tree {
 }
 
 pub fn read_agf(tx: &mut Trans, agno: u32) -> Result<Agf> {
-    tx.lock_space();
+    tx.lock_ag(agno)?;
     let blk = tx.mp.fsblock(agno, AGF_BLOCK);
     let b = tx.read_meta(blk, AGF_MAGIC, Some(agno as u64), "AGF")?;
     let agf = Agf::decode(&b[..]);
@@ -79,10 +81,13 @@ pub fn write_agf(tx: &mut Trans, agf: &Agf) {
         .expect("AGF was read in this transaction");
     agf.encode(&mut b[..]);
     tx.write_meta(blk, &b);
+    tx.mp.ags[agf.agno as usize]
+        .free_blocks
+        .store(agf.free_blocks, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn agfl_read(tx: &mut Trans, agno: u32) -> Result<(u64, Box<Block>, u32)> {
-    tx.lock_space();
+    tx.lock_ag(agno)?;
     let blk = tx.mp.fsblock(agno, AGFL_BLOCK);
     let b = tx.read_meta(blk, AGFL_MAGIC, Some(agno as u64), "AGFL")?;
     let count = get_u32(&b[..], AGFL_COUNT);
@@ -248,6 +253,13 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
 
 /// Allocate up to `want` contiguous blocks (at least `minlen`), at `hint` if it is free,
 /// else a best fit in the hint's AG, else in the other AGs. None: no AG has `minlen`.
+///
+/// Choosing the AG keeps the AG lock order (trans.rs): the first round takes only AGs
+/// held already or free to lock, and prefers one with room for the rest of the
+/// transaction's reservation too (XFS's minleft), so that later allocations of the same
+/// transaction find space in an AG it holds. The second round may wait for AGs above
+/// those held. The last waits a while even for lower ones before giving up, since ENOSPC
+/// half way through a transaction shuts the filesystem down.
 pub fn alloc_extent(
     tx: &mut Trans,
     hint: u64,
@@ -275,25 +287,55 @@ pub fn alloc_extent(
         0
     };
     let first = tx.mp.ag_of(hint);
-    for i in 0..ag_count {
-        let agno = (first + i) % ag_count;
-        let agf = read_agf(tx, agno)?;
-        if agf.free_blocks < minlen + AGFL_MIN as u64 {
-            continue;
-        }
-        fix_freelist(tx, agno)?;
-        let hint_agbno = if agno == first {
-            Some(tx.mp.agbno(hint))
-        } else {
-            None
-        };
-        if let Some(got) = alloc_in_ag(tx, agno, hint_agbno, want, minlen)? {
-            tx.blocks_allocated += got.1;
-            crate::trans::unbusy(tx.mp, got.0, got.1)?;
-            return Ok(Some(got));
+    let need = minlen + AGFL_MIN as u64;
+    let minleft = need + tx.blocks_left().saturating_sub(minlen);
+    for round in 0..3 {
+        for i in 0..ag_count {
+            let agno = (first + i) % ag_count;
+            let hinted = tx.mp.ags[agno as usize].free_blocks.load(Relaxed);
+            let held = tx.holds_ag(agno);
+            if !held && (round == 0 && hinted < minleft || round == 2 && hinted < need) {
+                continue;
+            }
+            let locked = match round {
+                0 => held || tx.try_lock_ag(agno, false),
+                1 => tx.try_lock_ag(agno, true),
+                _ => tx.lock_ag(agno).is_ok(),
+            };
+            if !locked {
+                continue;
+            }
+            if let Some(got) = alloc_in_locked_ag(tx, agno, first, hint, want, minlen, need)? {
+                return Ok(Some(got));
+            }
+            tx.release_ag_if_clean(agno);
         }
     }
     Ok(None)
+}
+
+/// `alloc_extent` in one AG whose lock is held.
+fn alloc_in_locked_ag(
+    tx: &mut Trans,
+    agno: u32,
+    first: u32,
+    hint: u64,
+    want: u64,
+    minlen: u64,
+    need: u64,
+) -> Result<Option<(u64, u64)>> {
+    let agf = read_agf(tx, agno)?;
+    if agf.free_blocks < need {
+        return Ok(None);
+    }
+    fix_freelist(tx, agno)?;
+    let hint_agbno = (agno == first).then(|| tx.mp.agbno(hint));
+    let Some(got) = alloc_in_ag(tx, agno, hint_agbno, want, minlen)? else {
+        return Ok(None);
+    };
+    tx.blocks_allocated += got.1;
+    crate::trans::unbusy(tx.mp, got.0, got.1)?;
+    Ok(Some(got))
 }
 
 fn alloc_in_ag(
@@ -351,14 +393,25 @@ pub fn alloc_exact_len(tx: &mut Trans, hint: u64, len: u64) -> Result<u64> {
     }
 }
 
-/// Free an extent now (called at commit for deferred frees).
-pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
-    let agno = tx.mp.ag_of(fsblock);
-    let agbno = tx.mp.agbno(fsblock);
+/// An extent about to be freed must lie inside one AG's free area.
+pub fn check_free_range(mp: &crate::mp::Mp, fsblock: u64, len: u64) -> Result<()> {
+    let agno = mp.ag_of(fsblock);
+    let agbno = mp.agbno(fsblock);
     crate::ensure_sane!(
-        agbno >= AG_FIRST_FREE && agbno + len <= tx.mp.ag_len(agno),
+        len > 0
+            && agno < mp.sb.ag_count
+            && agbno >= AG_FIRST_FREE
+            && agbno.saturating_add(len) <= mp.ag_len(agno),
         "freeing {fsblock}+{len}: not inside the free area of AG {agno}"
     );
+    Ok(())
+}
+
+/// Free an extent now (called at commit for deferred frees).
+pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
+    check_free_range(tx.mp, fsblock, len)?;
+    let agno = tx.mp.ag_of(fsblock);
+    let agbno = tx.mp.agbno(fsblock);
     fix_freelist(tx, agno)?;
     put(tx, agno, agbno, len)?;
     tx.blocks_freed += len;

@@ -118,7 +118,11 @@ fn read_sb(dev: &Device) -> Result<Superblock> {
     Superblock::decode(&b[..], dev.blocks())
 }
 
-fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<(CheckIo<'a>, Option<u64>)> {
+/// The image as recovery would leave it: the device with the log's records laid over it
+/// in memory. Also the newest record's LSN and the frees it lists as pending.
+type Recovered<'a> = (CheckIo<'a>, Option<u64>, Vec<(u64, u64)>);
+
+fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<Recovered<'a>> {
     let mut io = CheckIo {
         dev,
         uuid: sb.uuid,
@@ -134,6 +138,7 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<(CheckIo<'a>, Option<
         sb.total_blocks,
     )?;
     let lsn = recs.last().map(|r| r.lsn);
+    let pending = recs.last().map(|r| r.pending.clone()).unwrap_or_default();
     for rec in recs {
         for (blk, off, data) in rec.regions {
             let mut b = io.block(blk);
@@ -141,7 +146,7 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<(CheckIo<'a>, Option<
             io.overlay.insert(blk, b);
         }
     }
-    Ok((io, lsn))
+    Ok((io, lsn, pending))
 }
 
 /// Who owns each block, to find blocks claimed twice or by nobody.
@@ -186,7 +191,7 @@ struct InodeSeen {
 /// Err: the image cannot be read at all (not daxfs, unreadable superblock).
 pub fn check(dev: &Device) -> Result<CheckReport> {
     let sb = read_sb(dev)?;
-    let (mut io, _) = open_io(dev, &sb)?;
+    let (mut io, _, pending) = open_io(dev, &sb)?;
     let mut p: Vec<String> = Vec::new();
     let mut own = Owners {
         owner: vec![0; sb.total_blocks as usize],
@@ -197,6 +202,16 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     let mut unlinked: BTreeSet<u64> = BTreeSet::new();
     let (mut free_total, mut inode_total) = (0u64, 0u64);
 
+    // Frees a crash left pending: recovery puts them into the free-space trees.
+    for &(blk, len) in &pending {
+        own.claim(
+            &mut p,
+            blk,
+            len,
+            format!("pending free {blk}+{len} in the log"),
+        );
+        free_total += len;
+    }
     for agno in 0..sb.ag_count {
         let base = agno as u64 * sb.ag_blocks;
         own.claim(&mut p, base, AG_FIRST_FREE, format!("AG {agno} headers"));
@@ -712,7 +727,7 @@ fn check_inode_trees(
 /// `daxfs info`: geometry, usage, features, log state, as text.
 pub fn info(dev: &Device) -> Result<String> {
     let sb = read_sb(dev)?;
-    let (mut io, pending) = open_io(dev, &sb)?;
+    let (mut io, pending, _) = open_io(dev, &sb)?;
     let mut free = 0u64;
     let (mut icount, mut ifree) = (0u64, 0u64);
     for agno in 0..sb.ag_count {

@@ -29,6 +29,7 @@ use crate::check;
 use crate::crashsim::{self, Limits, Rng};
 use crate::device::{Device, Persistence};
 use crate::error::{FsError, Result};
+use crate::errtag::ErrorTag;
 use crate::format::BLOCK_SIZE;
 use crate::fs::{AtimeMode, Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use crate::mkfs::{self, MkfsOptions};
@@ -93,6 +94,9 @@ impl Op {
 }
 
 /// The one- and two-operation catalogue (ACE's operations over the starting tree).
+/// A symlink target too long for the inode: it goes to a block of its own.
+const LONG_TARGET: &str = "segment00/segment01/segment02/segment03/segment04/segment05/segment06/segment07/segment08/segment09/segment10/segment11/segment12/segment13/segment14/segment15/segment16/segment17/segment18/segment19/segment20/segment21/segment22/segment23/segment24/segment25/segment26/segment27/segment28/segment29/segment30/segment31/segment32/segment33/segment34/segment35/segment36/segment37/segment38/segment39/segment40/segment41/segment42/segment43/segment44/segment45/segment46/segment47/segment48/segment49";
+
 pub fn catalogue() -> Vec<Op> {
     use Op::*;
     vec![
@@ -120,6 +124,7 @@ pub fn catalogue() -> Vec<Op> {
         Rename("D", "B/D"),
         Exchange("A/foo", "C"),
         Symlink("B/sym", "../A/foo"),
+        Symlink("B/longsym", LONG_TARGET),
         SetXattr("A/foo", "user.x", 100),
         RemoveXattr("C", "user.a"),
         Rmdir("B"),
@@ -283,6 +288,9 @@ pub struct Config {
     /// Crash points per workload whose recovery is itself crashed (idempotence).
     pub recovery_crashes: usize,
     pub seed: u64,
+    /// Every free at commit goes the pending-free way (logged, then done by a follow-up
+    /// transaction), as when its AG lock is taken out of order (trans.rs).
+    pub pending_frees: bool,
 }
 
 #[derive(Debug, Default)]
@@ -770,6 +778,7 @@ fn pooled(persistence: Option<Persistence>) -> std::result::Result<Arc<Device>, 
             .find(|(k, d)| *k == persistence && Arc::strong_count(d) == 1)
         {
             d.take_trace();
+            d.errtags.set(ErrorTag::FreeIntent, 0);
             return Ok(d.clone());
         }
         let d = match persistence {
@@ -831,6 +840,8 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
     let mut base = vec![0u8; DEV_SIZE as usize];
     dev.read(0, &mut base);
     dev.take_trace();
+    dev.errtags
+        .set(ErrorTag::FreeIntent, cfg.pending_frees as u64);
     let mut trace = Vec::new();
     let snap0 = snapshot(&fs).map_err(fs_err)?;
     let mut run = Run {
@@ -864,6 +875,7 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
     }
     // Snapshots read, they must not write: the trace holds only the operations.
     drop(fs);
+    dev.errtags.set(ErrorTag::FreeIntent, 0);
     let crashed = pooled(None)?;
     let mut rng = Rng::new(cfg.seed ^ sum.workloads.wrapping_mul(31) ^ w.name.len() as u64);
     let mut points = Vec::new();

@@ -21,14 +21,18 @@ pub enum ErrorTag {
     Flush,
     /// A metadata block cannot be read (EIO), as a poisoned persistent-memory line reads.
     MetaRead,
+    /// Not a failure: a free at commit is logged as pending and done by a follow-up
+    /// transaction, the path taken when its AG cannot be locked in order (trans.rs).
+    FreeIntent,
 }
 
 impl ErrorTag {
-    pub const ALL: [ErrorTag; 4] = [
+    pub const ALL: [ErrorTag; 5] = [
         ErrorTag::Alloc,
         ErrorTag::LogWrite,
         ErrorTag::Flush,
         ErrorTag::MetaRead,
+        ErrorTag::FreeIntent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl ErrorTag {
             ErrorTag::LogWrite => "log_write",
             ErrorTag::Flush => "flush",
             ErrorTag::MetaRead => "meta_read",
+            ErrorTag::FreeIntent => "free_intent",
         }
     }
 

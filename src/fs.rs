@@ -350,6 +350,9 @@ impl Fs {
             free += (agf.free_blocks + flcount) as i64;
             count += agi.count;
             ifree += agi.free;
+            let perag = &mp.ags[agno as usize];
+            perag.free_blocks.store(agf.free_blocks, Ordering::Relaxed);
+            perag.free_inodes.store(agi.free, Ordering::Relaxed);
         }
         mp.free_blocks.store(free, Ordering::Release);
         mp.inodes_count.store(count, Ordering::Release);
@@ -601,7 +604,14 @@ impl Fs {
         if is_dir && dd.di.nlink >= LINK_MAX {
             return err(libc::EMLINK);
         }
-        let ino = ialloc::ialloc(&mut tx, self.mp.ag_of(self.mp.ino_block(parent)))?;
+        // Files go near their directory; directories are spread over the AGs (XFS's
+        // inode64 rotor), so work in different directories takes different AG locks.
+        let hint_ag = if is_dir {
+            (self.mp.ag_rotor.fetch_add(1, Ordering::Relaxed) % self.mp.sb.ag_count as u64) as u32
+        } else {
+            self.mp.ag_of(self.mp.ino_block(parent))
+        };
+        let ino = ialloc::ialloc(&mut tx, hint_ag)?;
         let now = inode::now();
         let mut mode = mode;
         let gid = if dd.di.mode & libc::S_ISGID != 0 {
@@ -660,6 +670,8 @@ impl Fs {
                         b[..t.len()].copy_from_slice(t);
                         mp.dev.write(blk * BS, &b);
                         mp.dev.flush(blk * BS, BS);
+                        // Durable before the commit record that maps the block can be.
+                        mp.dev.fence();
                     })?;
                 }
             }
@@ -846,6 +858,11 @@ impl Fs {
         if want_dir && c.di.dir_entries != 0 {
             return err(libc::ENOTEMPTY);
         }
+        if want_dir || c.di.nlink <= 1 {
+            // The child goes on its AG's unlinked list: lock that AG before the directory
+            // change, which may allocate (the AG lock order, trans.rs).
+            tx.pin_ag(self.mp.ag_of(self.mp.ino_block(cino)))?;
+        }
         let now = inode::now();
         let dd = g(&mut locks, parent);
         dir::remove(&mut tx, dd, name, found)?;
@@ -994,10 +1011,15 @@ impl Fs {
         {
             return Ok(None);
         }
-        if let Some(d) = dst.filter(|_| d_is_dir && !flags.exchange) {
-            if g(&mut locks, d.ino).di.dir_entries != 0 {
-                return err(libc::ENOTEMPTY);
-            }
+        if let Some(d) = dst.filter(|_| d_is_dir && !flags.exchange)
+            && g(&mut locks, d.ino).di.dir_entries != 0
+        {
+            return err(libc::ENOTEMPTY);
+        }
+        if let Some(d) = dst.filter(|_| !flags.exchange) {
+            // The victim may go on its AG's unlinked list: lock that AG before the
+            // directory changes allocate (the AG lock order, trans.rs).
+            tx.pin_ag(self.mp.ag_of(self.mp.ino_block(d.ino)))?;
         }
         let now = inode::now();
         let moves_dir_across = s_is_dir && parent != newparent;
@@ -1364,8 +1386,8 @@ impl Fs {
         let nblocks = lb - fb + 1;
         if nblocks >= SPLIT_WRITE_BLOCKS {
             // A large write allocates in a transaction of its own, then copies and flushes
-            // its data holding only the inode's IOLOCK: the space lock (every allocation
-            // of the filesystem) is not held while megabytes are copied and written back.
+            // its data holding only the inode's IOLOCK: no AG lock (every allocation in
+            // that AG) is held while megabytes are copied and written back.
             // A crash in between leaves unwritten blocks, which read as zeros.
             let mut tx = self.mp.trans(bmap::write_resblks(nblocks))?;
             let mut d = inode.ilock_excl();

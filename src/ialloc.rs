@@ -9,6 +9,8 @@
 //! The AG's unlinked tree lists inodes with no links that are still open. They are freed at
 //! last close; a crash leaves them listed, and mount frees them.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{Result, err};
 use crate::format::*;
@@ -58,7 +60,7 @@ pub fn unlinked_tree(agno: u32) -> Tree {
 }
 
 pub fn read_agi(tx: &mut Trans, agno: u32) -> Result<Agi> {
-    tx.lock_space();
+    tx.lock_ag(agno)?;
     let blk = tx.mp.fsblock(agno, AGI_BLOCK);
     let b = tx.read_meta(blk, AGI_MAGIC, Some(agno as u64), "AGI")?;
     let agi = Agi::decode(&b[..]);
@@ -79,31 +81,75 @@ pub fn write_agi(tx: &mut Trans, agi: &Agi) {
         .expect("AGI was read in this transaction");
     agi.encode(&mut b[..]);
     tx.write_meta(blk, &b);
+    tx.mp.ags[agi.agno as usize]
+        .free_inodes
+        .store(agi.free, Relaxed);
 }
 
 /// Blocks a transaction must reserve to allocate one inode (a chunk plus tree splits).
 pub const IALLOC_RESBLKS: u64 = CHUNK_BLOCKS + 2 * BTREE_LEVELS_MAX as u64;
 
 /// Allocate an inode, preferring AG `hint_ag`. The caller initialises the slot.
+///
+/// Like XFS's xfs_dialloc: the first AG from the hint on that has a free inode, or room
+/// for a new chunk, gets it (so new directories spread over the AGs as the caller's hint
+/// rotates). The choice uses the in-core hints and keeps the AG lock order (trans.rs):
+/// first AGs held or free to lock that also have room for the rest of the transaction's
+/// blocks, then AGs in order, then a bounded wait for any; an AG that turns out unusable
+/// is let go again.
 pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
     let ag_count = tx.mp.sb.ag_count;
-    // First a free inode in an existing chunk, in any AG; then a new chunk.
-    for i in 0..ag_count {
-        let agno = (hint_ag + i) % ag_count;
-        let agi = read_agi(tx, agno)?;
-        if agi.free > 0 {
-            return take_free_inode(tx, agi);
+    let hint_ag = hint_ag % ag_count;
+    let room = tx.blocks_left() + crate::alloc::AGFL_MIN as u64;
+    for round in 0..3 {
+        for i in 0..ag_count {
+            let agno = (hint_ag + i) % ag_count;
+            let held = tx.holds_ag(agno);
+            let perag = &tx.mp.ags[agno as usize];
+            let free_blocks = perag.free_blocks.load(Relaxed);
+            let can_grow = free_blocks >= CHUNK_BLOCKS + room;
+            if !held && perag.free_inodes.load(Relaxed) == 0 && !can_grow {
+                continue;
+            }
+            if round == 0 && !held && free_blocks < room {
+                continue;
+            }
+            let locked = match round {
+                0 => held || tx.try_lock_ag(agno, false),
+                1 => tx.try_lock_ag(agno, true),
+                _ => tx.lock_ag(agno).is_ok(),
+            };
+            if !locked {
+                continue;
+            }
+            let agi = read_agi(tx, agno)?;
+            if agi.free > 0 {
+                return take_free_inode(tx, agi);
+            }
+            if can_grow && let Some(ino) = alloc_chunk(tx, agno)? {
+                return Ok(ino);
+            }
+            tx.release_ag_if_clean(agno);
         }
     }
+    // The hints may be behind (mkfs runs before they are loaded): ask the AGFs.
+    alloc_chunk(tx, hint_ag)?.map_or_else(|| err(libc::ENOSPC), Ok)
+}
+
+/// A new inode chunk, near AG `hint_ag`, and an inode from it.
+fn alloc_chunk(tx: &mut Trans, hint_ag: u32) -> Result<Option<u64>> {
+    let ag_count = tx.mp.sb.ag_count;
     let hint = tx.mp.fsblock(hint_ag % ag_count, AG_FIRST_FREE);
     let Some((blk, _)) = crate::alloc::alloc_extent(tx, hint, CHUNK_BLOCKS, CHUNK_BLOCKS)? else {
-        return err(libc::ENOSPC);
+        return Ok(None);
     };
     // Free slots are all-zero. The chunk is not referenced until this transaction commits,
-    // so it can be zeroed in place now.
+    // so it can be zeroed in place now; the fence makes the zeros durable before the
+    // commit record can be (without it, a crash could keep the record and lose zeros).
     let dev = &tx.mp.dev;
     dev.zero(blk * BLOCK_SIZE as u64, CHUNK_BLOCKS * BLOCK_SIZE as u64);
     dev.flush(blk * BLOCK_SIZE as u64, CHUNK_BLOCKS * BLOCK_SIZE as u64);
+    dev.fence();
     let agno = tx.mp.ag_of(blk);
     let startino = blk * INODES_PER_BLOCK;
     let mut agi = read_agi(tx, agno)?;
@@ -136,7 +182,7 @@ pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
     tx.inodes_delta += INODES_PER_CHUNK as i64;
     tx.ifree_delta += INODES_PER_CHUNK as i64;
     write_agi(tx, &agi);
-    take_free_inode(tx, agi)
+    take_free_inode(tx, agi).map(Some)
 }
 
 fn take_free_inode(tx: &mut Trans, mut agi: Agi) -> Result<u64> {

@@ -3,7 +3,7 @@
 //! Lock order (DESIGN.md section 4), the one place it is written:
 //!
 //!   IOLOCK (i_rwsem) -> MMAPLOCK (invalidate lock) -> [transaction begins] -> ILOCK
-//!       -> space lock (AG allocation structures) -> log lock (commit)
+//!       -> AG locks, ascending AG number (AG allocation structures) -> log lock (commit)
 //!
 //! - IOLOCK serialises writers of a file against each other and against truncate.
 //! - MMAPLOCK, the invalidate lock: shared by every path that maps or reads file blocks
@@ -11,8 +11,8 @@
 //!   moves blocks (truncate, punch, collapse/insert/zero range), so no new mapping can be
 //!   set up while the layout changes.
 //! - A transaction is begun (blocks reserved, no lock taken) after IOLOCK/MMAPLOCK and
-//!   before ILOCK, as XFS allocates its transaction before xfs_ilock. The space and log
-//!   locks are taken inside it (trans.rs).
+//!   before ILOCK, as XFS allocates its transaction before xfs_ilock. The AG and log
+//!   locks are taken inside it (trans.rs, which also says how AG locks keep their order).
 //! - ILOCK guards the inode core and its extent map (`InodeData`); held exclusive through
 //!   commit by every transaction that changes the inode, shared by readers that read the
 //!   inode's metadata straight off the device (so they never see a half-applied commit).

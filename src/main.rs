@@ -50,6 +50,9 @@ enum Cmd {
         /// Overwrite an existing daxfs image.
         #[arg(long, short)]
         force: bool,
+        /// Number of allocation groups (default: 4, or one per GiB above 4 GiB).
+        #[arg(long)]
+        agcount: Option<u32>,
     },
     /// Mount SOURCE (image file, /dev/daxX.Y, or memfd:SIZE) on MOUNTPOINT.
     #[command(after_help = MOUNT_HELP)]
@@ -178,13 +181,21 @@ fn main() -> ExitCode {
             size,
             label,
             force,
+            agcount,
         } => {
             let Some(bytes) = parse_size(&size) else {
                 eprintln!("daxfs: cannot parse size {size:?} (try 64M, 8G)");
                 return ExitCode::from(1);
             };
-            match daxfs::mkfs::mkfs_image(&image, bytes, &daxfs::mkfs::MkfsOptions { label, force })
-            {
+            match daxfs::mkfs::mkfs_image(
+                &image,
+                bytes,
+                &daxfs::mkfs::MkfsOptions {
+                    label,
+                    force,
+                    ag_count: agcount,
+                },
+            ) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS

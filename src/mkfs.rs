@@ -24,10 +24,15 @@ pub struct MkfsOptions {
     pub label: Option<String>,
     /// Overwrite an existing daxfs image.
     pub force: bool,
+    /// Number of AGs (default: 4 up to 4 GiB, then one per GiB, as XFS does).
+    pub ag_count: Option<u32>,
 }
 
 /// Default AG size: 1 GiB.
 const AG_DEFAULT_BLOCKS: u64 = 1 << 18;
+/// Smaller devices get this many AGs, so that work in different directories takes
+/// different AG locks (XFS's mkfs makes 4 as well).
+const AG_COUNT_SMALL: u64 = 4;
 /// The last AG is dropped when smaller than this.
 const AG_LAST_MIN_BLOCKS: u64 = 256;
 
@@ -118,15 +123,29 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         }
         label[..l.len()].copy_from_slice(l.as_bytes());
     }
-    let ag_blocks = total.min(AG_DEFAULT_BLOCKS);
+    let log_blocks = (total / 64).clamp(LOG_MIN_BLOCKS, LOG_MAX_BLOCKS);
+    // Per AG: 4 header blocks, 2 free-space tree roots, the AGFL's blocks.
+    let ag_meta = AG_FIRST_FREE + 2 + AGFL_MIN as u64;
+    let ag_blocks = match opts.ag_count {
+        Some(n) => {
+            // AG 0 holds the log too; every AG needs room to be worth its headers.
+            let smallest = (ag_meta + log_blocks + 64).max(AG_LAST_MIN_BLOCKS);
+            let b = total.div_ceil(n.max(1) as u64);
+            if n == 0 || b < smallest || b > AG_MAX_BLOCKS {
+                return Err(FsError::Invalid(format!(
+                    "{n} AGs do not fit {}: each AG must have {smallest} to {AG_MAX_BLOCKS} blocks",
+                    dev.source()
+                )));
+            }
+            b
+        }
+        None => total.div_ceil(AG_COUNT_SMALL).min(AG_DEFAULT_BLOCKS),
+    };
     let mut ag_count = total.div_ceil(ag_blocks);
     if total - (ag_count - 1) * ag_blocks < AG_LAST_MIN_BLOCKS {
         ag_count -= 1;
         total = ag_count * ag_blocks;
     }
-    let log_blocks = (total / 64).clamp(LOG_MIN_BLOCKS, LOG_MAX_BLOCKS);
-    // Per AG: 4 header blocks, 2 free-space tree roots, the AGFL's blocks.
-    let ag_meta = AG_FIRST_FREE + 2 + AGFL_MIN as u64;
     let log_start = ag_meta;
     let mut sb = Superblock {
         version: VERSION,

@@ -21,9 +21,8 @@ pub struct Mp {
     pub sb: Superblock,
     /// Serialises commits: record write and in-place apply (trans.rs).
     pub(crate) log: Mutex<crate::trans::LogState>,
-    /// Guards every AG's allocation structures (AGF, AGI, AGFL and the AG trees) from a
-    /// transaction's first touch to its end.
-    pub(crate) space: Mutex<()>,
+    /// Per AG: the lock over its allocation structures, and in-core hints (trans.rs).
+    pub(crate) ags: Vec<PerAg>,
     /// Free blocks: in the free-space trees plus on the AGFLs.
     pub free_blocks: AtomicI64,
     /// Blocks promised to running transactions.
@@ -34,17 +33,32 @@ pub struct Mp {
     /// Set when a dirty transaction could not commit: every later change fails with EIO
     /// (XFS's forced shutdown); the media still holds the last committed state.
     shutdown: AtomicBool,
-    /// Next AG to try for new inodes and data (spreads load).
+    /// The AG the next new directory goes to: directories are spread over the AGs (XFS's
+    /// inode64 rotor), files go near their directory, so work in different directories
+    /// takes different AG locks.
     pub ag_rotor: AtomicU64,
+}
+
+/// One AG's in-core state (XFS's `struct xfs_perag`).
+#[derive(Default)]
+pub struct PerAg {
+    /// Guards the AG's allocation structures: AGF, AGI, AGFL, the free-space trees, the
+    /// inode trees and the unlinked tree. A transaction takes it at its first touch of any
+    /// of them and holds it to its end; several in ascending AG order (trans.rs).
+    pub(crate) lock: Mutex<()>,
+    /// Free blocks and free inodes as of the last change, read without the lock to choose
+    /// an AG; the choice is checked against the AGF or AGI once the lock is held.
+    pub free_blocks: AtomicU64,
+    pub free_inodes: AtomicU64,
 }
 
 impl Mp {
     pub fn new(dev: Arc<Device>, sb: Superblock, read_only: bool) -> Mp {
         Mp {
             dev,
-            sb,
             log: Mutex::new(crate::trans::LogState::default()),
-            space: Mutex::new(()),
+            ags: (0..sb.ag_count).map(|_| PerAg::default()).collect(),
+            sb,
             free_blocks: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
             inodes_count: AtomicU64::new(0),

@@ -24,12 +24,27 @@
 //!
 //! Locks: a transaction is begun (blocks reserved) after IOLOCK and MMAPLOCK and before
 //! any ILOCK, as XFS allocates its transaction before xfs_ilock. Beginning one takes no
-//! lock. The space lock is taken at the first touch of an AG's allocation structures and
-//! held to the end; the log lock only around writing and applying the record. Order:
-//! ILOCK -> space lock -> log lock (see inode.rs).
+//! lock. An AG's lock is taken at the first touch of its allocation structures and held
+//! to the end; the log lock only around writing and applying the record. Order:
+//! ILOCK -> AG locks, ascending -> log lock (see inode.rs).
+//!
+//! AG locks (XFS's AGI/AGF buffer locks and its ascending-AG rule). A transaction waits
+//! for an AG lock only when the AG is above every AG it holds; a lower one it may only
+//! try. So no two transactions wait for each other. The callers keep to it:
+//! - An allocation chooses its AG: a held one, one whose lock is free, or one above those
+//!   held; an AG that turns out unusable and that the transaction has not changed is let
+//!   go again at once (`release_ag_if_clean`).
+//! - Structures that must be changed in one given AG (an inode's AGI entry) are locked
+//!   first in their transaction (fs.rs locks a victim's AG before anything else).
+//! - Frees run at commit in ascending AG order. A free into an AG below one already held
+//!   whose lock is taken by someone else is not waited for: the record logs it as a
+//!   *pending free* (XFS's EFI), and right after the commit, holding no AG lock, a second
+//!   transaction does the free and takes it off the pending list (the EFD). Every record
+//!   carries the whole pending list as it stands after that record, so recovery finishes
+//!   what the newest record lists (`recover`).
 
 use std::collections::BTreeMap;
-use std::sync::MutexGuard;
+use std::sync::{MutexGuard, TryLockError};
 
 use crate::btree::{BlockIo, Tree};
 use crate::device::Persistence;
@@ -55,6 +70,9 @@ pub struct LogState {
     /// until a checkpoint: replaying an old record would write stale metadata over what
     /// the block holds now (file data is not logged). XFS's busy extents, simplified.
     logged: std::collections::BTreeSet<u64>,
+    /// Extents unmapped by a committed record and not yet in the free-space trees (frees
+    /// that could not take their AG lock in order): the list every record carries.
+    pending: Vec<(u64, u64)>,
 }
 
 /// Are records [tail, head) in the way of a new record at [pos, pos + len)?
@@ -88,6 +106,9 @@ struct TxBuf {
 
 const CHUNK: usize = 64;
 
+/// The most pending frees one record can list (its region length is a u16).
+const PENDING_MAX: usize = u16::MAX as usize / LR_PENDING_ENTRY;
+
 fn dirty_mask(off: usize, len: usize) -> u64 {
     if len == 0 {
         return 0;
@@ -114,14 +135,26 @@ fn diff_mask(old: &[u8], new: &[u8]) -> u64 {
     m
 }
 
+/// An AG lock a transaction holds.
+struct HeldAg<'a> {
+    agno: u32,
+    /// Locked up front for a change that must happen there: never let go early.
+    pinned: bool,
+    _guard: MutexGuard<'a, ()>,
+}
+
 pub struct Trans<'a> {
     pub mp: &'a Mp,
-    /// The space lock, taken at the first touch of any AG structure (AGF, AGI, AGFL, the
-    /// AG trees) and held until the transaction ends.
-    space: Option<MutexGuard<'a, ()>>,
+    /// AG locks held, ascending by AG number: taken at the first touch of an AG's
+    /// structures (AGF, AGI, AGFL, the AG trees) and held until the transaction ends.
+    ags: Vec<HeldAg<'a>>,
     bufs: BTreeMap<u64, TxBuf>,
     /// Extents freed by this transaction, put into the free-space trees at commit.
     deferred_frees: Vec<(u64, u64)>,
+    /// Frees logged as pending by this transaction (their AG could not be locked in
+    /// order), and pending frees it completes.
+    pending_new: Vec<(u64, u64)>,
+    pending_done: Vec<(u64, u64)>,
     /// Blocks reserved at start; what is not used is given back at the end.
     reserved: u64,
     /// Blocks taken from the free pool (allocations) and returned (frees) so far.
@@ -152,34 +185,163 @@ impl Mp {
         // into the filesystem (DESIGN.md section 5).
         let nofs = nofs_scope();
         self.reserve(resblks, use_set_aside)?;
-        Ok(Trans {
+        Ok(self.new_trans(resblks, nofs))
+    }
+
+    fn new_trans(&self, reserved: u64, nofs: NofsGuard) -> Trans<'_> {
+        Trans {
             mp: self,
-            space: None,
+            ags: Vec::new(),
             bufs: BTreeMap::new(),
             deferred_frees: Vec::new(),
-            reserved: resblks,
+            pending_new: Vec::new(),
+            pending_done: Vec::new(),
+            reserved,
             blocks_allocated: 0,
             blocks_freed: 0,
             inodes_delta: 0,
             ifree_delta: 0,
             committed: false,
             _nofs: nofs,
-        })
+        }
+    }
+
+    /// Do pending frees (a transaction that logged them has just committed, or recovery
+    /// found them in the newest record) and take them off the pending list. Holds no AG
+    /// lock when called, so it may wait for each AG in ascending order. It may run while
+    /// the caller holds ILOCKs (they come before AG locks) and reserves nothing: frees
+    /// take blocks only from their own AG's free list.
+    fn finish_pending(&self, mut extents: Vec<(u64, u64)>) -> Result<()> {
+        extents.sort_unstable();
+        let mut tx = self.new_trans(0, nofs_scope());
+        for &(blk, len) in &extents {
+            crate::alloc::check_free_range(self, blk, len)?;
+            tx.lock_ag(self.ag_of(blk))?;
+            crate::alloc::free_extent_now(&mut tx, blk, len)?;
+        }
+        tx.pending_done = extents;
+        tx.commit()
     }
 }
 
 impl<'a> Trans<'a> {
-    /// Take the space lock (if not held yet): every path to an AG's allocation structures
-    /// calls this first (alloc.rs, ialloc.rs), so transactions that allocate or free
-    /// serialise on it while the others run in parallel.
-    pub fn lock_space(&mut self) {
-        if self.space.is_none() {
-            self.space = Some(self.mp.space.lock().unwrap_or_else(|p| p.into_inner()));
+    pub fn holds_ag(&self, agno: u32) -> bool {
+        self.ags.iter().any(|h| h.agno == agno)
+    }
+
+    /// Take AG `agno`'s lock if that cannot deadlock: it is held already, it is free now,
+    /// or (`may_wait`) it is above every AG held, so waiting keeps the ascending order.
+    /// False: it is below an AG held and someone else has it.
+    pub fn try_lock_ag(&mut self, agno: u32, may_wait: bool) -> bool {
+        if self.holds_ag(agno) {
+            return true;
+        }
+        let lock = &self.mp.ags[agno as usize].lock;
+        let guard = match lock.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                let in_order = self.ags.last().is_none_or(|h| h.agno < agno);
+                if !(may_wait && in_order) {
+                    return false;
+                }
+                lock.lock().unwrap_or_else(|p| p.into_inner())
+            }
+        };
+        let at = self.ags.partition_point(|h| h.agno < agno);
+        self.ags.insert(
+            at,
+            HeldAg {
+                agno,
+                pinned: false,
+                _guard: guard,
+            },
+        );
+        true
+    }
+
+    /// Take AG `agno`'s lock for a structure that must be changed there (an inode's AGI
+    /// entry, an AG tree found through its header). When it is below an AG held and
+    /// taken, the AGs above it that this transaction has not changed are let go, which
+    /// puts it in order again. The callers lock such AGs first (trans.rs module doc), so
+    /// what remains is a bounded wait and then an I/O error rather than a deadlock.
+    pub fn lock_ag(&mut self, agno: u32) -> Result<()> {
+        if self.try_lock_ag(agno, true) {
+            return Ok(());
+        }
+        self.release_clean_above(agno);
+        if self.try_lock_ag(agno, true) {
+            return Ok(());
+        }
+        log::warn!(
+            "AG {agno}: lock wanted below AG {} already held; waiting",
+            self.ags.last().map_or(0, |h| h.agno)
+        );
+        for _ in 0..5000 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            if self.try_lock_ag(agno, false) {
+                return Ok(());
+            }
+        }
+        Err(FsError::Io(format!(
+            "AG {agno}: lock wanted out of order stayed taken for 5 s"
+        )))
+    }
+
+    /// Lock AG `agno` before anything else in the transaction, for a structure that will
+    /// have to be changed there later (an inode's AGI entry): locked first it is in
+    /// order, and it stays held however the allocations in between choose.
+    pub fn pin_ag(&mut self, agno: u32) -> Result<()> {
+        self.lock_ag(agno)?;
+        if let Some(h) = self.ags.iter_mut().find(|h| h.agno == agno) {
+            h.pinned = true;
+        }
+        Ok(())
+    }
+
+    /// Has this transaction changed any block of AG `agno`?
+    fn ag_dirty(&self, agno: u32) -> bool {
+        let start = self.mp.fsblock(agno, 0);
+        let end = start + self.mp.ag_len(agno);
+        self.bufs.range(start..end).any(|(_, b)| b.dirty != 0)
+    }
+
+    /// Let go of AG `agno` if this transaction holds it and changed nothing in it (it
+    /// looked at the AG and chose another). Its unchanged buffers go too: they may be
+    /// stale once another transaction has the lock.
+    pub fn release_ag_if_clean(&mut self, agno: u32) {
+        let Some(i) = self.ags.iter().position(|h| h.agno == agno) else {
+            return;
+        };
+        if self.ags[i].pinned || self.ag_dirty(agno) {
+            return;
+        }
+        let start = self.mp.fsblock(agno, 0);
+        let end = start + self.mp.ag_len(agno);
+        let clean: Vec<u64> = self.bufs.range(start..end).map(|(&b, _)| b).collect();
+        for b in clean {
+            self.bufs.remove(&b);
+        }
+        self.ags.remove(i);
+    }
+
+    fn release_clean_above(&mut self, agno: u32) {
+        let above: Vec<u32> = self
+            .ags
+            .iter()
+            .map(|h| h.agno)
+            .filter(|&a| a > agno)
+            .collect();
+        for a in above {
+            self.release_ag_if_clean(a);
         }
     }
 
     pub fn is_dirty(&self) -> bool {
-        self.bufs.values().any(|b| b.dirty != 0) || !self.deferred_frees.is_empty()
+        self.bufs.values().any(|b| b.dirty != 0)
+            || !self.deferred_frees.is_empty()
+            || !self.pending_new.is_empty()
+            || !self.pending_done.is_empty()
     }
 
     /// Blocks this transaction may still allocate.
@@ -242,23 +404,50 @@ impl<'a> Trans<'a> {
 
     /// Commit: see the module doc for the steps and why they are in this order.
     pub fn commit(mut self) -> Result<()> {
-        let r = self.commit_inner();
+        let mut r = self.commit_inner();
         if let Err(e) = &r {
             self.mp
                 .force_shutdown(&format!("transaction commit failed: {e}"));
         }
         self.committed = true;
+        self.ags.clear();
+        let pending = std::mem::take(&mut self.pending_new);
+        if r.is_ok() && !pending.is_empty() {
+            r = self.mp.finish_pending(pending);
+        }
         r
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    /// Put the deferred frees into the free-space trees, in ascending AG order. A free
+    /// whose AG is below one held and taken by someone else becomes a pending free (the
+    /// module doc); the `free_intent` error tag forces that path.
+    fn finish_frees(&mut self) -> Result<()> {
         while !self.deferred_frees.is_empty() {
-            let frees = std::mem::take(&mut self.deferred_frees);
+            let mut frees = std::mem::take(&mut self.deferred_frees);
+            frees.sort_unstable();
             for (blk, len) in frees {
-                crate::alloc::free_extent_now(self, blk, len)?;
+                let agno = self.mp.ag_of(blk);
+                let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
+                let locked = !forced
+                    && (self.try_lock_ag(agno, true) || {
+                        self.release_clean_above(agno);
+                        self.try_lock_ag(agno, true)
+                    });
+                if locked {
+                    crate::alloc::free_extent_now(self, blk, len)?;
+                } else {
+                    crate::alloc::check_free_range(self.mp, blk, len)?;
+                    self.pending_new.push((blk, len));
+                }
             }
         }
-        if !self.bufs.values().any(|b| b.dirty != 0) {
+        Ok(())
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        self.finish_frees()?;
+        let logs_pending = !self.pending_new.is_empty() || !self.pending_done.is_empty();
+        if !self.bufs.values().any(|b| b.dirty != 0) && !logs_pending {
             self.settle_counters();
             return Ok(());
         }
@@ -272,7 +461,25 @@ impl<'a> Trans<'a> {
                 b.dirty |= 1; // header chunk (LSN, CRC)
             }
         }
-        let mut record = self.build_record(lsn);
+        // The pending list as it stands after this record.
+        let mut pending = log.pending.clone();
+        for done in &self.pending_done {
+            let Some(i) = pending.iter().position(|p| p == done) else {
+                return Err(FsError::Io(format!(
+                    "pending free {}+{} is not on the pending list",
+                    done.0, done.1
+                )));
+            };
+            pending.swap_remove(i);
+        }
+        pending.extend_from_slice(&self.pending_new);
+        if pending.len() > PENDING_MAX {
+            return Err(FsError::Io(format!(
+                "{} pending frees: more than a log record can list",
+                pending.len()
+            )));
+        }
+        let mut record = self.build_record(lsn, &pending);
         let log_bytes = self.mp.sb.log_blocks * BLOCK_SIZE as u64;
         if record.len() as u64 > log_bytes {
             return Err(FsError::Errno(libc::ENOSPC));
@@ -347,6 +554,7 @@ impl<'a> Trans<'a> {
         }
         log.head = head + record.len() as u64;
         log.next_lsn += 1;
+        log.pending = pending;
         log.commits += 1;
         drop(log);
         self.settle_counters();
@@ -368,9 +576,20 @@ impl<'a> Trans<'a> {
         self.ifree_delta = 0;
     }
 
-    fn build_record(&self, lsn: u64) -> Vec<u8> {
+    fn build_record(&self, lsn: u64, pending: &[(u64, u64)]) -> Vec<u8> {
         let mut rec = vec![0u8; LR_HDR];
         let mut n = 0u32;
+        if !pending.is_empty() {
+            let mut h = [0u8; LR_REGION_HDR];
+            put_u64(&mut h, 0, LR_PENDING_FREES);
+            put_u16(&mut h, 10, (pending.len() * LR_PENDING_ENTRY) as u16);
+            rec.extend_from_slice(&h);
+            for &(blk, len) in pending {
+                rec.extend_from_slice(&blk.to_le_bytes());
+                rec.extend_from_slice(&len.to_le_bytes());
+            }
+            n += 1;
+        }
         for (&blk, b) in self.bufs.iter() {
             for (off, len) in regions(b.dirty) {
                 let mut h = [0u8; LR_REGION_HDR];
@@ -529,10 +748,13 @@ impl BlockIo for DevReader<'_> {
 // ---------------------------------------------------------------------------------------
 // Recovery.
 
-/// One decoded log record: its LSN and (block, offset, bytes) regions.
+/// One decoded log record: its LSN, (block, offset, bytes) regions, the pending frees
+/// after it, and the log offset just past it.
 pub struct LogRecord {
     pub lsn: u64,
     pub regions: Vec<(u64, usize, Vec<u8>)>,
+    pub pending: Vec<(u64, u64)>,
+    pub end: u64,
 }
 
 /// Read and verify the record at `pos`: Some((lsn, bytes)) when it is whole.
@@ -609,17 +831,18 @@ pub fn records_to_replay(
                 )));
             }
         };
-        out.push(decode_record(&rec, total_blocks)?);
+        out.push(decode_record(&rec, total_blocks, pos + rec.len() as u64)?);
         pos += rec.len() as u64;
         expect += 1;
     }
     Ok(out)
 }
 
-fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
+fn decode_record(rec: &[u8], total_blocks: u64, end: u64) -> Result<LogRecord> {
     let lsn = get_u64(rec, 8);
     let n = get_u32(rec, 20);
     let mut regions = Vec::new();
+    let mut pending = Vec::new();
     let mut p = LR_HDR;
     for _ in 0..n {
         if p + LR_REGION_HDR > rec.len() {
@@ -631,6 +854,24 @@ fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
         let off = get_u16(rec, p + 8) as usize;
         let len = get_u16(rec, p + 10) as usize;
         p += LR_REGION_HDR;
+        if blk == LR_PENDING_FREES {
+            if off != 0 || !len.is_multiple_of(LR_PENDING_ENTRY) || p + len > rec.len() {
+                return Err(FsError::corrupt(format!(
+                    "log record {lsn}: pending-free list of {len} bytes is malformed"
+                )));
+            }
+            for e in rec[p..p + len].chunks_exact(LR_PENDING_ENTRY) {
+                let (fsb, flen) = (get_u64(e, 0), get_u64(e, 8));
+                if flen == 0 || fsb.checked_add(flen).is_none_or(|e| e > total_blocks) {
+                    return Err(FsError::corrupt(format!(
+                        "log record {lsn}: pending free {fsb}+{flen} out of bounds"
+                    )));
+                }
+                pending.push((fsb, flen));
+            }
+            p += len;
+            continue;
+        }
         if blk >= total_blocks || off + len > BLOCK_SIZE || p + len > rec.len() {
             return Err(FsError::corrupt(format!(
                 "log record {lsn}: region (block {blk}, {off}+{len}) out of bounds"
@@ -639,7 +880,12 @@ fn decode_record(rec: &[u8], total_blocks: u64) -> Result<LogRecord> {
         regions.push((blk, off, rec[p..p + len].to_vec()));
         p += len;
     }
-    Ok(LogRecord { lsn, regions })
+    Ok(LogRecord {
+        lsn,
+        regions,
+        pending,
+        end,
+    })
 }
 
 /// Replay the log at mount (read-write), then reset it. Returns the newest LSN replayed.
@@ -661,6 +907,29 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
         max_lsn = max_lsn.max(rec.lsn + 1);
     }
     dev.fence();
+    if let Some(newest) = records.last()
+        && !newest.pending.is_empty()
+    {
+        // Frees the crash left pending: done by one more record on the same log, after
+        // the newest (a crash before it commits finds them pending again).
+        log::info!(
+            "{}: finishing {} frees left pending by the crash",
+            mp.dev.source(),
+            newest.pending.len()
+        );
+        {
+            let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.head = newest.end;
+            log.next_lsn = newest.lsn + 1;
+            (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
+            log.pending = newest.pending.clone();
+        }
+        mp.finish_pending(newest.pending.clone())?;
+        let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoint_locked(mp, &mut log)?;
+        max_lsn = max_lsn.max(log.next_lsn);
+        log.pending.clear();
+    }
     // Move lsn_base past every LSN the log may hold, then clear the log: from here on the
     // log holds only this mount's records.
     write_sb_state(mp, max_lsn, false);
