@@ -76,9 +76,10 @@ pub fn read_agf(tx: &mut Trans, agno: u32) -> Result<Agf> {
 
 pub fn write_agf(tx: &mut Trans, agf: &Agf) {
     let blk = tx.mp.fsblock(agf.agno, AGF_BLOCK);
-    let mut b = tx
-        .read_meta(blk, AGF_MAGIC, Some(agf.agno as u64), "AGF")
-        .expect("AGF was read in this transaction");
+    // Verified when this transaction read it (under the AG lock, so unchanged since):
+    // the raw bytes, without a second verified read that could fail half way.
+    let mut b = new_block();
+    tx.read_raw(blk, 0, &mut b[..]);
     agf.encode(&mut b[..]);
     tx.write_meta(blk, &b);
     tx.mp.ags[agf.agno as usize]

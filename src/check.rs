@@ -285,6 +285,11 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
             }
             continue;
         }
+        if seen.di.format == FMT_LOCAL && sb.incompat & INCOMPAT_SHORTFORM_DIRS == 0 {
+            p.push(format!(
+                "directory {ino}: short form on a filesystem without the short-form feature"
+            ));
+        }
         let d = wrap(&seen.di, &seen.map);
         let mut hash_blocks = Vec::new();
         btree::check(

@@ -129,13 +129,18 @@ pub fn catalogue() -> Vec<Op> {
         RemoveXattr("C", "user.a"),
         Rmdir("B"),
         // Structure changes: E's hash index is one full leaf, F has the most extents an
-        // inode holds inline.
+        // inode holds inline (G and H below).
         Create("E/new"),
         Unlink("E/e100"),
         Rename("E/e5", "B/e5"),
         Write("F", 20 * 4096, 4096, 21),
         Fallocate("F", PUNCH_HOLE | KEEP_SIZE, 2 * 4096, 4096),
         Truncate("F", 0),
+        // G is a short-form directory its inode cannot grow: the create moves it to block
+        // form. H is a block directory with one entry: the unlink frees its block and it
+        // is short again.
+        Create("G/new"),
+        Unlink("H/h00"),
     ]
 }
 
@@ -159,7 +164,9 @@ pub struct Workload {
 impl Workload {
     /// Does it use E or F (the big directory and the many-extent file of the setup)?
     fn names_big_tree(&self) -> bool {
-        let big = |p: &str| p == "E" || p == "F" || p.starts_with("E/");
+        let big = |p: &str| {
+            ["E", "F", "G", "H"].contains(&p) || ["E/", "G/", "H/"].iter().any(|d| p.starts_with(d))
+        };
         self.ops.iter().any(|op| match op {
             Op::Link(a, b) | Op::Rename(a, b) | Op::Exchange(a, b) => big(a) || big(b),
             Op::Sync => false,
@@ -415,6 +422,32 @@ fn setup(fs: &Fs, big: bool) -> Result<()> {
     let f = fs.mknod(r, b"F", libc::S_IFREG | 0o644, 0, &cred())?.ino;
     for i in 0..crate::format::INLINE_EXTENTS_MAX as u64 {
         fs.write(f, i * 2 * 4096, &pattern(5, i * 2 * 4096, 4096), false)?;
+    }
+    // G: a short-form directory as full as its inode holds (3-byte names); H: a block
+    // directory with one entry left.
+    let g = fs.mkdir(r, b"G", 0o755, &cred())?.ino;
+    let per = crate::format::SF_HDR + 3;
+    for i in 0..crate::format::INODE_LITERAL_LEN / per {
+        fs.mknod(
+            g,
+            format!("g{i:02}").as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            &cred(),
+        )?;
+    }
+    let h = fs.mkdir(r, b"H", 0o755, &cred())?.ino;
+    for i in 0..40 {
+        let name = format!("h{i:02}");
+        let ino = fs
+            .mknod(h, name.as_bytes(), libc::S_IFREG | 0o644, 0, &cred())?
+            .ino;
+        // Dropped as the kernel would: an unlinked inode still looked up stays on the
+        // unlinked list, and every crash image's recovery would free it again.
+        fs.forget(ino, 1);
+    }
+    for i in 1..40 {
+        fs.unlink(h, format!("h{i:02}").as_bytes())?;
     }
     fs.sync()
 }

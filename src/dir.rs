@@ -9,6 +9,12 @@
 //! Where a new entry goes is decided by an in-core index of each block's largest free
 //! run, built on the first insert after the inode is loaded (one header read per block).
 //! "." and ".." are not stored: ".." is the inode's `parent` field.
+//!
+//! Short form (XFS's shortform directories; filesystems with INCOMPAT_SHORTFORM_DIRS): a
+//! small directory keeps its entries in the inode's literal area and costs no block. Each
+//! entry carries the offset it will have in data block 0, which is its readdir cookie, so
+//! cookies survive the move to block form. A directory moves to block form when an entry
+//! does not fit the inode, and back to short form (empty) when its last block is freed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -177,8 +183,170 @@ fn restat(b: &mut Block, dblock: u64, dir: u64) -> Result<(u16, u16)> {
     Ok((best as u16, n as u16))
 }
 
+// ---------------------------------------------------------------------------------------
+// Short form.
+
+struct SfEntry {
+    off: usize,
+    ino: u64,
+    ftype: u8,
+    name: Vec<u8>,
+}
+
+fn is_short(d: &InodeData) -> bool {
+    d.di.format == FMT_LOCAL
+}
+
+/// The entries of a short-form directory, verified: each whole, named, typed, sorted by
+/// offset and not overlapping in block 0's entry area, with no gap under a free entry's
+/// size before the first.
+fn sf_entries(d: &InodeData) -> Result<Vec<SfEntry>> {
+    let dir = d.di.ino;
+    let b = &d.di.local;
+    let mut out: Vec<SfEntry> = Vec::new();
+    let mut p = 0;
+    let mut end = DD_ENTRIES;
+    while p < b.len() {
+        let bad = |what: String| {
+            Err(FsError::corrupt(format!(
+                "short-form directory {dir}: entry at byte {p}: {what}"
+            )))
+        };
+        if p + SF_HDR > b.len() {
+            return bad("runs past the end".into());
+        }
+        let off = get_u16(b, p) as usize;
+        let ino = get_u64(b, p + 2);
+        let ftype = b[p + 10];
+        let namelen = b[p + 11] as usize;
+        if namelen == 0 || p + SF_HDR + namelen > b.len() {
+            return bad(format!("name length {namelen}"));
+        }
+        let name = &b[p + SF_HDR..p + SF_HDR + namelen];
+        if ino == 0 || crate::inode::kind_of_ftype(ftype).is_none() {
+            return bad(format!("inode {ino}, file type {ftype}"));
+        }
+        if name.contains(&b'/') || name.contains(&0) {
+            return bad("name contains '/' or NUL".into());
+        }
+        let first_gap = out.is_empty() && off > end && off - end < DE_MIN;
+        if !off.is_multiple_of(8)
+            || off < end
+            || first_gap
+            || off + dirent_reclen(namelen) > BLOCK_SIZE
+        {
+            return bad(format!("offset {off} overlaps or leaves the block"));
+        }
+        end = off + dirent_reclen(namelen);
+        out.push(SfEntry {
+            off,
+            ino,
+            ftype,
+            name: name.to_vec(),
+        });
+        p += SF_HDR + namelen;
+    }
+    if out.len() as u64 != d.di.dir_entries {
+        return Err(FsError::corrupt(format!(
+            "short-form directory {dir}: inode counts {} entries, it holds {}",
+            d.di.dir_entries,
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn sf_store(d: &mut InodeData, ents: &[SfEntry]) {
+    let mut b = Vec::new();
+    for e in ents {
+        let mut h = [0u8; SF_HDR];
+        put_u16(&mut h, 0, e.off as u16);
+        put_u64(&mut h, 2, e.ino);
+        h[10] = e.ftype;
+        h[11] = e.name.len() as u8;
+        b.extend_from_slice(&h);
+        b.extend_from_slice(&e.name);
+    }
+    d.di.size = b.len() as u64;
+    d.di.local = b;
+    d.di.dir_entries = ents.len() as u64;
+}
+
+/// The first offset in block 0 with room for an entry of `need` bytes.
+fn sf_place(ents: &[SfEntry], need: usize) -> Option<usize> {
+    let mut cursor = DD_ENTRIES;
+    for e in ents {
+        if e.off >= cursor + need {
+            return Some(cursor);
+        }
+        cursor = e.off + dirent_reclen(e.name.len());
+    }
+    (BLOCK_SIZE - cursor >= need).then_some(cursor)
+}
+
+/// Move a short-form directory to block form: data block 0 with every entry at its
+/// offset (a gap too small for a free entry goes to the entry before it), and the hash
+/// index over them.
+fn sf_to_block(tx: &mut Trans, d: &mut InodeData, ents: &[SfEntry]) -> Result<()> {
+    let dir = d.di.ino;
+    d.di.format = FMT_EXTENTS;
+    d.di.local.clear();
+    d.di.size = 0;
+    d.dir_free = Some(FreeIndex::default());
+    crate::bmap::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
+    let blk = d.map.find(0).expect("just mapped").startblock;
+    let mut b = new_block();
+    init_header(&mut b[..], DIRDATA_MAGIC, blk, dir, &tx.mp.sb.uuid);
+    let mut cursor = DD_ENTRIES;
+    for (i, e) in ents.iter().enumerate() {
+        if e.off > cursor {
+            // Only the first gap can lack an entry before it; sf_entries checked its size.
+            b[cursor..cursor + DE_HDR].fill(0);
+            put_u16(&mut b[..], cursor + 8, (e.off - cursor) as u16);
+        }
+        let next = ents.get(i + 1).map_or(BLOCK_SIZE, |n| n.off);
+        let mut reclen = dirent_reclen(e.name.len());
+        if next - (e.off + reclen) < DE_MIN {
+            reclen = next - e.off;
+        }
+        put_u64(&mut b[..], e.off, e.ino);
+        put_u16(&mut b[..], e.off + 8, reclen as u16);
+        b[e.off + 10] = e.name.len() as u8;
+        b[e.off + 11] = e.ftype;
+        b[e.off + DE_HDR..e.off + DE_HDR + e.name.len()].copy_from_slice(&e.name);
+        cursor = e.off + reclen;
+    }
+    if cursor < BLOCK_SIZE {
+        put_u16(&mut b[..], cursor + 8, (BLOCK_SIZE - cursor) as u16);
+    }
+    let (best, _) = restat(&mut b, 0, dir)?;
+    tx.new_meta(blk, &b);
+    d.dir_free.as_mut().unwrap().set(0, best);
+    d.di.size = BLOCK_SIZE as u64;
+    let mut root = d.di.dirhash;
+    for e in ents {
+        let key = hash_key(name_hash(&e.name), e.off as u64);
+        btree::insert(tx, &hash_tree(dir), &mut root, key, 0)?;
+    }
+    d.di.dirhash = root;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations (both forms).
+
 /// Look `name` up.
 pub fn lookup<I: BlockIo>(io: &mut I, d: &InodeData, name: &[u8]) -> Result<Option<Found>> {
+    if is_short(d) {
+        return Ok(sf_entries(d)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| Found {
+                ino: e.ino,
+                ftype: e.ftype,
+                dataptr: e.off as u64,
+            }));
+    }
     let root = d.di.dirhash;
     if root.blk == 0 {
         return Ok(None);
@@ -244,6 +412,33 @@ pub const ADD_RESBLKS: u64 = 1 + 2 * BTREE_LEVELS_MAX as u64;
 pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) -> Result<()> {
     assert!(!name.is_empty() && name.len() <= NAME_LEN_MAX);
     let need = dirent_reclen(name.len());
+    if d.di.format == FMT_EXTENTS
+        && d.map.is_empty()
+        && tx.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0
+    {
+        // An empty block directory (the root after mkfs, or one that emptied) starts over
+        // in short form.
+        to_empty_short(d);
+    }
+    if is_short(d) {
+        let mut ents = sf_entries(d)?;
+        let fits = d.di.local.len() + SF_HDR + name.len() <= INODE_LITERAL_LEN;
+        if let Some(off) = sf_place(&ents, need).filter(|_| fits) {
+            let at = ents.partition_point(|e| e.off < off);
+            ents.insert(
+                at,
+                SfEntry {
+                    off,
+                    ino,
+                    ftype,
+                    name: name.to_vec(),
+                },
+            );
+            sf_store(d, &ents);
+            return Ok(());
+        }
+        sf_to_block(tx, d, &ents)?;
+    }
     build_free_index(tx, d)?;
     let dblock = match d.dir_free.as_ref().unwrap().find(need) {
         Some(b) => b,
@@ -309,8 +504,33 @@ fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
     Ok(dblock)
 }
 
+fn to_empty_short(d: &mut InodeData) {
+    debug_assert!(d.map.is_empty() && d.di.dirhash.blk == 0 && d.di.dir_entries == 0);
+    d.di.format = FMT_LOCAL;
+    d.di.local.clear();
+    d.di.size = 0;
+    d.dir_free = None;
+}
+
 /// Remove the entry `f` (found by `lookup` under the same ILOCK) named `name`.
 pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Result<()> {
+    if is_short(d) {
+        let mut ents = sf_entries(d)?;
+        let Some(i) = ents
+            .iter()
+            .position(|e| e.off as u64 == f.dataptr && e.name == name)
+        else {
+            return Err(FsError::corrupt(format!(
+                "short-form directory {}: no entry {:?} at {}",
+                d.di.ino,
+                String::from_utf8_lossy(name),
+                f.dataptr
+            )));
+        };
+        ents.remove(i);
+        sf_store(d, &ents);
+        return Ok(());
+    }
     build_free_index(tx, d)?;
     let dir = d.di.ino;
     let (dblock, off) = (f.dataptr >> BLOCK_SHIFT, (f.dataptr & 0xfff) as usize);
@@ -352,6 +572,12 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
         crate::bmap::free_range(tx, d, dblock, 1);
         d.dir_free.as_mut().unwrap().remove(dblock);
         d.di.size = d.map.mapped_blocks() * BLOCK_SIZE as u64;
+        if d.map.is_empty()
+            && d.di.format == FMT_EXTENTS
+            && tx.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0
+        {
+            to_empty_short(d);
+        }
     } else {
         tx.write_meta(blk, &b);
         d.dir_free.as_mut().unwrap().set(dblock, best);
@@ -360,7 +586,19 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
 }
 
 /// Point an existing entry at another inode (rename over an existing name).
-pub fn retarget(tx: &mut Trans, d: &InodeData, f: Found, ino: u64, ftype: u8) -> Result<()> {
+pub fn retarget(tx: &mut Trans, d: &mut InodeData, f: Found, ino: u64, ftype: u8) -> Result<()> {
+    if is_short(d) {
+        let mut ents = sf_entries(d)?;
+        let Some(e) = ents.iter_mut().find(|e| e.off as u64 == f.dataptr) else {
+            return Err(FsError::corrupt(format!(
+                "short-form directory {}: no entry at {}",
+                d.di.ino, f.dataptr
+            )));
+        };
+        (e.ino, e.ftype) = (ino, ftype);
+        sf_store(d, &ents);
+        return Ok(());
+    }
     let (dblock, off) = (f.dataptr >> BLOCK_SHIFT, (f.dataptr & 0xfff) as usize);
     let (blk, mut b) = read_dblock(tx, d, dblock)?;
     put_u64(&mut b[..], off, ino);
@@ -377,6 +615,14 @@ pub fn list<I: BlockIo>(
     start: u64,
     f: &mut dyn FnMut(u64, u64, u8, &[u8]) -> bool,
 ) -> Result<()> {
+    if is_short(d) {
+        for e in sf_entries(d)? {
+            if e.off as u64 >= start && f(e.off as u64, e.ino, e.ftype, &e.name) {
+                break;
+            }
+        }
+        return Ok(());
+    }
     let first = start >> BLOCK_SHIFT;
     let exts: Vec<_> = d.map.iter().copied().collect();
     for e in exts {
@@ -417,6 +663,11 @@ pub fn check<I: BlockIo>(
     });
     if let Err(e) = r {
         problems.push(format!("directory {dir}: {e}"));
+        return found;
+    }
+    if is_short(d) {
+        // sf_entries (through list) checked the entries, their offsets and their count;
+        // the inode decoder that there is no hash index.
         return found;
     }
     let mut index = BTreeSet::new();

@@ -46,7 +46,9 @@ pub const LOG_MAGIC: u32 = 0x474f_4c44; // "DLOG"
 /// Format version of this code. Older versions keep mounting (docs/format.md registry).
 pub const VERSION: u32 = 1;
 /// Incompatible feature bits this code understands; any other bit refuses to mount.
-pub const INCOMPAT_KNOWN: u64 = 0;
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS;
+/// Small directories keep their entries in the inode (`FMT_LOCAL` directories, dir.rs).
+pub const INCOMPAT_SHORTFORM_DIRS: u64 = 1;
 /// Read-only-compatible feature bits this code understands; others mount read-only only.
 pub const RO_COMPAT_KNOWN: u64 = 0;
 
@@ -550,6 +552,12 @@ pub const DD_FREE_TOTAL: usize = 50;
 pub const DD_NENTRIES: usize = 52;
 pub const DD_ENTRIES: usize = 64;
 pub const DE_HDR: usize = 12;
+
+// Short-form directory (FMT_LOCAL directory; di.size = bytes used in the literal area):
+// entries sorted by `off`, packed: off u16 | ino u64 | ftype u8 | namelen u8 | name.
+// `off` is where the entry goes in data block 0 when the directory becomes a block
+// directory, and its readdir cookie meanwhile; entries do not overlap there.
+pub const SF_HDR: usize = 12;
 
 pub const fn dirent_reclen(namelen: usize) -> usize {
     (DE_HDR + namelen + 7) & !7

@@ -656,6 +656,9 @@ impl Fs {
         {
             di.flags |= DIFLAG_DAX;
         }
+        if is_dir && self.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
+            di.format = FMT_LOCAL; // no entries yet, no blocks (dir.rs)
+        }
         let inode = Arc::new(Inode::new(di, ExtentMap::new()));
         {
             let mut nd = inode.ilock_excl();

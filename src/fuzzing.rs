@@ -841,6 +841,9 @@ pub fn inode(data: &[u8]) {
             };
             check_map(&map);
             let _ = di.nblocks(&map);
+            if di.is_dir() && di.format == FMT_LOCAL {
+                short_form_directory(&di, &map);
+            }
             if di.format != FMT_BTREE {
                 let mut again = [0u8; INODE_SIZE];
                 di.encode(&map, &FUZZ_UUID, &mut again);
@@ -864,6 +867,33 @@ pub fn inode(data: &[u8]) {
     let at = target / INODES_PER_BLOCK * BS + (target % INODES_PER_BLOCK) * INODE_SIZE as u64;
     let dev = p.clean.device(&mut |d| d.write(at, &slot));
     exercise(&dev);
+}
+
+/// A short-form directory (entries in the inode): readdir, resumed from a cookie, lookup
+/// of each name and of an absent one, check.
+fn short_form_directory(di: &DiskInode, map: &ExtentMap) {
+    let mut io = MemIo::new(FUZZ_UUID);
+    let d = InodeData {
+        di: di.clone(),
+        map: map.clone(),
+        dir_free: None,
+        times_dirty: false,
+        freed: false,
+    };
+    let mut names = Vec::new();
+    let mut cookies = Vec::new();
+    let _ = dir::list(&mut io, &d, 0, &mut |dataptr, _ino, _ft, name| {
+        names.push(name.to_vec());
+        cookies.push(dataptr);
+        false
+    });
+    if let Some(&c) = cookies.get(cookies.len() / 2) {
+        let _ = dir::list(&mut io, &d, c + 1, &mut |_, _, _, _| false);
+    }
+    for name in names.iter().chain([&b"not-there".to_vec()]) {
+        let _ = dir::lookup(&mut io, &d, name);
+    }
+    let _ = dir::check(&mut io, &d, &mut Vec::new());
 }
 
 /// A directory made of the given blocks: `dir::list` (readdir, also resuming from a

@@ -76,9 +76,10 @@ pub fn read_agi(tx: &mut Trans, agno: u32) -> Result<Agi> {
 
 pub fn write_agi(tx: &mut Trans, agi: &Agi) {
     let blk = tx.mp.fsblock(agi.agno, AGI_BLOCK);
-    let mut b = tx
-        .read_meta(blk, AGI_MAGIC, Some(agi.agno as u64), "AGI")
-        .expect("AGI was read in this transaction");
+    // Verified when this transaction read it (under the AG lock, so unchanged since):
+    // the raw bytes, without a second verified read that could fail half way.
+    let mut b = new_block();
+    tx.read_raw(blk, 0, &mut b[..]);
     agi.encode(&mut b[..]);
     tx.write_meta(blk, &b);
     tx.mp.ags[agi.agno as usize]

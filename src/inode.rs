@@ -233,7 +233,16 @@ impl DiskInode {
                 }
             }
             FMT_LOCAL => {
-                if kind != FileKind::Symlink || di.size as usize > INODE_LITERAL_LEN || di.size == 0
+                // A symlink's target, or a short-form directory's entries (none: empty).
+                let sane = match kind {
+                    FileKind::Symlink => di.size > 0,
+                    FileKind::Dir => di.dirhash.blk == 0,
+                    _ => false,
+                };
+                if !sane
+                    || di.size as usize > INODE_LITERAL_LEN
+                    || nextents != 0
+                    || di.bmbt.blk != 0
                 {
                     return bad(format!("local format on a {kind:?} of size {}", di.size));
                 }

@@ -830,3 +830,78 @@ fn concurrent_operations_on_many_files() {
     }
     finish(&dev, fs);
 }
+
+/// Every entry of `dir` from `cookie` on, as (name, next cookie).
+fn listing(fs: &Fs, dir: u64, cookie: u64, max: usize) -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    fs.readdir(dir, cookie, &mut |e| {
+        v.push((String::from_utf8_lossy(&e.name).into_owned(), e.next));
+        v.len() >= max
+    })
+    .unwrap();
+    v
+}
+
+#[test]
+fn short_form_directories() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let d = fs.mkdir(r, b"small", 0o755, &root()).unwrap().ino;
+    // A few entries live in the inode: no block.
+    for i in 0..10 {
+        create(&fs, d, &format!("entry-{i:02}"));
+    }
+    assert_eq!(fs.getattr(d).unwrap().blocks, 0, "short form uses no block");
+    // Start a listing, then grow the directory past the inode (block form): the rest of
+    // the listing, resumed from its cookie, is every remaining old entry exactly once.
+    let first = listing(&fs, d, 0, 6);
+    assert_eq!(first.len(), 6); // ".", "..", 4 entries
+    for i in 0..200 {
+        create(
+            &fs,
+            d,
+            &format!("a-much-longer-name-to-fill-the-inode-{i:03}"),
+        );
+    }
+    assert!(
+        fs.getattr(d).unwrap().blocks > 0,
+        "block form after growing"
+    );
+    let rest = listing(&fs, d, first.last().unwrap().1, usize::MAX);
+    let mut seen: Vec<String> = first[2..].iter().map(|(n, _)| n.clone()).collect();
+    seen.extend(
+        rest.iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| n.starts_with("entry-")),
+    );
+    seen.sort();
+    let want: Vec<String> = (0..10).map(|i| format!("entry-{i:02}")).collect();
+    assert_eq!(seen, want, "each old entry once across the conversion");
+    // Cookies from before the conversion still find the same entries.
+    let again = listing(&fs, d, first[3].1, 1);
+    assert_eq!(again[0].0, first[4].0);
+    // Unlink everything: the last block goes and the directory is short again.
+    for n in names(&fs, d) {
+        if n != "." && n != ".." {
+            fs.unlink(d, n.as_bytes()).unwrap();
+        }
+    }
+    assert_eq!(
+        fs.getattr(d).unwrap().blocks,
+        0,
+        "empty directory: no block"
+    );
+    create(&fs, d, "back");
+    assert_eq!(fs.getattr(d).unwrap().blocks, 0);
+    let fs = remount(&dev, fs);
+    assert_eq!(names(&fs, d), vec![".", "..", "back"]);
+    // Rename in and out of short-form directories, over an entry, and rmdir.
+    let e = fs.mkdir(r, b"other", 0o755, &root()).unwrap().ino;
+    create(&fs, e, "x");
+    fs.rename(d, b"back", e, b"x", RenameFlags::default())
+        .unwrap();
+    assert_eq!(names(&fs, e), vec![".", "..", "x"]);
+    assert_eq!(names(&fs, d), vec![".", ".."]);
+    fs.rmdir(r, b"small").unwrap();
+    finish(&dev, fs);
+}
