@@ -11,6 +11,8 @@ command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
 command -v xfs_io >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v dbench >/dev/null 2>&1 || need_apt+=(dbench)
+command -v stress-ng >/dev/null 2>&1 || need_apt+=(stress-ng)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "deps: installing ${need_apt[*]} (apt-get)"
     SUDO=""
@@ -29,4 +31,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --quiet --locked cargo-nextest
 fi
 [ -e /dev/fuse ] || { echo "deps: /dev/fuse is missing: daxfs needs FUSE (modprobe fuse)" >&2; exit 1; }
-[ ${#need_apt[@]} -gt 0 ] || echo "deps: fuse3, fio, attr, xfsprogs, python3, pjdfstest, cargo-nextest present"
+[ ${#need_apt[@]} -gt 0 ] || echo "deps: fuse3, fio, attr, xfsprogs, python3, dbench, stress-ng, pjdfstest, cargo-nextest present"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole daxfs test suite: unit, core, model, crash and mount tests (cargo nextest, or
 # cargo test when nextest is missing), the xfstests-style runner, pjdfstest on a real
-# mount, and a short cargo-fuzz run. Installs what it needs. See docs/testing.md.
+# mount, a concurrency stress (dbench + stress-ng, with room and on a full device), and a
+# short cargo-fuzz run. Installs what it needs. See docs/testing.md.
 # Usage: scripts/test.sh [--quick]   (--quick: the cargo tests only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ case $# in
     0) ;;
     1) case $1 in
            --quick) quick=1 ;;
-           -h|--help) sed -n 's/^# //; 5p' "$0"; exit 0 ;;
+           -h|--help) sed -n 's/^# //; 6p' "$0"; exit 0 ;;
            *) echo "test.sh: unknown argument \"$1\" (usage: scripts/test.sh [--quick])" >&2; exit 2 ;;
        esac ;;
     *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
@@ -45,6 +46,8 @@ fi
 if [ $quick = 0 ]; then
     run_part "xfst" scripts/xfst/run
     run_part "pjdfstest" scripts/pjdfstest.sh
+    run_part "stress" scripts/stress.sh 30
+    run_part "stress (full device)" scripts/stress.sh --full 30
     # A short cargo-fuzz run of every parser target (scripts/fuzz.sh 600 is the long one).
     run_part "fuzz" scripts/fuzz.sh 5
 fi

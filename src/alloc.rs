@@ -245,7 +245,15 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
         write_agf(tx, &agf);
         agfl_push(tx, agno, fbno)?;
     }
-    while agfl_count(tx, agno)? > AGFL_MAX {
+    // Give surplus blocks back to the trees: above AGFL_MAX, or above AGFL_MIN when the
+    // AG is short of space (blocks on the AGFL cannot be handed out).
+    let agf = read_agf(tx, agno)?;
+    let max = if agf.free_blocks < 2 * AGFL_MAX as u64 {
+        AGFL_MIN
+    } else {
+        AGFL_MAX
+    };
+    while agfl_count(tx, agno)? > max {
         let agbno = agfl_pop(tx, agno)?;
         put(tx, agno, agbno, 1)?;
     }
@@ -325,8 +333,11 @@ fn alloc_in_locked_ag(
     minlen: u64,
     need: u64,
 ) -> Result<Option<(u64, u64)>> {
+    // Blocks on the AGFL beyond the AGFL_MIN it keeps come back to the trees when the
+    // AG is short (fix_freelist), so they count.
     let agf = read_agf(tx, agno)?;
-    if agf.free_blocks < need {
+    let agfl = agfl_count(tx, agno)? as u64;
+    if agf.free_blocks + agfl.min(AGFL_MIN as u64) < need {
         return Ok(None);
     }
     fix_freelist(tx, agno)?;

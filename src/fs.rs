@@ -1644,8 +1644,8 @@ impl Fs {
         format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
              fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
-             inodes_free {}\ncached_inodes {cached}\nread_only {}\nshutdown {}\n\
-             errortags (frequency/fired) {}\n",
+             inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
+             read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
@@ -1654,6 +1654,8 @@ impl Fs {
             mp.reserved.load(Ordering::Relaxed),
             mp.inodes_count.load(Ordering::Relaxed),
             mp.inodes_free.load(Ordering::Relaxed),
+            mp.pending_frees.load(Ordering::Relaxed),
+            mp.ag_waits_out_of_order.load(Ordering::Relaxed),
             mp.is_read_only(),
             mp.is_shutdown(),
             mp.dev.errtags.describe(),

@@ -13,8 +13,10 @@ use crate::device::Device;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
 
-/// Blocks per AG kept back from users so that frees and btree growth never hit ENOSPC.
-pub const AG_SET_ASIDE: u64 = 32;
+/// Blocks per AG kept back from users so that frees and btree growth never hit ENOSPC:
+/// the AGFL_MIN blocks each AG keeps on its free list (counted free, never handed out),
+/// and room for the removals that may use the rest.
+pub const AG_SET_ASIDE: u64 = 64;
 
 pub struct Mp {
     pub dev: Arc<Device>,
@@ -37,6 +39,10 @@ pub struct Mp {
     /// inode64 rotor), files go near their directory, so work in different directories
     /// takes different AG locks.
     pub ag_rotor: AtomicU64,
+    /// Frees logged as pending (their AG was below one held and taken), and waits for an
+    /// AG lock out of order (the bounded wait in `Trans::lock_ag`): `daxfs stat`.
+    pub pending_frees: AtomicU64,
+    pub ag_waits_out_of_order: AtomicU64,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -66,6 +72,8 @@ impl Mp {
             read_only: AtomicBool::new(read_only),
             shutdown: AtomicBool::new(false),
             ag_rotor: AtomicU64::new(0),
+            pending_frees: AtomicU64::new(0),
+            ag_waits_out_of_order: AtomicU64::new(0),
         }
     }
 

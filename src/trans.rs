@@ -44,6 +44,7 @@
 //!   what the newest record lists (`recover`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{MutexGuard, TryLockError};
 
 use crate::btree::{BlockIo, Tree};
@@ -184,7 +185,17 @@ impl Mp {
         // Entering a transaction enters the NOFS scope: reclaim from here must not recurse
         // into the filesystem (DESIGN.md section 5).
         let nofs = nofs_scope();
-        self.reserve(resblks, use_set_aside)?;
+        let mut waits = 0;
+        while let Err(e) = self.reserve(resblks, use_set_aside) {
+            // A removal gives space back, so on a full device it waits (a while) for the
+            // running transactions to hand back their reservations rather than fail:
+            // deleting must work when the device is full (XFS blocks here as well).
+            if !use_set_aside || self.reserved.load(Relaxed) == 0 || waits == 5000 {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waits += 1;
+        }
         Ok(self.new_trans(resblks, nofs))
     }
 
@@ -248,6 +259,23 @@ impl<'a> Trans<'a> {
                 lock.lock().unwrap_or_else(|p| p.into_inner())
             }
         };
+        if self.ags.is_empty() {
+            // The first AG of this transaction must have room for all it may allocate
+            // (its hint is exact now that the lock is held: only holders change it).
+            // Otherwise later allocations could need a lower AG that another transaction
+            // holds while it waits for this one, and fail half way with ENOSPC. So on a
+            // nearly full AG the transaction takes every AG, in order, holding none yet:
+            // transactions serialise only when space is short.
+            let need = self.blocks_left() + 2 * crate::alloc::AGFL_MIN as u64;
+            if self.mp.ags[agno as usize].free_blocks.load(Relaxed) < need {
+                drop(guard);
+                if !may_wait {
+                    return false;
+                }
+                self.lock_every_ag();
+                return true;
+            }
+        }
         let at = self.ags.partition_point(|h| h.agno < agno);
         self.ags.insert(
             at,
@@ -258,6 +286,19 @@ impl<'a> Trans<'a> {
             },
         );
         true
+    }
+
+    /// Every AG's lock, in ascending order, by a transaction that holds none yet; they are
+    /// all pinned, so none is let go early and no later lock is out of order.
+    fn lock_every_ag(&mut self) {
+        debug_assert!(self.ags.is_empty());
+        for (agno, perag) in self.mp.ags.iter().enumerate() {
+            self.ags.push(HeldAg {
+                agno: agno as u32,
+                pinned: true,
+                _guard: perag.lock.lock().unwrap_or_else(|p| p.into_inner()),
+            });
+        }
     }
 
     /// Take AG `agno`'s lock for a structure that must be changed there (an inode's AGI
@@ -273,6 +314,7 @@ impl<'a> Trans<'a> {
         if self.try_lock_ag(agno, true) {
             return Ok(());
         }
+        self.mp.ag_waits_out_of_order.fetch_add(1, Relaxed);
         log::warn!(
             "AG {agno}: lock wanted below AG {} already held; waiting",
             self.ags.last().map_or(0, |h| h.agno)
@@ -438,6 +480,7 @@ impl<'a> Trans<'a> {
                 } else {
                     crate::alloc::check_free_range(self.mp, blk, len)?;
                     self.pending_new.push((blk, len));
+                    self.mp.pending_frees.fetch_add(1, Relaxed);
                 }
             }
         }
