@@ -755,7 +755,7 @@ pub fn info(dev: &Device) -> Result<String> {
     let mib = |b: u64| (b * BLOCK_SIZE as u64) >> 20;
     Ok(format!(
         "source:        {}\n\
-         format:        daxfs version {} (features compat {:#x}, ro_compat {:#x}, incompat {:#x})\n\
+         format:        daxfs version {} (features compat {:#x}, ro_compat {:#x}, incompat {:#x}{})\n\
          uuid:          {}\n\
          label:         {}\n\
          block size:    {} bytes\n\
@@ -773,6 +773,11 @@ pub fn info(dev: &Device) -> Result<String> {
         sb.compat,
         sb.ro_compat,
         sb.incompat,
+        if sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
+            ": short-form directories"
+        } else {
+            ""
+        },
         crate::mkfs::uuid_string(&sb.uuid),
         if label.is_empty() { "(none)" } else { &label },
         BLOCK_SIZE,
