@@ -137,8 +137,8 @@ pub fn catalogue() -> Vec<Op> {
         Fallocate("F", PUNCH_HOLE | KEEP_SIZE, 2 * 4096, 4096),
         Truncate("F", 0),
         // G is a short-form directory its inode cannot grow: the create moves it to block
-        // form. H is a block directory with one entry: the unlink frees its block and it
-        // is short again.
+        // form. H is a block directory one entry over what its inode holds: the unlink
+        // moves it back to short form.
         Create("G/new"),
         Unlink("H/h00"),
     ]
@@ -424,7 +424,7 @@ fn setup(fs: &Fs, big: bool) -> Result<()> {
         fs.write(f, i * 2 * 4096, &pattern(5, i * 2 * 4096, 4096), false)?;
     }
     // G: a short-form directory as full as its inode holds (3-byte names); H: a block
-    // directory with one entry left.
+    // directory with one entry more than its inode holds.
     let g = fs.mkdir(r, b"G", 0o755, &cred())?.ino;
     let per = crate::format::SF_HDR + 3;
     for i in 0..crate::format::INODE_LITERAL_LEN / per {
@@ -446,7 +446,7 @@ fn setup(fs: &Fs, big: bool) -> Result<()> {
         // unlinked list, and every crash image's recovery would free it again.
         fs.forget(ino, 1);
     }
-    for i in 1..40 {
+    for i in 18..40 {
         fs.unlink(h, format!("h{i:02}").as_bytes())?;
     }
     fs.sync()

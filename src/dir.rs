@@ -14,7 +14,7 @@
 //! small directory keeps its entries in the inode's literal area and costs no block. Each
 //! entry carries the offset it will have in data block 0, which is its readdir cookie, so
 //! cookies survive the move to block form. A directory moves to block form when an entry
-//! does not fit the inode, and back to short form (empty) when its last block is freed.
+//! does not fit the inode, and back to short form when its entries fit the inode again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -582,7 +582,44 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
         tx.write_meta(blk, &b);
         d.dir_free.as_mut().unwrap().set(dblock, best);
     }
+    if let Some(ents) = fits_short(tx, d)? {
+        // One block whose entries fit the inode: short form again, each entry keeping
+        // its offset, so cookies stay valid (XFS's xfs_dir2_block_to_sf).
+        let blk = d.map.find(0).expect("checked by fits_short").startblock;
+        btree::destroy(tx, &hash_tree(dir), &mut d.di.dirhash)?;
+        tx.forget_block(blk);
+        crate::bmap::free_range(tx, d, 0, 1);
+        d.di.format = FMT_LOCAL;
+        d.dir_free = None;
+        sf_store(d, &ents);
+    }
     Ok(())
+}
+
+/// The entries of a block directory whose only block is block 0, as short-form entries,
+/// if they fit the inode.
+fn fits_short(tx: &mut Trans, d: &InodeData) -> Result<Option<Vec<SfEntry>>> {
+    let one_block = d.map.len() == 1 && d.map.mapped_blocks() == 1 && d.map.find(0).is_some();
+    if tx.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS == 0
+        || d.di.format != FMT_EXTENTS
+        || !one_block
+        || d.di.dir_entries as usize > INODE_LITERAL_LEN / (SF_HDR + 1)
+    {
+        return Ok(None);
+    }
+    let (_, b) = read_dblock(tx, d, 0)?;
+    let ents: Vec<SfEntry> = entries(&b, 0, d.di.ino)?
+        .into_iter()
+        .filter(|e| e.ino != 0)
+        .map(|e| SfEntry {
+            off: e.off,
+            ino: e.ino,
+            ftype: e.ftype,
+            name: e.name.to_vec(),
+        })
+        .collect();
+    let size: usize = ents.iter().map(|e| SF_HDR + e.name.len()).sum();
+    Ok((size <= INODE_LITERAL_LEN).then_some(ents))
 }
 
 /// Point an existing entry at another inode (rename over an existing name).

@@ -880,12 +880,35 @@ fn short_form_directories() {
     // Cookies from before the conversion still find the same entries.
     let again = listing(&fs, d, first[3].1, 1);
     assert_eq!(again[0].0, first[4].0);
-    // Unlink everything: the last block goes and the directory is short again.
+    // Unlink down to what the inode holds: short form again, cookies unchanged.
+    let before = listing(&fs, d, 0, usize::MAX);
+    for n in names(&fs, d) {
+        if n.starts_with("a-much") {
+            fs.unlink(d, n.as_bytes()).unwrap();
+        }
+    }
+    assert_eq!(
+        fs.getattr(d).unwrap().blocks,
+        0,
+        "short form after shrinking"
+    );
+    let after = listing(&fs, d, 0, usize::MAX);
+    let kept: Vec<(String, u64)> = before
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("a-much"))
+        .collect();
+    assert_eq!(after, kept, "same entries, same cookies");
     for n in names(&fs, d) {
         if n != "." && n != ".." {
             fs.unlink(d, n.as_bytes()).unwrap();
         }
     }
+    // One name too long for the inode: block form; unlinking it frees the block and the
+    // empty directory is short again.
+    let long = "n".repeat(250);
+    create(&fs, d, &long);
+    assert!(fs.getattr(d).unwrap().blocks > 0);
+    fs.unlink(d, long.as_bytes()).unwrap();
     assert_eq!(
         fs.getattr(d).unwrap().blocks,
         0,
