@@ -169,7 +169,10 @@ impl fuser::Filesystem for DaxFuse {
         for f in [
             InitFlags::FUSE_ASYNC_READ,
             InitFlags::FUSE_BIG_WRITES,
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            // Not FUSE_ATOMIC_O_TRUNC: with it the kernel sends O_TRUNC in OPEN and sets
+            // the size to 0 before it checks for ETXTBSY, so opening a running program
+            // with O_RDONLY|O_TRUNC cut its pages from under it (it crashed, and the open
+            // then succeeded). Without it, O_TRUNC is a SETATTR after that check.
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_MAX_PAGES,
