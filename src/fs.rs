@@ -1207,8 +1207,9 @@ impl Fs {
     // Open files and data.
 
     /// Open a file or directory: holds the inode until `release` (unlinked files live on).
-    /// O_TRUNC truncates here (the adapter asks the kernel for atomic O_TRUNC) and always
-    /// updates mtime and ctime, as POSIX requires of open.
+    /// O_TRUNC with write access truncates here and always updates mtime and ctime, as
+    /// POSIX requires of open (core callers; through FUSE the kernel sends O_TRUNC as a
+    /// SETATTR after its ETXTBSY check, see fuse.rs `init`).
     pub fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
         let inode = self.iget(ino)?;
         let (freed, kind) = {

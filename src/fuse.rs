@@ -353,7 +353,9 @@ impl fuser::Filesystem for DaxFuse {
         let ino = self.ino(ino);
         let mut killed = false;
         let r = self.fs.open(ino, flags.0).and_then(|fh| {
-            // handle_killpriv_v2: an unprivileged O_TRUNC kills set-id bits here.
+            // handle_killpriv_v2: an unprivileged O_TRUNC kills set-id bits here (the
+            // kernel sends O_TRUNC in OPEN only with atomic O_TRUNC, which daxfs does not
+            // ask for; otherwise it comes as a SETATTR).
             if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
                 killed = self.fs.kill_suid(ino)?;
             }
