@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result, err};
 use crate::format::*;
-use crate::trans::Trans;
+use crate::trans::{AgPass, Trans};
 
 pub static BNOBT: TreeOps = TreeOps {
     name: "bnobt",
@@ -84,7 +84,7 @@ pub fn write_agf(tx: &mut Trans, agf: &Agf) {
     tx.write_meta(blk, &b);
     tx.mp.ags[agf.agno as usize]
         .free_blocks
-        .store(agf.free_blocks, std::sync::atomic::Ordering::Relaxed);
+        .store(agf.free_blocks, Relaxed);
 }
 
 fn agfl_read(tx: &mut Trans, agno: u32) -> Result<(u64, Box<Block>, u32)> {
@@ -263,10 +263,10 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
 /// Allocate up to `want` contiguous blocks (at least `minlen`), at `hint` if it is free,
 /// else a best fit in the hint's AG, else in the other AGs. None: no AG has `minlen`.
 ///
-/// Choosing the AG keeps the AG lock order (trans.rs): the first round takes only AGs
-/// held already or free to lock, and prefers one with room for the rest of the
+/// Choosing the AG keeps the AG lock order (trans.rs `AgPass`): the first pass takes only
+/// AGs held already or free to lock, and prefers one with room for the rest of the
 /// transaction's reservation too (XFS's minleft), so that later allocations of the same
-/// transaction find space in an AG it holds. The second round may wait for AGs above
+/// transaction find space in an AG it holds. The second pass may wait for AGs above
 /// those held. The last waits a while even for lower ones before giving up, since ENOSPC
 /// half way through a transaction shuts the filesystem down.
 pub fn alloc_extent(
@@ -298,20 +298,16 @@ pub fn alloc_extent(
     let first = tx.mp.ag_of(hint);
     let need = minlen + AGFL_MIN as u64;
     let minleft = need + tx.blocks_left().saturating_sub(minlen);
-    for round in 0..3 {
+    for pass in AgPass::ALL {
         for i in 0..ag_count {
             let agno = (first + i) % ag_count;
             let hinted = tx.mp.ags[agno as usize].free_blocks.load(Relaxed);
-            let held = tx.holds_ag(agno);
-            if !held && (round == 0 && hinted < minleft || round == 2 && hinted < need) {
-                continue;
-            }
-            let locked = match round {
-                0 => held || tx.try_lock_ag(agno, false),
-                1 => tx.try_lock_ag(agno, true),
-                _ => tx.lock_ag(agno).is_ok(),
+            let short = match pass {
+                AgPass::Try => hinted < minleft,
+                AgPass::InOrder => false,
+                AgPass::Last => hinted < need,
             };
-            if !locked {
+            if short && !tx.holds_ag(agno) || !tx.lock_ag_for(agno, pass) {
                 continue;
             }
             if let Some(got) = alloc_in_locked_ag(tx, agno, first, hint, want, minlen, need)? {

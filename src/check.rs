@@ -732,7 +732,7 @@ fn check_inode_trees(
 /// `daxfs info`: geometry, usage, features, log state, as text.
 pub fn info(dev: &Device) -> Result<String> {
     let sb = read_sb(dev)?;
-    let (mut io, pending, _) = open_io(dev, &sb)?;
+    let (mut io, replay_to, _) = open_io(dev, &sb)?;
     let mut free = 0u64;
     let (mut icount, mut ifree) = (0u64, 0u64);
     for agno in 0..sb.ag_count {
@@ -788,7 +788,7 @@ pub fn info(dev: &Device) -> Result<String> {
         sb.log_blocks,
         sb.log_start,
         sb.lsn_base,
-        match pending {
+        match replay_to {
             Some(l) => format!("record {l} awaits replay at the next mount"),
             None => "nothing to replay".into(),
         },

@@ -100,6 +100,26 @@ struct RawEntry<'a> {
     name: &'a [u8],
 }
 
+/// Write a used entry into a data block (its record length covers any slack after it).
+fn put_entry(b: &mut Block, off: usize, reclen: usize, ino: u64, ftype: u8, name: &[u8]) {
+    put_u64(&mut b[..], off, ino);
+    put_u16(&mut b[..], off + 8, reclen as u16);
+    b[off + 10] = name.len() as u8;
+    b[off + 11] = ftype;
+    b[off + DE_HDR..off + DE_HDR + name.len()].copy_from_slice(name);
+}
+
+/// What an entry's type and name must be, in either form: Err names the problem.
+fn check_type_and_name(ftype: u8, name: &[u8]) -> std::result::Result<(), String> {
+    if crate::inode::kind_of_ftype(ftype).is_none() {
+        return Err(format!("unknown file type {ftype}"));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err("name contains '/' or NUL".into());
+    }
+    Ok(())
+}
+
 /// Walk a data block's entries, verifying each. Free entries have `ino == 0`.
 fn entries(b: &Block, dblock: u64, dir: u64) -> Result<Vec<RawEntry<'_>>> {
     let mut out = Vec::new();
@@ -126,12 +146,9 @@ fn entries(b: &Block, dblock: u64, dir: u64) -> Result<Vec<RawEntry<'_>>> {
                     "name length {namelen} does not fit record length {reclen}"
                 ));
             }
-            if crate::inode::kind_of_ftype(ftype).is_none() {
-                return bad(&format!("unknown file type {ftype}"));
-            }
             let name = &b[off + DE_HDR..off + DE_HDR + namelen];
-            if name.contains(&b'/') || name.contains(&0) {
-                return bad("name contains '/' or NUL");
+            if let Err(what) = check_type_and_name(ftype, name) {
+                return bad(&what);
             }
             out.push(RawEntry {
                 off,
@@ -223,11 +240,11 @@ fn sf_entries(d: &InodeData) -> Result<Vec<SfEntry>> {
             return bad(format!("name length {namelen}"));
         }
         let name = &b[p + SF_HDR..p + SF_HDR + namelen];
-        if ino == 0 || crate::inode::kind_of_ftype(ftype).is_none() {
-            return bad(format!("inode {ino}, file type {ftype}"));
+        if ino == 0 {
+            return bad("inode 0".into());
         }
-        if name.contains(&b'/') || name.contains(&0) {
-            return bad("name contains '/' or NUL".into());
+        if let Err(what) = check_type_and_name(ftype, name) {
+            return bad(what);
         }
         let first_gap = out.is_empty() && off > end && off - end < DE_MIN;
         if !off.is_multiple_of(8)
@@ -309,11 +326,7 @@ fn sf_to_block(tx: &mut Trans, d: &mut InodeData, ents: &[SfEntry]) -> Result<()
         if next - (e.off + reclen) < DE_MIN {
             reclen = next - e.off;
         }
-        put_u64(&mut b[..], e.off, e.ino);
-        put_u16(&mut b[..], e.off + 8, reclen as u16);
-        b[e.off + 10] = e.name.len() as u8;
-        b[e.off + 11] = e.ftype;
-        b[e.off + DE_HDR..e.off + DE_HDR + e.name.len()].copy_from_slice(&e.name);
+        put_entry(&mut b, e.off, reclen, e.ino, e.ftype, &e.name);
         cursor = e.off + reclen;
     }
     if cursor < BLOCK_SIZE {
@@ -467,11 +480,7 @@ pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) 
         put_u16(&mut b[..], rest + 8, (free_len - used) as u16);
     }
     b[off..off + used].fill(0);
-    put_u64(&mut b[..], off, ino);
-    put_u16(&mut b[..], off + 8, used as u16);
-    b[off + 10] = name.len() as u8;
-    b[off + 11] = ftype;
-    b[off + DE_HDR..off + DE_HDR + name.len()].copy_from_slice(name);
+    put_entry(&mut b, off, used, ino, ftype, name);
     let (best, _) = restat(&mut b, dblock, dir)?;
     tx.write_meta(blk, &b);
     d.dir_free.as_mut().unwrap().set(dblock, best);

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{Result, err};
 use crate::format::*;
-use crate::trans::Trans;
+use crate::trans::{AgPass, Trans};
 
 pub static INOBT: TreeOps = TreeOps {
     name: "inobt",
@@ -102,25 +102,15 @@ pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
     let ag_count = tx.mp.sb.ag_count;
     let hint_ag = hint_ag % ag_count;
     let room = tx.blocks_left() + crate::alloc::AGFL_MIN as u64;
-    for round in 0..3 {
+    for pass in AgPass::ALL {
         for i in 0..ag_count {
             let agno = (hint_ag + i) % ag_count;
-            let held = tx.holds_ag(agno);
             let perag = &tx.mp.ags[agno as usize];
             let free_blocks = perag.free_blocks.load(Relaxed);
             let can_grow = free_blocks >= CHUNK_BLOCKS + room;
-            if !held && perag.free_inodes.load(Relaxed) == 0 && !can_grow {
-                continue;
-            }
-            if round == 0 && !held && free_blocks < room {
-                continue;
-            }
-            let locked = match round {
-                0 => held || tx.try_lock_ag(agno, false),
-                1 => tx.try_lock_ag(agno, true),
-                _ => tx.lock_ag(agno).is_ok(),
-            };
-            if !locked {
+            let unusable = perag.free_inodes.load(Relaxed) == 0 && !can_grow
+                || pass == AgPass::Try && free_blocks < room;
+            if unusable && !tx.holds_ag(agno) || !tx.lock_ag_for(agno, pass) {
                 continue;
             }
             let agi = read_agi(tx, agno)?;

@@ -28,9 +28,11 @@
 //! to the end; the log lock only around writing and applying the record. Order:
 //! ILOCK -> AG locks, ascending -> log lock (see inode.rs).
 //!
-//! AG locks (XFS's AGI/AGF buffer locks and its ascending-AG rule). A transaction waits
-//! for an AG lock only when the AG is above every AG it holds; a lower one it may only
-//! try. So no two transactions wait for each other. The callers keep to it:
+//! AG locks (XFS's AGI/AGF buffer locks and its ascending-AG rule). A transaction blocks
+//! on an AG lock only when the AG is above every AG it holds; a lower one it may only
+//! try. So no two transactions wait for each other. The one exception is a last resort,
+//! a bounded wait that ends in an error (`lock_ag`, counted in `ag_waits_out_of_order`).
+//! The callers keep to the rule:
 //! - An allocation chooses its AG: a held one, one whose lock is free, or one above those
 //!   held; an AG that turns out unusable and that the transaction has not changed is let
 //!   go again at once (`release_ag_if_clean`).
@@ -137,6 +139,22 @@ fn diff_mask(old: &[u8], new: &[u8]) -> u64 {
 }
 
 /// An AG lock a transaction holds.
+/// How far a search over the AGs (alloc.rs, ialloc.rs) goes for an AG's lock; it makes
+/// one pass of each kind, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgPass {
+    /// AGs held already, or whose lock is free.
+    Try,
+    /// Also waiting for AGs above every AG held.
+    InOrder,
+    /// Also the bounded wait for lower ones (`lock_ag`): nothing else was found.
+    Last,
+}
+
+impl AgPass {
+    pub const ALL: [AgPass; 3] = [AgPass::Try, AgPass::InOrder, AgPass::Last];
+}
+
 struct HeldAg<'a> {
     agno: u32,
     /// Locked up front for a change that must happen there: never let go early.
@@ -307,11 +325,7 @@ impl<'a> Trans<'a> {
     /// puts it in order again. The callers lock such AGs first (trans.rs module doc), so
     /// what remains is a bounded wait and then an I/O error rather than a deadlock.
     pub fn lock_ag(&mut self, agno: u32) -> Result<()> {
-        if self.try_lock_ag(agno, true) {
-            return Ok(());
-        }
-        self.release_clean_above(agno);
-        if self.try_lock_ag(agno, true) {
+        if self.lock_ag_in_order(agno) {
             return Ok(());
         }
         self.mp.ag_waits_out_of_order.fetch_add(1, Relaxed);
@@ -330,6 +344,25 @@ impl<'a> Trans<'a> {
         )))
     }
 
+    /// AG `agno`'s lock without waiting out of order: held, free, above every AG held,
+    /// or so once the unchanged AGs above it are let go. False: it stays below one.
+    fn lock_ag_in_order(&mut self, agno: u32) -> bool {
+        if self.try_lock_ag(agno, true) {
+            return true;
+        }
+        self.release_clean_above(agno);
+        self.try_lock_ag(agno, true)
+    }
+
+    /// AG `agno`'s lock as far as search pass `pass` goes (alloc.rs, ialloc.rs).
+    pub fn lock_ag_for(&mut self, agno: u32, pass: AgPass) -> bool {
+        match pass {
+            AgPass::Try => self.try_lock_ag(agno, false),
+            AgPass::InOrder => self.try_lock_ag(agno, true),
+            AgPass::Last => self.lock_ag(agno).is_ok(),
+        }
+    }
+
     /// Lock AG `agno` before anything else in the transaction, for a structure that will
     /// have to be changed there later (an inode's AGI entry): locked first it is in
     /// order, and it stays held however the allocations in between choose.
@@ -341,11 +374,17 @@ impl<'a> Trans<'a> {
         Ok(())
     }
 
+    /// The device blocks of AG `agno`.
+    fn ag_blocks(&self, agno: u32) -> std::ops::Range<u64> {
+        let start = self.mp.fsblock(agno, 0);
+        start..start + self.mp.ag_len(agno)
+    }
+
     /// Has this transaction changed any block of AG `agno`?
     fn ag_dirty(&self, agno: u32) -> bool {
-        let start = self.mp.fsblock(agno, 0);
-        let end = start + self.mp.ag_len(agno);
-        self.bufs.range(start..end).any(|(_, b)| b.dirty != 0)
+        self.bufs
+            .range(self.ag_blocks(agno))
+            .any(|(_, b)| b.dirty != 0)
     }
 
     /// Let go of AG `agno` if this transaction holds it and changed nothing in it (it
@@ -358,9 +397,11 @@ impl<'a> Trans<'a> {
         if self.ags[i].pinned || self.ag_dirty(agno) {
             return;
         }
-        let start = self.mp.fsblock(agno, 0);
-        let end = start + self.mp.ag_len(agno);
-        let clean: Vec<u64> = self.bufs.range(start..end).map(|(&b, _)| b).collect();
+        let clean: Vec<u64> = self
+            .bufs
+            .range(self.ag_blocks(agno))
+            .map(|(&b, _)| b)
+            .collect();
         for b in clean {
             self.bufs.remove(&b);
         }
@@ -470,12 +511,7 @@ impl<'a> Trans<'a> {
             for (blk, len) in frees {
                 let agno = self.mp.ag_of(blk);
                 let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
-                let locked = !forced
-                    && (self.try_lock_ag(agno, true) || {
-                        self.release_clean_above(agno);
-                        self.try_lock_ag(agno, true)
-                    });
-                if locked {
+                if !forced && self.lock_ag_in_order(agno) {
                     crate::alloc::free_extent_now(self, blk, len)?;
                 } else {
                     crate::alloc::check_free_range(self.mp, blk, len)?;
@@ -489,8 +525,7 @@ impl<'a> Trans<'a> {
 
     fn commit_inner(&mut self) -> Result<()> {
         self.finish_frees()?;
-        let logs_pending = !self.pending_new.is_empty() || !self.pending_done.is_empty();
-        if !self.bufs.values().any(|b| b.dirty != 0) && !logs_pending {
+        if !self.is_dirty() {
             self.settle_counters();
             return Ok(());
         }

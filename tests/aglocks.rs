@@ -4,6 +4,7 @@
 //! Every test ends with `daxfs check` clean.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -46,6 +47,12 @@ fn assert_clean(dev: &Device) {
     );
 }
 
+fn finish(dev: &Device, fs: Arc<Fs>) {
+    fs.unmount().unwrap();
+    drop(fs);
+    assert_clean(dev);
+}
+
 /// The log records recovery would replay now (memfd: lazy checkpoints, so every record
 /// since the last checkpoint), with the pending frees each lists.
 fn live_records(fs: &Fs) -> Vec<trans::LogRecord> {
@@ -77,7 +84,7 @@ fn two_loose_blocks(fs: &Fs) -> (u64, u64) {
 fn free_below_a_held_and_taken_ag_is_pending_then_done() {
     let (dev, fs) = fresh(64 << 20, 4);
     let mp = fs.mp();
-    let free_before = mp.free_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    let free_before = mp.free_blocks.load(Relaxed);
     let (b0, b2) = two_loose_blocks(&fs);
     trans::checkpoint(mp).unwrap();
     let (commits0, _, _) = trans::log_counters(mp);
@@ -116,13 +123,8 @@ fn free_below_a_held_and_taken_ag_is_pending_then_done() {
         vec![vec![(b0, 1)], vec![]],
         "pending lists per record"
     );
-    assert_eq!(
-        mp.free_blocks.load(std::sync::atomic::Ordering::Relaxed),
-        free_before
-    );
-    fs.unmount().unwrap();
-    drop(fs);
-    assert_clean(&dev);
+    assert_eq!(mp.free_blocks.load(Relaxed), free_before);
+    finish(&dev, fs);
 }
 
 #[test]
@@ -130,7 +132,7 @@ fn a_crash_with_a_free_pending_finishes_it_at_mount() {
     let (dev, fs) = fresh(64 << 20, 4);
     let (b0, b2) = two_loose_blocks(&fs);
     let mp = fs.mp();
-    let free_before = mp.free_blocks.load(std::sync::atomic::Ordering::Relaxed);
+    let free_before = mp.free_blocks.load(Relaxed);
     // Every free goes the pending way, and the second log write from here (the
     // follow-up's) fails half way: the media keeps the record listing both frees as
     // pending, and the filesystem shuts down as after a crash.
@@ -152,16 +154,9 @@ fn a_crash_with_a_free_pending_finishes_it_at_mount() {
     // check counts the pending frees as the log's; mount finishes them.
     assert_clean(&dev);
     let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
-    assert_eq!(
-        fs.mp()
-            .free_blocks
-            .load(std::sync::atomic::Ordering::Relaxed),
-        free_before + 2
-    );
+    assert_eq!(fs.mp().free_blocks.load(Relaxed), free_before + 2);
     assert!(live_records(&fs).is_empty(), "recovery leaves an empty log");
-    fs.unmount().unwrap();
-    drop(fs);
-    assert_clean(&dev);
+    finish(&dev, fs);
 }
 
 /// Threads in their own directories (spread over the AGs) create, write, truncate, punch
@@ -234,9 +229,7 @@ fn concurrent_work_across_ags() {
         }
     });
     fs.mp().dev.errtags.set(ErrorTag::FreeIntent, 0);
-    fs.unmount().unwrap();
-    drop(fs);
-    assert_clean(&dev);
+    finish(&dev, fs);
     let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
     for (t, &d) in dirs.iter().enumerate() {
         for i in 0..150u64 {
@@ -263,7 +256,5 @@ fn concurrent_work_across_ags() {
             );
         }
     }
-    fs.unmount().unwrap();
-    drop(fs);
-    assert_clean(&dev);
+    finish(&dev, fs);
 }

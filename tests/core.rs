@@ -68,12 +68,10 @@ fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
 }
 
 fn names(fs: &Fs, dir: u64) -> Vec<String> {
-    let mut v = Vec::new();
-    fs.readdir(dir, 0, &mut |e| {
-        v.push(String::from_utf8_lossy(&e.name).into_owned());
-        false
-    })
-    .unwrap();
+    let mut v: Vec<String> = listing(fs, dir, 0, usize::MAX)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     v.sort();
     v
 }
