@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use daxfs::device::Device;
+use daxfs::pmem::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
 

@@ -10,15 +10,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::alloc;
-use crate::bmap;
+use crate::space::alloc;
+use crate::inode::bmap;
 use crate::btree::{self, BlockIo, Root, Tree};
-use crate::device::Device;
+use crate::pmem::device::Device;
 use crate::dir;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::ialloc;
+use crate::space::ialloc;
 use crate::inode::{DiskInode, InodeData, kind_of_ftype};
 use crate::xattr;
 
@@ -131,7 +131,7 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<Recovered<'a>> {
     };
     let log_off = sb.log_start * BLOCK_SIZE as u64;
     let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let recs = crate::trans::records_to_replay(
+    let recs = crate::log::trans::records_to_replay(
         &read,
         sb.log_blocks * BLOCK_SIZE as u64,
         sb.lsn_base,
@@ -434,7 +434,7 @@ struct MpGeometry {
 fn extent_ok(g: &MpGeometry, e: &Extent) -> bool {
     let ag = |b: u64| b / g.sb.ag_blocks;
     e.len > 0
-        && e.len <= crate::extent_map::EXTENT_LEN_MAX
+        && e.len <= crate::inode::extent_map::EXTENT_LEN_MAX
         && e.startblock
             .checked_add(e.len)
             .is_some_and(|end| end <= g.sb.total_blocks)

@@ -22,7 +22,7 @@ use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result};
 use crate::format::*;
 use crate::inode::InodeData;
-use crate::trans::Trans;
+use crate::log::trans::Trans;
 
 pub static DIRHASH: TreeOps = TreeOps {
     name: "dirhash",
@@ -310,7 +310,7 @@ fn sf_to_block(tx: &mut Trans, d: &mut InodeData, ents: &[SfEntry]) -> Result<()
     d.di.local.clear();
     d.di.size = 0;
     d.dir_free = Some(FreeIndex::default());
-    crate::bmap::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
+    crate::inode::bmap::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
     let blk = d.map.find(0).expect("just mapped").startblock;
     let mut b = new_block();
     init_header(&mut b[..], DIRDATA_MAGIC, blk, dir, &tx.mp.sb.uuid);
@@ -500,7 +500,7 @@ pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) 
 
 fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
     let dblock = d.map.next_hole(0);
-    crate::bmap::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
+    crate::inode::bmap::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
     let e = d.map.find(dblock).expect("just mapped");
     let blk = e.startblock + (dblock - e.fileoff);
     let mut b = new_block();
@@ -578,7 +578,7 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
     d.di.dir_entries = d.di.dir_entries.saturating_sub(1);
     if n == 0 {
         tx.forget_block(blk);
-        crate::bmap::free_range(tx, d, dblock, 1);
+        crate::inode::bmap::free_range(tx, d, dblock, 1);
         d.dir_free.as_mut().unwrap().remove(dblock);
         d.di.size = d.map.mapped_blocks() * BLOCK_SIZE as u64;
         if d.map.is_empty()
@@ -597,7 +597,7 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
         let blk = d.map.find(0).expect("checked by fits_short").startblock;
         btree::destroy(tx, &hash_tree(dir), &mut d.di.dirhash)?;
         tx.forget_block(blk);
-        crate::bmap::free_range(tx, d, 0, 1);
+        crate::inode::bmap::free_range(tx, d, 0, 1);
         d.di.format = FMT_LOCAL;
         d.dir_free = None;
         sf_store(d, &ents);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use daxfs::device::{Device, parse_size};
+use daxfs::pmem::device::{Device, parse_size};
 use daxfs::mount;
 
 #[derive(Parser)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::device::Device;
+use crate::pmem::device::Device;
 use crate::fs::{AtimeMode, DaxMode, Fs, FsOptions};
 
 /// Mount options, parsed from `-o a,b=c,...`.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::{Device, TraceOp};
+use daxfs::pmem::device::{Device, TraceOp};
 use daxfs::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use daxfs::mkfs::{self, MkfsOptions};
 

@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
+use daxfs::pmem::device::Device;
 use daxfs::format::*;
 use daxfs::fs::{Cred, FileKind, Fs, FsOptions, XattrFlags};
 use daxfs::mkfs::{self, MkfsOptions};

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
+use daxfs::pmem::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
 

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
+use daxfs::pmem::device::Device;
 use daxfs::fs::{FileKind, Fs, FsOptions, Timespec};
 
 fn path(fs: &Fs, p: &str) -> daxfs::fs::Attr {

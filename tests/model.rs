@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
+use daxfs::pmem::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions, RenameFlags, SetAttr};
 use daxfs::mkfs::{self, MkfsOptions};
 use proptest::prelude::*;

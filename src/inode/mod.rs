@@ -24,13 +24,16 @@
 //! References: FUSE lookups (`nlookup`) and open files (`opens`). An inode with neither is
 //! unreferenced and may be evicted; one with no links is then freed (inactivated).
 
+pub mod bmap;
+pub mod extent_map;
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::btree::Root;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
 use crate::fs::{FileKind, Timespec};
 

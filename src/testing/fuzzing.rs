@@ -34,15 +34,18 @@ use std::sync::{Arc, OnceLock};
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::check;
-use crate::device::Device;
+use crate::pmem::device::Device;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
 use crate::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use crate::inode::{DiskInode, InodeData};
 use crate::mkfs::{self, MkfsOptions};
-use crate::mp::Mp;
-use crate::{bmap, dir, ialloc, trans, xattr};
+use crate::log::mp::Mp;
+use crate::inode::bmap;
+use crate::log::trans;
+use crate::space::ialloc;
+use crate::{dir, xattr};
 
 /// A fuzz target: it takes any bytes and must not panic or hang.
 pub type Target = fn(&[u8]);
@@ -712,8 +715,8 @@ pub fn agfl(data: &[u8]) {
 }
 
 static TREES: [&TreeOps; 7] = [
-    &crate::alloc::BNOBT,
-    &crate::alloc::CNTBT,
+    &crate::space::alloc::BNOBT,
+    &crate::space::alloc::CNTBT,
     &ialloc::INOBT,
     &ialloc::FINOBT,
     &ialloc::UNLINKBT,

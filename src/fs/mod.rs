@@ -10,18 +10,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::bmap;
+use crate::inode::bmap;
 use crate::btree::BlockIo;
-use crate::device::{Device, Persistence};
+use crate::pmem::device::{Device, Persistence};
 use crate::dir;
 use crate::error::{FsError, Result, err};
-use crate::errtag::ErrorTag;
-use crate::extent_map::{Extent, ExtentMap};
+use crate::pmem::errtag::ErrorTag;
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::ialloc;
+use crate::space::ialloc;
 use crate::inode::{self, DiskInode, IlockExcl, Inode, InodeData};
-use crate::mp::Mp;
-use crate::trans::{self, DevReader, Trans};
+use crate::log::mp::Mp;
+use crate::log::trans::{self, DevReader, Trans};
 use crate::xattr;
 
 pub type Ino = u64;

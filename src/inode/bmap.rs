@@ -13,11 +13,11 @@
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result, err};
-use crate::extent_map::{Change, Extent, ExtentMap};
+use crate::inode::extent_map::{Change, Extent, ExtentMap};
 use crate::format::*;
 use crate::inode::{DiskInode, InodeData};
-use crate::mp::Mp;
-use crate::trans::Trans;
+use crate::log::mp::Mp;
+use crate::log::trans::Trans;
 
 pub static BMBT: TreeOps = TreeOps {
     name: "bmbt",
@@ -50,7 +50,7 @@ fn ext_from(k: u128, v: u128) -> Extent {
 /// Is `e` a plausible extent of this filesystem? (inside one AG, past its headers)
 pub fn extent_valid(mp: &Mp, e: &Extent) -> bool {
     e.len > 0
-        && e.len <= crate::extent_map::EXTENT_LEN_MAX
+        && e.len <= crate::inode::extent_map::EXTENT_LEN_MAX
         && e.fileoff
             .checked_add(e.len)
             .is_some_and(|end| end <= FILE_SIZE_MAX.div_ceil(BLOCK_SIZE as u64))
@@ -192,7 +192,7 @@ pub fn alloc_holes(
             Some(prev) => prev.startblock + prev.len,
             None => tx.mp.ino_block(d.di.ino),
         };
-        let Some((blk, got)) = crate::alloc::alloc_extent(tx, hint, hole_end - pos, 1)? else {
+        let Some((blk, got)) = crate::space::alloc::alloc_extent(tx, hint, hole_end - pos, 1)? else {
             return err(libc::ENOSPC);
         };
         fill(tx.mp, blk, pos, got);

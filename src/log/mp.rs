@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::device::Device;
+use crate::pmem::device::Device;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
 
@@ -22,7 +22,7 @@ pub struct Mp {
     pub dev: Arc<Device>,
     pub sb: Superblock,
     /// Serialises commits: record write and in-place apply (trans.rs).
-    pub(crate) log: Mutex<crate::trans::LogState>,
+    pub(crate) log: Mutex<crate::log::trans::LogState>,
     /// Per AG: the lock over its allocation structures, and in-core hints (trans.rs).
     pub(crate) ags: Vec<PerAg>,
     /// Free blocks: in the free-space trees plus on the AGFLs.
@@ -62,7 +62,7 @@ impl Mp {
     pub fn new(dev: Arc<Device>, sb: Superblock, read_only: bool) -> Mp {
         Mp {
             dev,
-            log: Mutex::new(crate::trans::LogState::default()),
+            log: Mutex::new(crate::log::trans::LogState::default()),
             ags: (0..sb.ag_count).map(|_| PerAg::default()).collect(),
             sb,
             free_blocks: AtomicI64::new(0),

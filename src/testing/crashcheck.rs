@@ -26,10 +26,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crate::check;
-use crate::crashsim::{self, Limits, Rng};
-use crate::device::{Device, Persistence};
+use crate::testing::crashsim::{self, Limits, Rng};
+use crate::pmem::device::{Device, Persistence};
 use crate::error::{FsError, Result};
-use crate::errtag::ErrorTag;
+use crate::pmem::errtag::ErrorTag;
 use crate::format::BLOCK_SIZE;
 use crate::fs::{AtimeMode, Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use crate::mkfs::{self, MkfsOptions};

@@ -50,12 +50,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{MutexGuard, TryLockError};
 
 use crate::btree::{BlockIo, Tree};
-use crate::device::Persistence;
+use crate::pmem::device::Persistence;
 use crate::error::{FsError, Result, err};
-use crate::errtag::ErrorTag;
+use crate::pmem::errtag::ErrorTag;
 use crate::format::*;
 use crate::mem::{NofsGuard, nofs_scope};
-use crate::mp::Mp;
+use crate::log::mp::Mp;
 
 #[derive(Debug, Default)]
 pub struct LogState {
@@ -244,9 +244,9 @@ impl Mp {
         extents.sort_unstable();
         let mut tx = self.new_trans(0, nofs_scope());
         for &(blk, len) in &extents {
-            crate::alloc::check_free_range(self, blk, len)?;
+            crate::space::alloc::check_free_range(self, blk, len)?;
             tx.lock_ag(self.ag_of(blk))?;
-            crate::alloc::free_extent_now(&mut tx, blk, len)?;
+            crate::space::alloc::free_extent_now(&mut tx, blk, len)?;
         }
         tx.pending_done = extents;
         tx.commit()
@@ -284,7 +284,7 @@ impl<'a> Trans<'a> {
             // holds while it waits for this one, and fail half way with ENOSPC. So on a
             // nearly full AG the transaction takes every AG, in order, holding none yet:
             // transactions serialise only when space is short.
-            let need = self.blocks_left() + 2 * crate::alloc::AGFL_MIN as u64;
+            let need = self.blocks_left() + 2 * crate::space::alloc::AGFL_MIN as u64;
             if self.mp.ags[agno as usize].free_blocks.load(Relaxed) < need {
                 drop(guard);
                 if !may_wait {
@@ -512,9 +512,9 @@ impl<'a> Trans<'a> {
                 let agno = self.mp.ag_of(blk);
                 let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
                 if !forced && self.lock_ag_in_order(agno) {
-                    crate::alloc::free_extent_now(self, blk, len)?;
+                    crate::space::alloc::free_extent_now(self, blk, len)?;
                 } else {
-                    crate::alloc::check_free_range(self.mp, blk, len)?;
+                    crate::space::alloc::check_free_range(self.mp, blk, len)?;
                     self.pending_new.push((blk, len));
                     self.mp.pending_frees.fetch_add(1, Relaxed);
                 }
@@ -762,11 +762,11 @@ impl BlockIo for Trans<'_> {
     }
 
     fn alloc_node(&mut self, tree: &Tree) -> Result<u64> {
-        crate::alloc::alloc_node(self, tree)
+        crate::space::alloc::alloc_node(self, tree)
     }
 
     fn free_node(&mut self, tree: &Tree, blk: u64) -> Result<()> {
-        crate::alloc::free_node(self, tree, blk)
+        crate::space::alloc::free_node(self, tree, blk)
     }
 }
 
