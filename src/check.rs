@@ -10,16 +10,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::space::alloc;
-use crate::inode::bmap;
 use crate::btree::{self, BlockIo, Root, Tree};
-use crate::pmem::device::Device;
 use crate::dir;
 use crate::error::{FsError, Result};
-use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::space::ialloc;
+use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::inode::{DiskInode, InodeData, kind_of_ftype};
+use crate::pmem::device::Device;
+use crate::space::alloc;
+use crate::space::ialloc;
 use crate::xattr;
 
 #[derive(Debug, Default)]
@@ -275,7 +275,7 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for (&ino, seen) in &inodes {
         if !seen.di.is_dir() {
-            if seen.di.kind() == crate::fs::FileKind::Symlink && seen.di.format != FMT_LOCAL {
+            if seen.di.kind() == crate::inode::FileKind::Symlink && seen.di.format != FMT_LOCAL {
                 let ok = seen.map.len() == 1 && seen.map.find(0).is_some_and(|e| !e.unwritten);
                 if !ok || seen.di.size as usize > SYMLINK_LEN_MAX || seen.di.size == 0 {
                     p.push(format!(

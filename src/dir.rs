@@ -16,12 +16,12 @@
 //! cookies survive the move to block form. A directory moves to block form when an entry
 //! does not fit the inode, and back to short form when its entries fit the inode again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result};
 use crate::format::*;
-use crate::inode::InodeData;
+use crate::inode::{FreeIndex, InodeData};
 use crate::log::trans::Trans;
 
 pub static DIRHASH: TreeOps = TreeOps {
@@ -63,32 +63,6 @@ pub struct Found {
     pub ino: u64,
     pub ftype: u8,
     pub dataptr: u64,
-}
-
-#[derive(Debug, Default)]
-pub struct FreeIndex {
-    by_block: BTreeMap<u64, u16>,
-    by_size: BTreeSet<(u16, u64)>,
-}
-
-impl FreeIndex {
-    fn set(&mut self, dblock: u64, best: u16) {
-        if let Some(old) = self.by_block.insert(dblock, best) {
-            self.by_size.remove(&(old, dblock));
-        }
-        self.by_size.insert((best, dblock));
-    }
-    fn remove(&mut self, dblock: u64) {
-        if let Some(old) = self.by_block.remove(&dblock) {
-            self.by_size.remove(&(old, dblock));
-        }
-    }
-    fn find(&self, need: usize) -> Option<u64> {
-        self.by_size
-            .range((need as u16, 0)..)
-            .next()
-            .map(|&(_, b)| b)
-    }
 }
 
 /// One entry as found in a data block.

@@ -10,14 +10,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::space::alloc::{self, AGFL_MIN};
 use crate::btree::{self, BlockIo, Root, Tree};
-use crate::pmem::device::Device;
 use crate::error::{FsError, Result};
-use crate::inode::extent_map::ExtentMap;
 use crate::format::*;
+use crate::inode::extent_map::ExtentMap;
 use crate::inode::{DiskInode, Inode};
 use crate::log::mp::Mp;
+use crate::pmem::device::Device;
+use crate::space::alloc::{self, AGFL_MIN};
 
 #[derive(Debug, Clone, Default)]
 pub struct MkfsOptions {
@@ -173,7 +173,7 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
     dev.zero(log_off, log_blocks * BLOCK_SIZE as u64);
     dev.persist_all();
 
-    let mp = Mp::new(dev.clone(), sb.clone(), false);
+    let mp = Mp::new(dev.clone(), sb.clone(), false, &crate::space::SPACE);
     let mut free = 0i64;
     for agno in 0..ag_count as u32 {
         free += (mp.ag_len(agno) - ag_meta - if agno == 0 { log_blocks } else { 0 }) as i64

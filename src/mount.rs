@@ -8,8 +8,8 @@ use std::path::Path;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::pmem::device::Device;
 use crate::fs::{AtimeMode, DaxMode, Fs, FsOptions};
+use crate::pmem::device::Device;
 
 /// Mount options, parsed from `-o a,b=c,...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

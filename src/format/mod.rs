@@ -542,6 +542,8 @@ pub const DIFLAG_KNOWN: u64 = DIFLAG_DAX;
 
 // Inline extent (24 bytes): fileoff u64 | startblock u64 | len u32 | flags u32
 pub const EXT_UNWRITTEN: u32 = 1;
+/// Longest extent, in blocks (in core and on media; check rejects longer ones).
+pub const EXTENT_LEN_MAX: u64 = 1 << 21;
 
 // ---------------------------------------------------------------------------------------
 // Directory data block: header, then 8-aligned entries back to back to the block's end.

@@ -10,38 +10,23 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::inode::bmap;
 use crate::btree::BlockIo;
-use crate::pmem::device::{Device, Persistence};
 use crate::dir;
 use crate::error::{FsError, Result, err};
-use crate::pmem::errtag::ErrorTag;
-use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::space::ialloc;
+use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::inode::{self, DiskInode, IlockExcl, Inode, InodeData};
 use crate::log::mp::Mp;
 use crate::log::trans::{self, DevReader, Trans};
+use crate::pmem::device::{Device, Persistence};
+use crate::pmem::errtag::ErrorTag;
+use crate::space::ialloc;
 use crate::xattr;
 
 pub type Ino = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Timespec {
-    pub sec: i64,
-    pub nsec: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Dir,
-    Symlink,
-    Fifo,
-    CharDev,
-    BlockDev,
-    Socket,
-}
+pub use crate::inode::{FileKind, Timespec};
 
 /// What `stat` shows.
 #[derive(Debug, Clone, Copy)]
@@ -273,7 +258,7 @@ impl Fs {
                 "superblock has no root directory (unfinished mkfs?)".into(),
             ));
         }
-        let mp = Mp::new(dev, sb, read_only);
+        let mp = Mp::new(dev, sb, read_only, &crate::space::SPACE);
         if read_only {
             let dev = &mp.dev;
             let log_off = mp.sb.log_start * BS;

@@ -13,8 +13,8 @@
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result, err};
-use crate::inode::extent_map::{Change, Extent, ExtentMap};
 use crate::format::*;
+use crate::inode::extent_map::{Change, Extent, ExtentMap};
 use crate::inode::{DiskInode, InodeData};
 use crate::log::mp::Mp;
 use crate::log::trans::Trans;
@@ -192,7 +192,8 @@ pub fn alloc_holes(
             Some(prev) => prev.startblock + prev.len,
             None => tx.mp.ino_block(d.di.ino),
         };
-        let Some((blk, got)) = crate::space::alloc::alloc_extent(tx, hint, hole_end - pos, 1)? else {
+        let Some((blk, got)) = crate::space::alloc::alloc_extent(tx, hint, hole_end - pos, 1)?
+        else {
             return err(libc::ENOSPC);
         };
         fill(tx.mp, blk, pos, got);

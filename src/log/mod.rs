@@ -12,5 +12,6 @@
 //! through the `SpaceOps` table the mount is given (XFS's deferred-op types), and the
 //! lock-order counter the inode locks bump lives here (`lockorder`).
 
+pub mod lockorder;
 pub mod mp;
 pub mod trans;

@@ -50,12 +50,27 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{MutexGuard, TryLockError};
 
 use crate::btree::{BlockIo, Tree};
-use crate::pmem::device::Persistence;
 use crate::error::{FsError, Result, err};
-use crate::pmem::errtag::ErrorTag;
 use crate::format::*;
-use crate::mem::{NofsGuard, nofs_scope};
 use crate::log::mp::Mp;
+use crate::mem::{NofsGuard, nofs_scope};
+use crate::pmem::device::Persistence;
+use crate::pmem::errtag::ErrorTag;
+
+/// What the log needs from the space layer above it, which implements it
+/// (`space::SPACE`) and is handed to `Mp::new`: deferred frees at commit and recovery
+/// (XFS's deferred-op types), and blocks for B+tree nodes (XFS's btree alloc_block ops).
+/// A table rather than a call, so that this layer never names the one above.
+pub trait SpaceOps: Sync {
+    /// Put [fsblock, fsblock+len) into its AG's free-space trees (the AG is locked).
+    fn free_extent_now(&self, tx: &mut Trans<'_>, fsblock: u64, len: u64) -> Result<()>;
+    /// Is [fsblock, fsblock+len) a range this filesystem may free?
+    fn check_free_range(&self, mp: &Mp, fsblock: u64, len: u64) -> Result<()>;
+    /// A block for a new node of `tree`.
+    fn alloc_node(&self, tx: &mut Trans<'_>, tree: &Tree) -> Result<u64>;
+    /// Give back a node of `tree`.
+    fn free_node(&self, tx: &mut Trans<'_>, tree: &Tree, blk: u64) -> Result<()>;
+}
 
 #[derive(Debug, Default)]
 pub struct LogState {
@@ -199,7 +214,7 @@ impl Mp {
 
     fn trans_inner(&self, resblks: u64, use_set_aside: bool) -> Result<Trans<'_>> {
         self.check_writable()?;
-        crate::inode::assert_no_ilock("a transaction");
+        crate::log::lockorder::assert_no_ilock("a transaction");
         // Entering a transaction enters the NOFS scope: reclaim from here must not recurse
         // into the filesystem (DESIGN.md section 5).
         let nofs = nofs_scope();
@@ -244,9 +259,9 @@ impl Mp {
         extents.sort_unstable();
         let mut tx = self.new_trans(0, nofs_scope());
         for &(blk, len) in &extents {
-            crate::space::alloc::check_free_range(self, blk, len)?;
+            self.space.check_free_range(self, blk, len)?;
             tx.lock_ag(self.ag_of(blk))?;
-            crate::space::alloc::free_extent_now(&mut tx, blk, len)?;
+            self.space.free_extent_now(&mut tx, blk, len)?;
         }
         tx.pending_done = extents;
         tx.commit()
@@ -284,7 +299,7 @@ impl<'a> Trans<'a> {
             // holds while it waits for this one, and fail half way with ENOSPC. So on a
             // nearly full AG the transaction takes every AG, in order, holding none yet:
             // transactions serialise only when space is short.
-            let need = self.blocks_left() + 2 * crate::space::alloc::AGFL_MIN as u64;
+            let need = self.blocks_left() + 2 * crate::log::mp::AGFL_MIN as u64;
             if self.mp.ags[agno as usize].free_blocks.load(Relaxed) < need {
                 drop(guard);
                 if !may_wait {
@@ -512,9 +527,9 @@ impl<'a> Trans<'a> {
                 let agno = self.mp.ag_of(blk);
                 let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
                 if !forced && self.lock_ag_in_order(agno) {
-                    crate::space::alloc::free_extent_now(self, blk, len)?;
+                    self.mp.space.free_extent_now(self, blk, len)?;
                 } else {
-                    crate::space::alloc::check_free_range(self.mp, blk, len)?;
+                    self.mp.space.check_free_range(self.mp, blk, len)?;
                     self.pending_new.push((blk, len));
                     self.mp.pending_frees.fetch_add(1, Relaxed);
                 }
@@ -762,11 +777,11 @@ impl BlockIo for Trans<'_> {
     }
 
     fn alloc_node(&mut self, tree: &Tree) -> Result<u64> {
-        crate::space::alloc::alloc_node(self, tree)
+        self.mp.space.alloc_node(self, tree)
     }
 
     fn free_node(&mut self, tree: &Tree, blk: u64) -> Result<()> {
-        crate::space::alloc::free_node(self, tree, blk)
+        self.mp.space.free_node(self, tree, blk)
     }
 }
 

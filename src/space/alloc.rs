@@ -36,9 +36,8 @@ pub static CNTBT: TreeOps = TreeOps {
     max_recs: None,
 };
 
-/// Keep at least this many blocks on each AGFL before an operation: one allocation or free
-/// changes at most 3 records per tree, each splitting at most BTREE_LEVELS_MAX nodes.
-pub const AGFL_MIN: u32 = 2 * 3 * 4;
+/// Kept here for its users; defined beside the set-aside it is part of (log/mp.rs).
+pub use crate::log::mp::AGFL_MIN;
 /// Give blocks back to the trees above this many.
 pub const AGFL_MAX: u32 = 64;
 
@@ -286,9 +285,7 @@ pub fn alloc_extent(
     }
     // Stay inside the reservation; `minlen` is always attempted, since failing half way
     // through a transaction would shut the filesystem down (the set-aside covers it).
-    let want = want
-        .min(tx.blocks_left().max(minlen))
-        .min(crate::inode::extent_map::EXTENT_LEN_MAX);
+    let want = want.min(tx.blocks_left().max(minlen)).min(EXTENT_LEN_MAX);
     let ag_count = tx.mp.sb.ag_count;
     let hint = if hint < tx.mp.sb.total_blocks {
         hint

@@ -131,7 +131,8 @@ pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
 fn alloc_chunk(tx: &mut Trans, hint_ag: u32) -> Result<Option<u64>> {
     let ag_count = tx.mp.sb.ag_count;
     let hint = tx.mp.fsblock(hint_ag % ag_count, AG_FIRST_FREE);
-    let Some((blk, _)) = crate::space::alloc::alloc_extent(tx, hint, CHUNK_BLOCKS, CHUNK_BLOCKS)? else {
+    let Some((blk, _)) = crate::space::alloc::alloc_extent(tx, hint, CHUNK_BLOCKS, CHUNK_BLOCKS)?
+    else {
         return Ok(None);
     };
     // Free slots are all-zero. The chunk is not referenced until this transaction commits,

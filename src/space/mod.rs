@@ -10,3 +10,28 @@
 
 pub mod alloc;
 pub mod ialloc;
+
+use crate::btree::Tree;
+use crate::error::Result;
+use crate::log::mp::Mp;
+use crate::log::trans::{SpaceOps, Trans};
+
+/// This layer's side of the log's `SpaceOps`: give it to `Mp::new`.
+pub static SPACE: Space = Space;
+
+pub struct Space;
+
+impl SpaceOps for Space {
+    fn free_extent_now(&self, tx: &mut Trans<'_>, fsblock: u64, len: u64) -> Result<()> {
+        alloc::free_extent_now(tx, fsblock, len)
+    }
+    fn check_free_range(&self, mp: &Mp, fsblock: u64, len: u64) -> Result<()> {
+        alloc::check_free_range(mp, fsblock, len)
+    }
+    fn alloc_node(&self, tx: &mut Trans<'_>, tree: &Tree) -> Result<u64> {
+        alloc::alloc_node(tx, tree)
+    }
+    fn free_node(&self, tx: &mut Trans<'_>, tree: &Tree, blk: u64) -> Result<()> {
+        alloc::free_node(tx, tree, blk)
+    }
+}

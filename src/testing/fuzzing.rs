@@ -34,16 +34,16 @@ use std::sync::{Arc, OnceLock};
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::check;
-use crate::pmem::device::Device;
 use crate::error::{FsError, Result};
-use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::format::*;
 use crate::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
-use crate::inode::{DiskInode, InodeData};
-use crate::mkfs::{self, MkfsOptions};
-use crate::log::mp::Mp;
 use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
+use crate::inode::{DiskInode, InodeData};
+use crate::log::mp::Mp;
 use crate::log::trans;
+use crate::mkfs::{self, MkfsOptions};
+use crate::pmem::device::Device;
 use crate::space::ialloc;
 use crate::{dir, xattr};
 
@@ -237,7 +237,7 @@ fn geometry_mp() -> &'static Mp {
     MP.get_or_init(|| {
         let p = pristine();
         let dev = Arc::new(Device::memfd(BS * 64).expect("memfd"));
-        Mp::new(dev, p.sb.clone(), true)
+        Mp::new(dev, p.sb.clone(), true, &crate::space::SPACE)
     })
 }
 
