@@ -284,7 +284,7 @@ fn sf_to_block(tx: &mut Trans, d: &mut InodeData, ents: &[SfEntry]) -> Result<()
     d.di.local.clear();
     d.di.size = 0;
     d.dir_free = Some(FreeIndex::default());
-    crate::inode::bmap::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
+    crate::dax::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
     let blk = d.map.find(0).expect("just mapped").startblock;
     let mut b = new_block();
     init_header(&mut b[..], DIRDATA_MAGIC, blk, dir, &tx.mp.sb.uuid);
@@ -474,7 +474,7 @@ pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) 
 
 fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
     let dblock = d.map.next_hole(0);
-    crate::inode::bmap::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
+    crate::dax::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
     let e = d.map.find(dblock).expect("just mapped");
     let blk = e.startblock + (dblock - e.fileoff);
     let mut b = new_block();

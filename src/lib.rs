@@ -12,6 +12,7 @@ pub mod btree; // the one generic B+tree
 pub mod log; // the mount context, transactions, commit, log recovery
 pub mod space; // free space and inode allocation per AG
 pub mod inode; // in-core inodes, their locks and lock order, extent map and data fork
+pub mod dax; // the fault path: file ranges to device blocks; layout leases next
 pub mod dir; // directories: short form, data blocks, hash index
 pub mod xattr; // extended attributes
 pub mod fs; // the POSIX operations over the core, one file per family

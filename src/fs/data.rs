@@ -52,7 +52,7 @@ impl Fs {
         if let Some(e) = d.map.find(size / BS)
             && !e.unwritten
         {
-            let at = bmap::dev_off(&e, size / BS) + within;
+            let at = dax::dev_off(&e, size / BS) + within;
             self.mp.dev.zero(at, BS - within);
             // Ordered before the commit of the new size: were the zeros lost in a crash
             // while a later extension of the file survived, the old bytes would show.
@@ -131,7 +131,7 @@ impl Fs {
             && pieces[0].fileoff == fb
             && pieces[0].len == lb - fb + 1
         {
-            let at = bmap::dev_off(&pieces[0], fb) + off % BS;
+            let at = dax::dev_off(&pieces[0], fb) + off % BS;
             // SAFETY: the invalidate lock (shared) keeps these blocks mapped to this file
             // and the ILOCK (shared) keeps writers of this inode's metadata out while the
             // slice lives; it is handed to the reply and dropped before the locks.
@@ -142,7 +142,7 @@ impl Fs {
                 let start = (p.fileoff * BS).max(off);
                 let end = (p.end() * BS).min(off + len);
                 self.mp.dev.read(
-                    bmap::dev_off(p, start / BS) + start % BS,
+                    dax::dev_off(p, start / BS) + start % BS,
                     &mut buf[(start - off) as usize..(end - off) as usize],
                 );
             }
@@ -250,9 +250,9 @@ impl Fs {
             // its data holding only the inode's IOLOCK: no AG lock (every allocation in
             // that AG) is held while megabytes are copied and written back.
             // A crash in between leaves unwritten blocks, which read as zeros.
-            let mut tx = self.mp.trans(bmap::write_resblks(nblocks))?;
+            let mut tx = self.mp.trans(dax::write_resblks(nblocks))?;
             let mut d = inode.ilock_excl();
-            bmap::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+            dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
             bmap::sync_inode(&mut tx, &mut d)?;
             tx.commit()?;
             drop(d);
@@ -260,21 +260,21 @@ impl Fs {
         let resblks = if nblocks >= SPLIT_WRITE_BLOCKS {
             2 * BTREE_LEVELS_MAX as u64 // converting extents only
         } else {
-            bmap::write_resblks(nblocks)
+            dax::write_resblks(nblocks)
         };
         let mut tx = self.mp.trans(resblks)?;
         let mut d = inode.ilock_excl();
         // New blocks arrive unwritten, so every block the write touches is either written
         // (copy) or unwritten (zero what the write leaves, copy, then mark written): no
         // stale bytes can show, and no block is visible before this commit.
-        bmap::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+        dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
         let pieces = d.map.range(fb, nblocks);
         for p in pieces.iter().filter(|p| p.unwritten) {
             for b in [p.fileoff, p.end() - 1] {
                 let covered = b * BS >= off && (b + 1) * BS <= end;
                 if !covered {
-                    self.mp.dev.zero(bmap::dev_off(p, b), BS);
-                    self.mp.dev.flush(bmap::dev_off(p, b), BS);
+                    self.mp.dev.zero(dax::dev_off(p, b), BS);
+                    self.mp.dev.flush(dax::dev_off(p, b), BS);
                 }
             }
         }
@@ -301,7 +301,7 @@ impl Fs {
             if start >= stop {
                 continue;
             }
-            let at = bmap::dev_off(p, start / BS) + start % BS;
+            let at = dax::dev_off(p, start / BS) + start % BS;
             self.mp
                 .dev
                 .write(at, &data[(start - off) as usize..(stop - off) as usize]);

@@ -46,9 +46,9 @@ impl Fs {
         let mut pos = fb;
         while pos < lb {
             let chunk = (lb - pos).min(ALLOC_CHUNK_BLOCKS);
-            let mut tx = self.mp.trans(bmap::write_resblks(chunk))?;
+            let mut tx = self.mp.trans(dax::write_resblks(chunk))?;
             let mut d = inode.ilock_excl();
-            bmap::alloc_holes(&mut tx, &mut d, pos, chunk, true, &mut |_, _, _, _| {})?;
+            dax::alloc_holes(&mut tx, &mut d, pos, chunk, true, &mut |_, _, _, _| {})?;
             pos += chunk;
             let now = inode::now();
             if pos >= lb
@@ -85,7 +85,7 @@ impl Fs {
             if let Some(x) = d.map.find(s / BS)
                 && !x.unwritten
             {
-                let at = bmap::dev_off(&x, s / BS) + s % BS;
+                let at = dax::dev_off(&x, s / BS) + s % BS;
                 self.mp.dev.zero(at, e - s);
                 // Ordered before the commit that follows (as in `zero_tail`).
                 self.mp.dev.flush(at, e - s);

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::btree::BlockIo;
+use crate::dax;
 use crate::dir;
 use crate::error::{FsError, Result, err};
 use crate::format::*;

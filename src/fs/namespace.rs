@@ -167,7 +167,7 @@ impl Fs {
                     nd.di.format = FMT_LOCAL;
                     nd.di.local = t.to_vec();
                 } else {
-                    bmap::alloc_holes(&mut tx, &mut nd, 0, 1, false, &mut |mp, blk, _, _| {
+                    dax::alloc_holes(&mut tx, &mut nd, 0, 1, false, &mut |mp, blk, _, _| {
                         let mut b = [0u8; BLOCK_SIZE];
                         b[..t.len()].copy_from_slice(t);
                         mp.dev.write(blk * BS, &b);
@@ -244,7 +244,7 @@ impl Fs {
             )));
         };
         let mut buf = vec![0u8; len];
-        self.mp.dev.read(bmap::dev_off(&e, 0), &mut buf);
+        self.mp.dev.read(dax::dev_off(&e, 0), &mut buf);
         Ok(buf)
     }
 
