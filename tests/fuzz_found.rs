@@ -13,7 +13,7 @@ use daxfs::testing::fuzzing;
 /// Found by the `agi` target: an AGI whose free-inode count exceeded its inode count
 /// mounted (Fs::load_counters did not check what ialloc::read_agi checks), then statfs
 /// computed `inodes_count - inodes_free` and underflowed: a panic with overflow checks, a
-/// nonsense inode count without. Fixed in fs.rs: load_counters checks `free <= count <=
+/// nonsense inode count without. Fixed in fs/mod.rs: load_counters checks `free <= count <=
 /// ag_len * INODES_PER_BLOCK`, statfs saturates. Now the mount is refused.
 #[test]
 fn statfs_with_more_free_inodes_than_inodes() {

@@ -153,7 +153,7 @@ pub struct FsOptions {
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
-/// metadata transactions are serialised by the log (see trans.rs and inode.rs).
+/// metadata transactions are serialised by the log (see log/trans.rs and inode/mod.rs).
 pub struct Fs {
     mp: Mp,
     icache: Mutex<HashMap<Ino, Arc<Inode>>>,

@@ -26,7 +26,7 @@
 //! any ILOCK, as XFS allocates its transaction before xfs_ilock. Beginning one takes no
 //! lock. An AG's lock is taken at the first touch of its allocation structures and held
 //! to the end; the log lock only around writing and applying the record. Order:
-//! ILOCK -> AG locks, ascending -> log lock (see inode.rs).
+//! ILOCK -> AG locks, ascending -> log lock (see inode/mod.rs).
 //!
 //! AG locks (XFS's AGI/AGF buffer locks and its ascending-AG rule). A transaction blocks
 //! on an AG lock only when the AG is above every AG it holds; a lower one it may only
@@ -37,7 +37,7 @@
 //!   held; an AG that turns out unusable and that the transaction has not changed is let
 //!   go again at once (`release_ag_if_clean`).
 //! - Structures that must be changed in one given AG (an inode's AGI entry) are locked
-//!   first in their transaction (fs.rs locks a victim's AG before anything else).
+//!   first in their transaction (fs/ locks a victim's AG before anything else).
 //! - Frees run at commit in ascending AG order. A free into an AG below one already held
 //!   whose lock is taken by someone else is not waited for: the record logs it as a
 //!   *pending free* (XFS's EFI), and right after the commit, holding no AG lock, a second
