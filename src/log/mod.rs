@@ -3,7 +3,7 @@
 //! Owns `Mp` (XFS's xfs_mount: device, geometry, counters, per-AG state and the log
 //! state) and `Trans`: block reservation, private copies of metadata blocks, the AG lock
 //! order, the commit record and its ordering, checkpoints, busy blocks, and replay at
-//! mount. `Mp` is here and not lower because it holds the log state and begins
+//! mount (`recovery.rs`). `Mp` is here and not lower because it holds the log state and begins
 //! transactions (`Mp::trans`): the two are one unit, as in XFS, where every transaction
 //! carries its mount.
 //!
@@ -14,4 +14,5 @@
 
 pub mod lockorder;
 pub mod mp;
+pub mod recovery;
 pub mod trans;
