@@ -2,10 +2,10 @@
 //!
 //! Owns `Mp` (XFS's xfs_mount: device, geometry, counters, per-AG state and the log
 //! state) and `Trans`: block reservation, private copies of metadata blocks, the AG lock
-//! order, the commit record and its ordering, checkpoints, busy blocks, and replay at
-//! mount (`recovery.rs`). `Mp` is here and not lower because it holds the log state and begins
-//! transactions (`Mp::trans`): the two are one unit, as in XFS, where every transaction
-//! carries its mount.
+//! order, the commit record and its ordering, checkpoints, busy blocks (`trans.rs`), and
+//! replay at mount (`recovery.rs`). `Mp` is here and not lower because it holds the log
+//! state and begins transactions (`Mp::trans`): the two are one unit, as in XFS, where
+//! every transaction carries its mount.
 //!
 //! May call: `error`, `pmem`, `mem`, `format`, `btree`. It knows nothing of free-space
 //! trees or inodes: deferred frees and B+tree node allocation are done by the space layer
