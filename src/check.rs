@@ -450,6 +450,7 @@ fn wrap(di: &DiskInode, map: &ExtentMap) -> InodeData {
         dir_free: None,
         times_dirty: false,
         freed: false,
+        charge: Default::default(),
     }
 }
 

@@ -378,6 +378,11 @@ fn build_free_index(tx: &mut Trans, d: &mut InodeData) -> Result<()> {
     if d.dir_free.is_some() {
         return Ok(());
     }
+    // The index is an allocation made with this directory's ILOCK held (the pattern of
+    // reference/000): reclaim for it, in the directory's mapping mask and the thread's
+    // scope (NOFS here: we are in a transaction), touches only unreferenced inodes.
+    let bytes = d.map.mapped_blocks() * crate::inode::FREE_INDEX_BLOCK_BYTES;
+    tx.mp.mem.allocating(bytes, crate::mem::AllocContext::Full);
     let mut idx = FreeIndex::default();
     let blocks: Vec<(u64, u64)> = d
         .map

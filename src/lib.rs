@@ -5,9 +5,9 @@
 //! folder's `mod.rs` says what it owns and what it may call.
 
 pub mod error; // error values and errnos, used by every layer
+pub mod mem; // allocation contexts (scopes), memory budget, reclaimer, reclaim lock checker
 pub mod format; // every on-media byte, one file per structure (pure: no I/O)
 pub mod pmem; // the mapped device: store, flush, fence; tracing backend; error tags
-pub mod mem; // allocation contexts (NOFS scopes); the memory budget next
 pub mod btree; // the one generic B+tree
 pub mod log; // the mount context, transactions, commit, log recovery
 pub mod space; // free space and inode allocation per AG

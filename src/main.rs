@@ -26,6 +26,11 @@ Options (-o, comma separated):
                               access-time updates (default relatime; kept in memory and
                               written with the next change, fsync, sync or unmount)
   dax=inode|always|never      per-file DAX flag (default inode), all files, or none
+  mem=SIZE                    memory budget of the in-core caches (inodes, extent maps,
+                              directory indexes), e.g. mem=64M; default 1/64 of the
+                              device, at least 32M, at most 1/8 of the machine's memory.
+                              Past it the daemon reclaims unreferenced inodes; what the
+                              kernel still holds stays, and `daxfs stat` says so
   fsname=NAME                 mount source shown by findmnt/df (default SOURCE)
   subtype=NAME                type shown as fuse.NAME (default daxfs)
   allow_other | allow_root    who may use the mount (root mounts: allow_other)

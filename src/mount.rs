@@ -28,6 +28,9 @@ pub struct MountOpts {
     pub sync: bool,
     pub dirsync: bool,
     pub remount: bool,
+    /// `mem=SIZE`: the memory budget of the in-core caches (None: the default, see
+    /// `default_mem_budget`).
+    pub mem: Option<u64>,
     /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
     pub kernel_remount: Vec<String>,
 }
@@ -58,6 +61,29 @@ const IGNORED: &[&str] = &[
     "nomand",
     "nostrictatime",
 ];
+
+/// The smallest `mem=` accepted: below this the budget is always exceeded by the root
+/// directory and the tables alone.
+pub const MEM_BUDGET_MIN: u64 = 1 << 20;
+
+/// The default memory budget when `mem=` is not given: 1/64 of the device (room for the
+/// in-core inodes of about an eighth of a device full of 4 KiB files, at ~500 bytes each),
+/// at least 32 MiB, and at most 1/8 of the machine's memory (but never under 32 MiB).
+pub fn default_mem_budget(device_bytes: u64, machine_bytes: u64) -> u64 {
+    let floor = 32u64 << 20;
+    (device_bytes / 64).clamp(floor, (machine_bytes / 8).max(floor))
+}
+
+/// The machine's physical memory in bytes (0 if unknown).
+pub fn machine_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages <= 0 || size <= 0 {
+        0
+    } else {
+        pages as u64 * size as u64
+    }
+}
 
 pub fn parse_options(s: &str) -> Result<MountOpts, String> {
     let mut o = MountOpts::default();
@@ -91,6 +117,15 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
             ("sync", None) => o.sync = true,
             ("dirsync", None) => o.dirsync = true,
             ("remount", None) => o.remount = true,
+            ("mem", Some(v)) => match crate::pmem::device::parse_size(v) {
+                Some(n) if n >= MEM_BUDGET_MIN => o.mem = Some(n),
+                _ => {
+                    return Err(format!(
+                        "mem={v}: expected a size of at least {}K (e.g. mem=64M)",
+                        MEM_BUDGET_MIN >> 10
+                    ));
+                }
+            },
             (k, _) if k.starts_with("x-") => {}
             (k, Some(_))
                 if [
@@ -139,6 +174,7 @@ impl MountOpts {
             read_only: self.read_only,
             atime: self.atime,
             dax: self.dax,
+            mem_limit: self.mem,
         }
     }
 
@@ -253,7 +289,12 @@ pub fn serve(
     if memfd && let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
         return fail(ready, format!("{source}: {e}"));
     }
-    let fs = match Fs::mount(dev.clone(), &opts.fs_options()) {
+    let mut fs_opts = opts.fs_options();
+    let budget = fs_opts
+        .mem_limit
+        .unwrap_or_else(|| default_mem_budget(dev.len(), machine_memory()));
+    fs_opts.mem_limit = Some(budget);
+    let fs = match Fs::mount(dev.clone(), &fs_opts) {
         Ok(fs) => fs,
         Err(e) => return fail(ready, format!("{source}: cannot mount: {e}")),
     };

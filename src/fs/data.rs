@@ -245,6 +245,13 @@ impl Fs {
         }
         let (fb, lb) = (off / BS, (end - 1) / BS);
         let nblocks = lb - fb + 1;
+        // Allocating grows the extent map (a record or two per hole filled): past the
+        // budget, reclaim first, in the mapping's own mask (set at setup) and this thread's
+        // scope, whichever is stricter (reference/004).
+        self.mp.mem.allocating(
+            2 * crate::inode::extent_map::RECORD_BYTES,
+            inode.mapping_mask,
+        );
         if nblocks >= SPLIT_WRITE_BLOCKS {
             // A large write allocates in a transaction of its own, then copies and flushes
             // its data holding only the inode's IOLOCK: no AG lock (every allocation in

@@ -7,7 +7,11 @@
 //! undone in memory and shuts the filesystem down (log/trans.rs).
 //!
 //! Here: the `Fs` struct, its types, mount and unmount, and the inode cache (iget, eviction,
-//! inactivation of unlinked inodes). The operations are one file per family, each another
+//! inactivation of unlinked inodes, its shrinker). The cache is charged to the mount's
+//! memory budget (mem/): each in-core inode owns its charge; an `iget` that misses past the
+//! budget runs direct reclaim first; the shrinker evicts unreferenced inodes from a list of
+//! candidates (an inode goes on it when it is loaded and at its last put) by trylock only,
+//! and writes back deferred timestamps only in Full context (the background reclaimer). The operations are one file per family, each another
 //! `impl Fs`: `namespace` (names: lookup to rename, readdir), `data` (read, write, truncate,
 //! fsync), `attr` (setattr, xattrs, the DAX flag), `falloc` (fallocate, lseek).
 //!
@@ -18,9 +22,9 @@ mod data;
 mod falloc;
 mod namespace;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::btree::BlockIo;
 use crate::dax;
@@ -32,6 +36,8 @@ use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::inode::{self, DiskInode, IlockExcl, Inode, InodeData};
 use crate::log::mp::Mp;
 use crate::log::trans::{self, DevReader, Trans};
+use crate::mem::lockcheck::{Class, HeldToken, How};
+use crate::mem::{AllocContext, Cache, Charge, ScanControl, ScanResult, Shrinker};
 use crate::pmem::device::{Device, Persistence};
 use crate::pmem::errtag::ErrorTag;
 use crate::space::ialloc;
@@ -150,6 +156,9 @@ pub struct FsOptions {
     pub read_only: bool,
     pub atime: AtimeMode,
     pub dax: DaxMode,
+    /// The memory budget in bytes for the in-core caches (`mem=SIZE`); None: unbounded
+    /// (the library's default; the daemon always sets one, see mount.rs).
+    pub mem_limit: Option<u64>,
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
@@ -157,6 +166,13 @@ pub struct FsOptions {
 pub struct Fs {
     mp: Mp,
     icache: Mutex<HashMap<Ino, Arc<Inode>>>,
+    /// Eviction candidates, oldest first: inode numbers put here when loaded and at their
+    /// last put. Stale or now-referenced entries are dropped by the shrinker. A leaf lock,
+    /// taken under `icache`.
+    lru: Mutex<VecDeque<Ino>>,
+    /// The hash table's own charge (its capacity). A leaf lock, taken under `icache`.
+    table_charge: Mutex<Charge>,
+    shrinker: Arc<IcacheShrinker>,
     opts: FsOptions,
     next_fh: AtomicU64,
     generation: AtomicU64,
@@ -292,14 +308,34 @@ impl Fs {
         } else if let Some(lsn) = trans::recover(&mp)? {
             log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
         }
-        let fs = Arc::new(Fs {
+        if let Some(limit) = opts.mem_limit {
+            mp.mem.budget.set_limit(limit);
+        }
+        let table_charge = Mutex::new(Charge::new(mp.mem.budget.clone()));
+        let fs = Arc::new_cyclic(|me: &Weak<Fs>| Fs {
             mp,
             icache: Mutex::new(HashMap::new()),
+            lru: Mutex::new(VecDeque::new()),
+            table_charge,
+            shrinker: Arc::new(IcacheShrinker { fs: me.clone() }),
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
             rename_lock: Mutex::new(()),
             generation: AtomicU64::new(inode::now().nsec as u64),
         });
+        fs.mp
+            .mem
+            .register(Arc::downgrade(&fs.shrinker) as Weak<dyn Shrinker>);
+        if fs.mp.mem.budget.is_limited() && !read_only {
+            let me = Arc::downgrade(&fs);
+            fs.mp.mem.start_background(Box::new(move || match me.upgrade() {
+                Some(fs) => {
+                    fs.icache_upkeep();
+                    true
+                }
+                None => false,
+            }));
+        }
         fs.load_counters()?;
         let root = fs.iget(fs.mp.sb.root_ino)?;
         if !root.ilock_shared().di.is_dir() {
@@ -377,7 +413,9 @@ impl Fs {
                 );
                 let inode = self.iget(ino)?;
                 self.inactivate(&inode)?;
-                self.icache.lock().unwrap().remove(&ino);
+                let mut cache = self.icache.lock().unwrap();
+                cache.remove(&ino);
+                self.recharge_table(&cache);
             }
         }
         Ok(())
@@ -404,8 +442,22 @@ impl Fs {
         if !self.mp.ino_valid(ino) {
             return err(libc::ESTALE);
         }
+        {
+            let cache = self.icache.lock().unwrap();
+            let _held = HeldToken::acquire(Class::Icache, How::Blocking);
+            if let Some(i) = cache.get(&ino) {
+                // In use again: no longer reclaim's (XFS recycles a reclaimable inode).
+                i.reclaimable.store(false, Ordering::Release);
+                return Ok(i.clone());
+            }
+        }
+        // A miss allocates an in-core inode: past the budget, reclaim first, in this
+        // thread's context (NOFS inside a transaction), before the cache lock is taken.
+        self.mp.mem.allocating(INODE_BYTES, AllocContext::Full);
         let mut cache = self.icache.lock().unwrap();
+        let _held = HeldToken::acquire(Class::Icache, How::Blocking);
         if let Some(i) = cache.get(&ino) {
+            i.reclaimable.store(false, Ordering::Release);
             return Ok(i.clone());
         }
         let mut slot = [0u8; INODE_SIZE];
@@ -418,9 +470,198 @@ impl Fs {
         }
         let (di, inline) = DiskInode::decode(&slot, ino, &self.mp.sb.uuid)?;
         let map = bmap::load_map(&mut DevReader { mp: &self.mp }, &self.mp, &di, inline)?;
-        let inode = Arc::new(Inode::new(di, map));
-        cache.insert(ino, inode.clone());
+        let mask = self.mapping_mask_for(&di, &map);
+        let inode = Arc::new(self.new_inode(di, map, mask));
+        self.cache_insert(&mut cache, inode.clone());
         Ok(inode)
+    }
+
+    /// An in-core inode charged to this mount's budget, with its mapping mask.
+    pub(super) fn new_inode(&self, di: DiskInode, map: ExtentMap, mask: AllocContext) -> Inode {
+        Inode::setup(di, map, Some(self.mp.mem.budget.clone()), mask)
+    }
+
+    /// Insert into the cache (its lock held): the table's charge follows its capacity, and
+    /// the inode is an eviction candidate until someone references it.
+    pub(super) fn cache_insert(&self, cache: &mut HashMap<Ino, Arc<Inode>>, inode: Arc<Inode>) {
+        let ino = inode.ino;
+        self.lru_add(&inode);
+        cache.insert(ino, inode);
+        self.recharge_table(cache);
+    }
+
+    fn recharge_table(&self, cache: &HashMap<Ino, Arc<Inode>>) {
+        let bytes = cache.capacity() as u64 * (std::mem::size_of::<(Ino, Arc<Inode>)>() as u64 + 1);
+        self.table_charge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(Cache::CacheTable, bytes);
+    }
+
+    fn lru_add(&self, inode: &Inode) {
+        if !inode.on_lru.swap(true, Ordering::AcqRel) {
+            self.lru
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(inode.ino);
+        }
+    }
+
+    /// The mapping mask of an inode being set up (reference/004: once, at setup). A regular
+    /// file whose first block holds a daxfs superblock is the image of another daxfs: the
+    /// daemon serving it runs its own reclaim, and an allocation made while faulting that
+    /// file must not recurse into reclaim that touches this device (NoIo). Detected by the
+    /// magic, so it takes effect from the next setup after mkfs (a remount or eviction).
+    fn mapping_mask_for(&self, di: &DiskInode, map: &ExtentMap) -> AllocContext {
+        if di.kind() != FileKind::File || di.size < BS {
+            return AllocContext::Full;
+        }
+        match map.find(0) {
+            Some(e) if !e.unwritten && e.fileoff == 0 && e.startblock < self.mp.sb.total_blocks => {
+                let mut m = [0u8; 4];
+                self.mp.dev.read(e.startblock * BS, &mut m);
+                if u32::from_le_bytes(m) == SB_MAGIC {
+                    AllocContext::NoIo
+                } else {
+                    AllocContext::Full
+                }
+            }
+            _ => AllocContext::Full,
+        }
+    }
+
+    /// Evict from the list of candidates: at most `sc.nr_to_scan` of them, unreferenced
+    /// ones only, every lock by trylock (a busy one is skipped and counted). Clean inodes
+    /// go in any context; dirty timestamps are written back only in Full context (never in
+    /// NOFS: that would be a transaction inside reclaim). Unlinked inodes are left to their
+    /// last put (`maybe_evict`), which frees them.
+    fn shrink_icache(&self, sc: &ScanControl) -> ScanResult {
+        let mut r = ScanResult::default();
+        let mut victims: Vec<Arc<Inode>> = Vec::new();
+        let mut dirty: Vec<Arc<Inode>> = Vec::new();
+        let full = sc.ctx == AllocContext::Full && self.mp.check_writable().is_ok();
+        {
+            let Ok(mut cache) = self.icache.try_lock() else {
+                r.skipped_locked += 1;
+                return r;
+            };
+            let _held = HeldToken::acquire(Class::Icache, How::Try);
+            let Ok(mut lru) = self.lru.try_lock() else {
+                r.skipped_locked += 1;
+                return r;
+            };
+            let mut requeue = Vec::new();
+            while r.scanned < sc.nr_to_scan {
+                let Some(ino) = lru.pop_front() else { break };
+                r.scanned += 1;
+                let Some(inode) = cache.get(&ino) else { continue };
+                inode.on_lru.store(false, Ordering::Release);
+                // In use (a lookup, an open, a lease, or a thread holding it): not ours; it
+                // comes back at its last put.
+                if ino == self.root_ino() || inode.referenced() || Arc::strong_count(inode) > 1 {
+                    continue;
+                }
+                inode.reclaimable.store(true, Ordering::Release);
+                let state = inode
+                    .try_ilock_excl()
+                    .map(|d| (d.times_dirty && !d.freed, d.di.nlink == 0 && !d.freed));
+                match state {
+                    Some((false, false)) => {
+                        victims.extend(cache.remove(&ino));
+                        r.freed += 1;
+                        continue;
+                    }
+                    None => r.skipped_locked += 1,
+                    Some((true, false)) if full => {
+                        dirty.push(inode.clone());
+                        continue;
+                    }
+                    Some(_) => r.skipped_context += 1,
+                }
+                inode.reclaimable.store(false, Ordering::Release);
+                requeue.push(inode.clone());
+            }
+            drop(lru);
+            for i in &requeue {
+                self.lru_add(i);
+            }
+            self.recharge_table(&cache);
+        }
+        drop(victims); // each returns its charge
+        for inode in dirty {
+            match self.reclaim_writeback(&inode) {
+                Ok(true) => r.written_back += 1,
+                Ok(false) => r.skipped_locked += 1,
+                Err(e) => log::warn!("inode {}: timestamp writeback in reclaim: {e}", inode.ino),
+            }
+            let evicted = match self.icache.try_lock() {
+                Ok(mut cache) => {
+                    let _held = HeldToken::acquire(Class::Icache, How::Try);
+                    // Ours and the cache's, still unused, still clean: evict.
+                    let clean = inode.try_ilock_excl().is_some_and(|d| !d.times_dirty);
+                    if clean
+                        && inode.reclaimable.load(Ordering::Acquire)
+                        && Arc::strong_count(&inode) == 2
+                        && !inode.referenced()
+                    {
+                        cache.remove(&inode.ino);
+                        self.recharge_table(&cache);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Err(_) => false,
+            };
+            if evicted {
+                r.freed += 1;
+            } else {
+                inode.reclaimable.store(false, Ordering::Release);
+                self.lru_add(&inode);
+            }
+        }
+        r
+    }
+
+    /// Write an unreferenced inode's deferred timestamps from reclaim (Full context): a
+    /// transaction, then the ILOCK by trylock. Ok(false): it was locked; skipped.
+    fn reclaim_writeback(&self, inode: &Inode) -> Result<bool> {
+        let mut tx = self.mp.trans(0)?;
+        let Some(mut d) = inode.try_ilock_excl() else {
+            return Ok(false);
+        };
+        if d.times_dirty && !d.freed {
+            bmap::sync_inode(&mut tx, &mut d)?;
+        }
+        let r = tx.commit();
+        drop(d);
+        r.map(|()| true)
+    }
+
+    /// The background reclaimer's upkeep of the cache: a table far larger than its
+    /// contents is shrunk (a HashMap never shrinks by itself).
+    fn icache_upkeep(&self) {
+        if let Ok(mut cache) = self.icache.try_lock() {
+            if cache.capacity() > 4 * cache.len() + 1024 {
+                cache.shrink_to_fit();
+                self.recharge_table(&cache);
+            }
+        }
+        if let Ok(mut lru) = self.lru.try_lock() {
+            if lru.capacity() > 4 * lru.len() + 1024 {
+                lru.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The mount's memory manager (budget, reclaimer, counters).
+    pub fn mem(&self) -> &Arc<crate::mem::Mem> {
+        &self.mp.mem
+    }
+
+    /// Inodes in the cache now.
+    pub fn cached_inodes(&self) -> usize {
+        self.icache.lock().unwrap().len()
     }
 
     /// Evict `ino` if nothing references it; free it first if it has no links. Only
@@ -431,13 +672,16 @@ impl Fs {
             let Some(inode) = cache.get(&ino) else { return };
             // The cache's own reference plus ours below: anyone else is using it.
             if inode.referenced() || Arc::strong_count(inode) > 1 || ino == self.root_ino() {
+                if !inode.referenced() && ino != self.root_ino() {
+                    self.lru_add(inode); // a thread still holds it: a candidate later
+                }
                 return;
             }
             inode.clone()
         };
         let (nlink, times_dirty, freed) = match inode.try_ilock_excl() {
             Some(d) => (d.di.nlink, d.times_dirty, d.freed),
-            None => return,
+            None => return self.lru_add(&inode),
         };
         if nlink == 0 && !freed && !self.mp.is_read_only() && !self.mp.is_shutdown() {
             if let Err(e) = self.inactivate(&inode) {
@@ -445,11 +689,15 @@ impl Fs {
                 return;
             }
         } else if times_dirty {
-            return; // written by sync/unmount; stays cached until then
+            // Written by sync/unmount, or by the background reclaimer, which evicts it then.
+            return self.lru_add(&inode);
         }
         let mut cache = self.icache.lock().unwrap();
         if Arc::strong_count(&inode) == 2 && !inode.referenced() {
             cache.remove(&ino);
+            self.recharge_table(&cache);
+        } else {
+            self.lru_add(&inode);
         }
     }
 
@@ -536,7 +784,7 @@ impl Fs {
         let mp = &self.mp;
         let (commits, checkpoints, next_lsn) = trans::log_counters(mp);
         let cached = self.icache.lock().unwrap().len();
-        format!(
+        let mut out = format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
              fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
@@ -554,7 +802,67 @@ impl Fs {
             mp.is_read_only(),
             mp.is_shutdown(),
             mp.dev.errtags.describe(),
-        )
+        );
+        out.push_str(&self.mem_stats());
+        out
+    }
+
+    /// The memory part of `stats()`: budget, charges per cache, watermarks, reclaim.
+    pub fn mem_stats(&self) -> String {
+        use std::fmt::Write;
+        let mem = &self.mp.mem;
+        let b = &mem.budget;
+        let st = &mem.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lim = |v: u64| {
+            if v == crate::mem::budget::UNLIMITED {
+                "unlimited".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let mut s = String::new();
+        let _ = writeln!(s, "mem_budget {}", lim(b.limit()));
+        let _ = writeln!(s, "mem_charged {}", b.used());
+        for c in crate::mem::budget::CACHES {
+            let _ = writeln!(s, "mem_charged_{} {}", c.name(), b.charged(c));
+        }
+        let _ = writeln!(s, "mem_high_watermark {}", lim(b.high()));
+        let _ = writeln!(s, "mem_low_watermark {}", lim(b.low()));
+        let _ = writeln!(s, "mem_peak {}", b.peak());
+        let over = b.over_by();
+        if over > 0 {
+            let (referenced, unreferenced) = {
+                let cache = self.icache.lock().unwrap();
+                let r = cache.values().filter(|i| i.referenced()).count();
+                (r, cache.len() - r)
+            };
+            let _ = writeln!(
+                s,
+                "mem_budget_exceeded_by {over} (in-core inodes: {referenced} referenced by kernel                  lookups or open files, {unreferenced} unreferenced but busy or dirty)"
+            );
+        } else {
+            let _ = writeln!(s, "mem_budget_exceeded_by 0");
+        }
+        let _ = writeln!(
+            s,
+            "reclaim_direct {} (nofs {}, noio {})\nreclaim_background {}\nreclaim_scanned {}\n\
+             reclaim_freed {}\nreclaim_freed_bytes {}\nreclaim_skipped_locked {}\n\
+             reclaim_skipped_context {}\nreclaim_written_back {}\nreclaim_unmet {}\nreclaim_trims {}",
+            l(&st.direct_runs),
+            l(&st.direct_nofs),
+            l(&st.direct_noio),
+            l(&st.background_runs),
+            l(&st.scanned),
+            l(&st.freed),
+            l(&st.freed_bytes),
+            l(&st.skipped_locked),
+            l(&st.skipped_context),
+            l(&st.written_back),
+            l(&st.unmet),
+            l(&st.trims),
+        );
+        s
     }
 
     /// Make everything durable (sync(2), syncfs).
@@ -580,6 +888,8 @@ impl Fs {
 
     /// Commit everything and mark the image clean. Called once, at unmount.
     pub fn unmount(&self) -> Result<()> {
+        // Nothing may write after the last checkpoint: the background reclaimer ends first.
+        self.mp.mem.stop_background();
         if self.mp.is_read_only() || self.mp.is_shutdown() {
             return Ok(());
         }
@@ -600,5 +910,43 @@ impl Fs {
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
         self.mp.dev.persist_all();
         Ok(())
+    }
+}
+
+/// Bytes one in-core inode costs before its extents (what `iget` asks the budget for).
+const INODE_BYTES: u64 = (std::mem::size_of::<Inode>() + 2 * std::mem::size_of::<usize>()) as u64;
+
+/// The inode cache's shrinker: a separate object the reclaimer holds weakly, so that the
+/// reclaimer never keeps the filesystem alive.
+struct IcacheShrinker {
+    fs: Weak<Fs>,
+}
+
+impl Shrinker for IcacheShrinker {
+    fn name(&self) -> &'static str {
+        "icache"
+    }
+    fn cache(&self) -> Cache {
+        Cache::Inodes
+    }
+    fn count(&self) -> u64 {
+        match self.fs.upgrade() {
+            Some(fs) => fs.lru.try_lock().map_or(0, |l| l.len() as u64),
+            None => 0,
+        }
+    }
+    fn scan(&self, sc: &ScanControl) -> ScanResult {
+        match self.fs.upgrade() {
+            Some(fs) => fs.shrink_icache(sc),
+            None => ScanResult::default(),
+        }
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        // Ask the background reclaimer to end (it may be the thread dropping us: then it
+        // does not wait for itself).
+        self.mp.mem.stop_background();
     }
 }

@@ -158,7 +158,10 @@ impl Fs {
         if is_dir && self.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
             di.format = FMT_LOCAL; // no entries yet, no blocks (dir.rs)
         }
-        let inode = Arc::new(Inode::new(di, ExtentMap::new()));
+        // A new in-core inode: past the budget, reclaim first. Inside the transaction this
+        // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
+        self.mp.mem.allocating(INODE_BYTES, AllocContext::Full);
+        let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
         {
             let mut nd = inode.ilock_excl();
             if let Some(t) = target {
@@ -189,7 +192,10 @@ impl Fs {
         tx.commit()?;
         self.take_lookup_ref(&inode);
         let a = attr_of(&inode.ilock_shared());
-        self.icache.lock().unwrap().insert(ino, inode);
+        {
+            let mut cache = self.icache.lock().unwrap();
+            self.cache_insert(&mut cache, inode);
+        }
         Ok(a)
     }
 

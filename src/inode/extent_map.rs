@@ -45,6 +45,17 @@ fn mergeable(a: &Extent, b: &Extent) -> bool {
         && a.len + b.len <= EXTENT_LEN_MAX
 }
 
+/// Heap bytes one record costs, in the map or in the change log: a B-tree leaf holds up to
+/// 11 records of 40-48 bytes plus its header, about two thirds full on average.
+pub const RECORD_BYTES: u64 = 64;
+
+impl ExtentMap {
+    /// Heap bytes this map holds (an estimate, O(1): what the memory budget is charged).
+    pub fn mem_bytes(&self) -> u64 {
+        (self.map.len() + self.orig.len()) as u64 * RECORD_BYTES
+    }
+}
+
 impl ExtentMap {
     pub fn new() -> Self {
         Self::default()

@@ -28,14 +28,17 @@ pub mod bmap;
 pub mod extent_map;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::btree::Root;
 use crate::error::{FsError, Result};
 use crate::format::*;
 use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::log::lockorder;
+use crate::mem::lockcheck::{self, Class, HeldToken, How};
+use crate::mem::{AllocContext, Budget, Cache, Charge};
 
 pub use crate::log::lockorder::assert_no_ilock;
 
@@ -347,7 +350,15 @@ impl FreeIndex {
             .next()
             .map(|&(_, b)| b)
     }
+    /// Heap bytes (estimate, O(1)): a record in each of the two trees per data block.
+    pub fn mem_bytes(&self) -> u64 {
+        std::mem::size_of::<FreeIndex>() as u64 + self.by_block.len() as u64 * FREE_INDEX_BLOCK_BYTES
+    }
 }
+
+/// Heap bytes one directory data block costs in a `FreeIndex` (a (u64, u16) and a
+/// (u16, u64) B-tree record, leaves about two thirds full).
+pub const FREE_INDEX_BLOCK_BYTES: u64 = 48;
 
 /// What ILOCK protects.
 pub struct InodeData {
@@ -360,6 +371,22 @@ pub struct InodeData {
     pub times_dirty: bool,
     /// The inode was freed: any further use is a bug or a stale handle (ESTALE).
     pub freed: bool,
+    /// What this inode is charged in the memory budget (mem/budget.rs): set when it is
+    /// built and after every exclusive ILOCK section (`recharge`), returned when dropped.
+    pub charge: Charge,
+}
+
+impl InodeData {
+    /// Charge what this inode holds now: its struct and core, its extent map, its
+    /// directory index. O(1); called when an exclusive ILOCK is let go.
+    pub fn recharge(&mut self) {
+        let fixed = (std::mem::size_of::<Inode>() + 2 * std::mem::size_of::<usize>()) as u64
+            + self.di.local.capacity() as u64;
+        self.charge.set(Cache::Inodes, fixed);
+        self.charge.set(Cache::ExtentMaps, self.map.mem_bytes());
+        let dir = self.dir_free.as_ref().map_or(0, |f| f.mem_bytes());
+        self.charge.set(Cache::DirIndexes, dir);
+    }
 }
 
 pub struct Inode {
@@ -369,10 +396,23 @@ pub struct Inode {
     ilock: RwLock<InodeData>,
     pub nlookup: AtomicU64,
     pub opens: AtomicU64,
+    /// The allocation mask of this inode's mapping (XFS's mapping_gfp_mask): set once when
+    /// the in-core inode is set up, used unadulterated by every allocation made for its
+    /// data (the fault path, writes): reclaim for them runs in the stricter of this and the
+    /// thread's scope (reference/004). Full for ordinary files; NoIo for a file that is the
+    /// image of another daxfs (fs/mod.rs `mapping_mask_for`).
+    pub mapping_mask: AllocContext,
+    /// Isolated by reclaim (XFS's XFS_IRECLAIMABLE): unreferenced, being written back or
+    /// evicted. Set and cleared under the inode cache lock; `iget` clears it (the inode is
+    /// recycled). Decides the ILOCK's class for the reclaim lock checker.
+    pub reclaimable: AtomicBool,
+    /// On the inode cache's list of eviction candidates (fs/mod.rs).
+    pub on_lru: AtomicBool,
 }
 
 pub struct IoLockGuard<'a> {
     _g: IoGuardInner<'a>,
+    _t: HeldToken,
 }
 enum IoGuardInner<'a> {
     Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
@@ -381,13 +421,16 @@ enum IoGuardInner<'a> {
 
 pub struct MmapLockGuard<'a> {
     _g: IoGuardInner<'a>,
+    _t: HeldToken,
 }
 
 pub struct IlockShared<'a> {
     g: RwLockReadGuard<'a, InodeData>,
+    _t: HeldToken,
 }
 pub struct IlockExcl<'a> {
     g: RwLockWriteGuard<'a, InodeData>,
+    _t: HeldToken,
 }
 
 impl std::ops::Deref for IlockShared<'_> {
@@ -414,6 +457,8 @@ impl Drop for IlockShared<'_> {
 }
 impl Drop for IlockExcl<'_> {
     fn drop(&mut self) {
+        // Whatever the section changed (extents, directory index) is charged here, once.
+        self.g.recharge();
         lockorder::ilock_released();
     }
 }
@@ -423,66 +468,111 @@ fn unpoison<G>(r: std::sync::LockResult<G>) -> G {
 }
 
 impl Inode {
+    /// An in-core inode charged to no budget (mkfs, tests).
     pub fn new(di: DiskInode, map: ExtentMap) -> Inode {
+        Inode::setup(di, map, None, AllocContext::Full)
+    }
+
+    /// Set up an in-core inode: charged to `budget`, its mapping mask fixed for its life.
+    pub fn setup(
+        di: DiskInode,
+        map: ExtentMap,
+        budget: Option<Arc<Budget>>,
+        mapping_mask: AllocContext,
+    ) -> Inode {
+        let mut data = InodeData {
+            di,
+            map,
+            dir_free: None,
+            times_dirty: false,
+            freed: false,
+            charge: budget.map(Charge::new).unwrap_or_default(),
+        };
+        data.recharge();
         Inode {
-            ino: di.ino,
+            ino: data.di.ino,
             iolock: RwLock::new(()),
             mmaplock: RwLock::new(()),
-            ilock: RwLock::new(InodeData {
-                di,
-                map,
-                dir_free: None,
-                times_dirty: false,
-                freed: false,
-            }),
+            ilock: RwLock::new(data),
             nlookup: AtomicU64::new(0),
             opens: AtomicU64::new(0),
+            mapping_mask,
+            reclaimable: AtomicBool::new(false),
+            on_lru: AtomicBool::new(false),
         }
+    }
+
+    fn ilock_token(&self, how: How, site: &'static Location<'static>) -> HeldToken {
+        let class = lockcheck::ilock_class(self.reclaimable.load(Ordering::Acquire));
+        HeldToken::from_raw(lockcheck::acquired(class, how, site))
     }
 
     #[track_caller]
     pub fn iolock_shared(&self) -> IoLockGuard<'_> {
         assert_no_ilock("IOLOCK");
+        let site = Location::caller();
         IoLockGuard {
             _g: IoGuardInner::Shared(unpoison(self.iolock.read())),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Iolock, How::Blocking, site)),
         }
     }
     #[track_caller]
     pub fn iolock_excl(&self) -> IoLockGuard<'_> {
         assert_no_ilock("IOLOCK");
+        let site = Location::caller();
         IoLockGuard {
             _g: IoGuardInner::Excl(unpoison(self.iolock.write())),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Iolock, How::Blocking, site)),
         }
     }
     #[track_caller]
     pub fn mmaplock_shared(&self) -> MmapLockGuard<'_> {
         assert_no_ilock("MMAPLOCK");
+        let site = Location::caller();
         MmapLockGuard {
             _g: IoGuardInner::Shared(unpoison(self.mmaplock.read())),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Mmaplock, How::Blocking, site)),
         }
     }
     #[track_caller]
     pub fn mmaplock_excl(&self) -> MmapLockGuard<'_> {
         assert_no_ilock("MMAPLOCK");
+        let site = Location::caller();
         MmapLockGuard {
             _g: IoGuardInner::Excl(unpoison(self.mmaplock.write())),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Mmaplock, How::Blocking, site)),
         }
     }
+    #[track_caller]
     pub fn ilock_shared(&self) -> IlockShared<'_> {
+        let site = Location::caller();
         let g = unpoison(self.ilock.read());
         lockorder::ilock_taken();
-        IlockShared { g }
+        IlockShared {
+            g,
+            _t: self.ilock_token(How::Blocking, site),
+        }
     }
+    #[track_caller]
     pub fn ilock_excl(&self) -> IlockExcl<'_> {
+        let site = Location::caller();
         let g = unpoison(self.ilock.write());
         lockorder::ilock_taken();
-        IlockExcl { g }
+        IlockExcl {
+            g,
+            _t: self.ilock_token(How::Blocking, site),
+        }
     }
     /// Reclaim's way in: never waits (DESIGN.md section 5).
+    #[track_caller]
     pub fn try_ilock_excl(&self) -> Option<IlockExcl<'_>> {
+        let site = Location::caller();
         let g = self.ilock.try_write().ok()?;
         lockorder::ilock_taken();
-        Some(IlockExcl { g })
+        Some(IlockExcl {
+            g,
+            _t: self.ilock_token(How::Try, site),
+        })
     }
 
     pub fn referenced(&self) -> bool {
@@ -492,14 +582,25 @@ impl Inode {
 
 /// Lock several inodes' ILOCKs exclusive in ascending inode order (duplicates once).
 /// Returns the guards in the order of `inodes` (duplicates share by index: use `find`).
+#[track_caller]
 pub fn lock_excl_many<'a>(inodes: &[&'a Inode]) -> Vec<(u64, IlockExcl<'a>)> {
     let mut sorted: Vec<&Inode> = inodes.to_vec();
     sorted.sort_by_key(|i| i.ino);
     sorted.dedup_by_key(|i| i.ino);
-    sorted
-        .into_iter()
-        .map(|i| (i.ino, i.ilock_excl()))
-        .collect()
+    let site = Location::caller();
+    let mut out = Vec::with_capacity(sorted.len());
+    for i in sorted {
+        let g = unpoison(i.ilock.write());
+        lockorder::ilock_taken();
+        out.push((
+            i.ino,
+            IlockExcl {
+                g,
+                _t: i.ilock_token(How::Blocking, site),
+            },
+        ));
+    }
+    out
 }
 
 /// Current time for timestamps.

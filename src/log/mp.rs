@@ -50,6 +50,9 @@ pub struct Mp {
     /// AG lock out of order (the bounded wait in `Trans::lock_ag`): `daxfs stat`.
     pub pending_frees: AtomicU64,
     pub ag_waits_out_of_order: AtomicU64,
+    /// The memory budget and reclaimer of this mount (mem/): unlimited until the
+    /// filesystem sets a limit (fs/mod.rs), so mkfs and check run unbounded.
+    pub mem: Arc<crate::mem::Mem>,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -87,6 +90,7 @@ impl Mp {
             ag_rotor: AtomicU64::new(0),
             pending_frees: AtomicU64::new(0),
             ag_waits_out_of_order: AtomicU64::new(0),
+            mem: Arc::new(crate::mem::Mem::default()),
         }
     }
 

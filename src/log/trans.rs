@@ -205,17 +205,22 @@ pub struct Trans<'a> {
 
 impl Mp {
     /// Begin a transaction that may allocate up to `resblks` blocks.
+    #[track_caller]
     pub fn trans(&self, resblks: u64) -> Result<Trans<'_>> {
         self.trans_inner(resblks, false)
     }
 
     /// Begin a transaction that removes things: it may use the set-aside blocks, so that
     /// deleting works on a full device.
+    #[track_caller]
     pub fn trans_remove(&self, resblks: u64) -> Result<Trans<'_>> {
         self.trans_inner(resblks, true)
     }
 
+    #[track_caller]
     fn trans_inner(&self, resblks: u64, use_set_aside: bool) -> Result<Trans<'_>> {
+        // The reclaim checker: a transaction inside NOFS/NOIO reclaim is a bug.
+        crate::mem::lockcheck::fs_entered("a transaction", std::panic::Location::caller());
         self.check_writable()?;
         crate::log::lockorder::assert_no_ilock("a transaction");
         // Entering a transaction enters the NOFS scope: reclaim from here must not recurse
@@ -885,7 +890,9 @@ pub fn unbusy(mp: &Mp, blk: u64, len: u64) -> Result<()> {
 }
 
 /// Checkpoint now (fsync, sync, unmount): afterwards no record needs replay.
+#[track_caller]
 pub fn checkpoint(mp: &Mp) -> Result<()> {
+    crate::mem::lockcheck::fs_entered("a log force", std::panic::Location::caller());
     let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
     checkpoint_locked(mp, &mut log)
 }

@@ -306,7 +306,9 @@ impl Device {
     }
 
     /// Copy out of the device.
+    #[track_caller]
     pub fn read(&self, off: u64, buf: &mut [u8]) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         self.check(off, buf.len());
         // SAFETY: bounds checked; the mapping lives as long as self; raw copy, no reference.
         unsafe {
@@ -315,7 +317,9 @@ impl Device {
     }
 
     /// Store into the device (not yet durable: flush and fence).
+    #[track_caller]
     pub fn write(&self, off: u64, data: &[u8]) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         assert!(!self.read_only, "store to a read-only device");
         self.check(off, data.len());
         if let Some(t) = &self.trace {
@@ -341,7 +345,9 @@ impl Device {
 
     /// One aligned 8-byte store: atomic with respect to power failure (the only store size
     /// that is). Used for the superblock's state word.
+    #[track_caller]
     pub fn store_u64(&self, off: u64, v: u64) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         assert!(!self.read_only, "store to a read-only device");
         assert!(
             off.is_multiple_of(8),
@@ -359,7 +365,9 @@ impl Device {
     }
 
     /// Store zeros.
+    #[track_caller]
     pub fn zero(&self, off: u64, len: u64) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         assert!(!self.read_only, "store to a read-only device");
         self.check(off, len as usize);
         if let Some(t) = &self.trace {
@@ -378,14 +386,18 @@ impl Device {
     /// The caller must hold the locks that keep the range allocated to it and unchanged
     /// by this process for the life of the slice (invalidate lock shared + no writers of
     /// the range), and must not hand it to code that assumes it is immutable beyond that.
+    #[track_caller]
     pub unsafe fn slice(&self, off: u64, len: usize) -> &[u8] {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         self.check(off, len);
         // SAFETY: bounds checked; lifetime and aliasing are the caller's contract above.
         unsafe { std::slice::from_raw_parts(self.base.add(off as usize), len) }
     }
 
     /// Write back the cache lines of a range (not ordered until `fence`).
+    #[track_caller]
     pub fn flush(&self, off: u64, len: u64) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         if len == 0 {
             return;
         }
@@ -415,7 +427,9 @@ impl Device {
 
     /// Order: everything flushed on this thread before the fence is durable before any
     /// store after it.
+    #[track_caller]
     pub fn fence(&self) {
+        crate::mem::lockcheck::device_touched(std::panic::Location::caller());
         self.stats.fences.fetch_add(1, Ordering::Relaxed);
         if self.errtags.should_fail(ErrorTag::Flush) {
             // The write-back failed: nothing since the last fence is known to be durable.

@@ -258,6 +258,7 @@ fn dir_inode(ino: u64, dirhash: Root, map: ExtentMap, entries: u64) -> InodeData
         dir_free: None,
         times_dirty: false,
         freed: false,
+        charge: Default::default(),
     }
 }
 
@@ -275,6 +276,7 @@ fn file_inode(ino: u64, attr_blk: u64) -> InodeData {
         dir_free: None,
         times_dirty: false,
         freed: false,
+        charge: Default::default(),
     }
 }
 
@@ -882,6 +884,7 @@ fn short_form_directory(di: &DiskInode, map: &ExtentMap) {
         dir_free: None,
         times_dirty: false,
         freed: false,
+        charge: Default::default(),
     };
     let mut names = Vec::new();
     let mut cookies = Vec::new();
