@@ -89,6 +89,7 @@ fn main() {
                 recovery_crashes: 1,
                 seed: seed ^ n as u64,
                 pending_frees,
+                mem_limit: None,
             };
             let s = crashcheck::check_workload(w, &cfg);
             for r in &s.reports {

@@ -446,6 +446,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mem_option_and_default_budget() {
+        assert_eq!(parse_options("mem=64M").unwrap().mem, Some(64 << 20));
+        assert_eq!(parse_options("noatime").unwrap().mem, None);
+        assert!(parse_options("mem=12").is_err());
+        assert!(parse_options("mem=lots").is_err());
+        assert_eq!(parse_options("mem=2G").unwrap().fs_options().mem_limit, Some(2 << 30));
+        let (mib, gib) = (1u64 << 20, 1u64 << 30);
+        assert_eq!(default_mem_budget(gib, 16 * gib), 32 * mib); // floor
+        assert_eq!(default_mem_budget(64 * gib, 16 * gib), gib); // device/64
+        assert_eq!(default_mem_budget(1024 * gib, 16 * gib), 2 * gib); // RAM/8
+        assert_eq!(default_mem_budget(1024 * gib, 128 * mib), 32 * mib); // never under 32M
+    }
+
+    #[test]
     fn options() {
         let o = parse_options(
             "ro,noatime,dax=never,fsname=img,subtype=daxfs,allow_other,nosuid,x-foo=bar,defaults",

@@ -26,12 +26,13 @@ fn config(persistence: Persistence, seed: u64) -> Config {
         recovery_crashes: 1,
         seed,
         pending_frees: false,
+        mem_limit: None,
     }
 }
 
 /// Check each workload in the mode `mode(i)` gives, print the counts, fail on any failure.
 fn run(what: &str, work: &[Workload], modes: &dyn Fn(usize) -> Vec<Persistence>) {
-    run_with(what, work, modes, &|p, i| config(p, i as u64))
+    run_with(what, work, modes, &|p, i| config(p, i as u64));
 }
 
 fn run_with(
@@ -39,7 +40,7 @@ fn run_with(
     work: &[Workload],
     modes: &dyn Fn(usize) -> Vec<Persistence>,
     cfg: &dyn Fn(Persistence, usize) -> Config,
-) {
+) -> Summary {
     let t = std::time::Instant::now();
     let mut total = Summary::default();
     for (i, w) in work.iter().enumerate() {
@@ -54,6 +55,7 @@ fn run_with(
         "{what}: {total}; first failures:\n{}",
         total.reports.join("\n")
     );
+    total
 }
 
 const BOTH: [Persistence; 2] = [Persistence::Dax, Persistence::PageCache];
@@ -82,6 +84,25 @@ fn ace_one_operation_with_pending_frees() {
             ..config(p, i as u64)
         },
     );
+}
+
+/// Reclaim running during the workloads (issue 10): a budget of one byte, so every inode
+/// load, create and allocating write runs direct reclaim (evicting what is unreferenced)
+/// and the background reclaimer writes deferred timestamps back while the trace is taken.
+/// Evicted and rebuilt in-core state must not change what is durable: the same oracles.
+#[test]
+fn ace_one_operation_with_reclaim_running() {
+    let work = crashcheck::ace_workloads(1, true);
+    let total = run_with(
+        "one operation x sync variants, mem budget of one byte",
+        &work,
+        &|_| BOTH.to_vec(),
+        &|p, i| Config {
+            mem_limit: Some(1),
+            ..config(p, i as u64)
+        },
+    );
+    assert!(total.reclaim_direct > 0 && total.reclaim_freed > 0, "{total}");
 }
 
 /// Two operations, in both modes: the default run gives each pair one combination of sync

@@ -298,6 +298,10 @@ pub struct Config {
     /// Every free at commit goes the pending-free way (logged, then done by a follow-up
     /// transaction), as when its AG lock is taken out of order (trans.rs).
     pub pending_frees: bool,
+    /// The workload's mount runs with this memory budget (`mem=`): a tiny one makes every
+    /// inode load, create and allocating write run direct reclaim, and the background
+    /// reclaimer write back timestamps, while the trace is taken. Recovery is unbounded.
+    pub mem_limit: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -307,6 +311,10 @@ pub struct Summary {
     pub images: u64,
     pub recovery_images: u64,
     pub failures: u64,
+    /// Direct reclaim passes and inodes reclaim evicted during the traced workloads (a
+    /// run with `mem_limit`).
+    pub reclaim_direct: u64,
+    pub reclaim_freed: u64,
     /// The first failures, described.
     pub reports: Vec<String>,
 }
@@ -318,6 +326,8 @@ impl Summary {
         self.images += o.images;
         self.recovery_images += o.recovery_images;
         self.failures += o.failures;
+        self.reclaim_direct += o.reclaim_direct;
+        self.reclaim_freed += o.reclaim_freed;
         for r in o.reports {
             if self.reports.len() < 20 {
                 self.reports.push(r);
@@ -339,7 +349,15 @@ impl std::fmt::Display for Summary {
             f,
             "{} workloads, {} crash points, {} crash images checked, {} recovery-crash images, {} failures",
             self.workloads, self.crash_points, self.images, self.recovery_images, self.failures
-        )
+        )?;
+        if self.reclaim_direct > 0 {
+            write!(
+                f,
+                "; reclaim: {} direct passes, {} inodes evicted",
+                self.reclaim_direct, self.reclaim_freed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -545,6 +563,19 @@ struct Node {
 }
 
 type Snap = BTreeMap<String, Node>;
+
+/// Give back every lookup reference the snapshot and the operations took, as the kernel
+/// does when it forgets inodes: under a memory budget the inodes become unreferenced, so
+/// reclaim evicts them (and later operations load them again from the media).
+fn drop_lookups(fs: &Fs, snap: &Snap) {
+    for node in snap.values() {
+        if let Ok(inode) = fs.iget(node.ino) {
+            let n = inode.nlookup.load(std::sync::atomic::Ordering::Acquire);
+            drop(inode);
+            fs.forget(node.ino, n);
+        }
+    }
+}
 
 fn snapshot(fs: &Fs) -> Result<Snap> {
     let mut out = Snap::new();
@@ -868,7 +899,14 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
     let dev = pooled(Some(cfg.persistence))?;
     dev.load_image(&vec![GARBAGE; DEV_SIZE as usize]);
     mkfs::mkfs(&dev, &MkfsOptions::default()).map_err(fs_err)?;
-    let fs = Fs::mount(dev.clone(), &opts()).map_err(fs_err)?;
+    let fs = Fs::mount(
+        dev.clone(),
+        &FsOptions {
+            mem_limit: cfg.mem_limit,
+            ..opts()
+        },
+    )
+    .map_err(fs_err)?;
     setup(&fs, w.names_big_tree()).map_err(|e| format!("setup: {e}"))?;
     let mut base = vec![0u8; DEV_SIZE as usize];
     dev.read(0, &mut base);
@@ -877,6 +915,9 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         .set(ErrorTag::FreeIntent, cfg.pending_frees as u64);
     let mut trace = Vec::new();
     let snap0 = snapshot(&fs).map_err(fs_err)?;
+    if cfg.mem_limit.is_some() {
+        drop_lookups(&fs, &snap0);
+    }
     let mut run = Run {
         allowed: vec![Run::allowed_after(&HashMap::new(), &snap0, None, None)],
         snaps: vec![snap0],
@@ -891,6 +932,9 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         trace.extend(dev.take_trace());
         run.ends.push(trace.len());
         let snap = snapshot(&fs).map_err(fs_err)?;
+        if cfg.mem_limit.is_some() {
+            drop_lookups(&fs, &snap);
+        }
         let durable = match op {
             Op::Sync => None,
             Op::Fsync(p) | Op::Fdatasync(p) => Some(resolve(&fs, p).into_iter().collect()),
@@ -906,6 +950,9 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         run.allowed.push(a);
         run.snaps.push(snap);
     }
+    let st = &fs.mem().stats;
+    sum.reclaim_direct += st.direct_runs.load(std::sync::atomic::Ordering::Relaxed);
+    sum.reclaim_freed += st.freed.load(std::sync::atomic::Ordering::Relaxed);
     // Snapshots read, they must not write: the trace holds only the operations.
     drop(fs);
     dev.errtags.set(ErrorTag::FreeIntent, 0);
