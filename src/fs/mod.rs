@@ -442,7 +442,7 @@ impl Fs {
         if !self.mp.ino_valid(ino) {
             return err(libc::ESTALE);
         }
-        {
+        let table_growth = {
             let cache = self.icache.lock().unwrap();
             let _held = HeldToken::acquire(Class::Icache, How::Blocking);
             if let Some(i) = cache.get(&ino) {
@@ -450,10 +450,12 @@ impl Fs {
                 i.reclaimable.store(false, Ordering::Release);
                 return Ok(i.clone());
             }
-        }
-        // A miss allocates an in-core inode: past the budget, reclaim first, in this
-        // thread's context (NOFS inside a transaction), before the cache lock is taken.
-        self.mp.mem.allocating(INODE_BYTES, AllocContext::Full);
+            table_growth(&cache)
+        };
+        // A miss allocates an in-core inode (and the table may double): past the budget,
+        // reclaim first, in this thread's context (NOFS inside a transaction), before the
+        // cache lock is taken.
+        self.mp.mem.allocating(INODE_BYTES + table_growth, AllocContext::Full);
         let mut cache = self.icache.lock().unwrap();
         let _held = HeldToken::acquire(Class::Icache, How::Blocking);
         if let Some(i) = cache.get(&ino) {
@@ -839,7 +841,8 @@ impl Fs {
             };
             let _ = writeln!(
                 s,
-                "mem_budget_exceeded_by {over} (in-core inodes: {referenced} referenced by kernel                  lookups or open files, {unreferenced} unreferenced but busy or dirty)"
+                "mem_budget_exceeded_by {over} (in-core inodes: {referenced} referenced by kernel \
+                 lookups or open files, {unreferenced} unreferenced but busy or dirty)"
             );
         } else {
             let _ = writeln!(s, "mem_budget_exceeded_by 0");
@@ -848,7 +851,8 @@ impl Fs {
             s,
             "reclaim_direct {} (nofs {}, noio {})\nreclaim_background {}\nreclaim_scanned {}\n\
              reclaim_freed {}\nreclaim_freed_bytes {}\nreclaim_skipped_locked {}\n\
-             reclaim_skipped_context {}\nreclaim_written_back {}\nreclaim_unmet {}\nreclaim_trims {}",
+             reclaim_skipped_context {}\nreclaim_written_back {}\nreclaim_unmet {}\n\
+             reclaim_backed_off {}\nreclaim_trims {}",
             l(&st.direct_runs),
             l(&st.direct_nofs),
             l(&st.direct_noio),
@@ -860,6 +864,7 @@ impl Fs {
             l(&st.skipped_context),
             l(&st.written_back),
             l(&st.unmet),
+            l(&st.backed_off),
             l(&st.trims),
         );
         s
@@ -910,6 +915,15 @@ impl Fs {
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
         self.mp.dev.persist_all();
         Ok(())
+    }
+}
+
+/// What one more insert adds to the table's charge: a full table doubles.
+pub(super) fn table_growth(cache: &HashMap<Ino, Arc<Inode>>) -> u64 {
+    if cache.len() < cache.capacity() {
+        0
+    } else {
+        cache.capacity().max(4) as u64 * (std::mem::size_of::<(Ino, Arc<Inode>)>() as u64 + 1)
     }
 }
 

@@ -160,7 +160,8 @@ impl Fs {
         }
         // A new in-core inode: past the budget, reclaim first. Inside the transaction this
         // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
-        self.mp.mem.allocating(INODE_BYTES, AllocContext::Full);
+        let growth = table_growth(&self.icache.lock().unwrap());
+        self.mp.mem.allocating(INODE_BYTES + growth, AllocContext::Full);
         let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
         {
             let mut nd = inode.ilock_excl();
