@@ -266,7 +266,9 @@ impl Mem {
     }
 
     fn kick_background(&self) {
-        if !self.bg_started.load(Relaxed) {
+        if !self.bg_started.load(Relaxed)
+            || self.backing_off(AllocContext::Full, self.budget.used())
+        {
             return;
         }
         let mut g = self.bg.lock().unwrap_or_else(|p| p.into_inner());
@@ -281,7 +283,7 @@ impl Mem {
     /// to the system (see `trim`).
     pub fn background_pass(&self) {
         let b = &self.budget;
-        if b.is_limited() && b.used() > b.high() {
+        if b.is_limited() && b.used() > b.high() && !self.backing_off(AllocContext::Full, b.used()) {
             self.stats.background_runs.fetch_add(1, Relaxed);
             let goal = b.used() - b.low();
             self.reclaim(goal, AllocContext::Full, true, Location::caller());
