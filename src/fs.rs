@@ -164,6 +164,8 @@ pub struct Fs {
     generation: AtomicU64,
     /// Serialises renames (see `rename`).
     rename_lock: Mutex<()>,
+    /// Layout leases of direct-access clients (src/dax).
+    pub(crate) dax: crate::dax::DaxState,
 }
 
 const LINK_MAX: u32 = 65000;
@@ -300,6 +302,7 @@ impl Fs {
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
             rename_lock: Mutex::new(()),
+            dax: Default::default(),
             generation: AtomicU64::new(inode::now().nsec as u64),
         });
         fs.load_counters()?;
@@ -383,6 +386,10 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    pub fn dax_mode(&self) -> DaxMode {
+        self.opts.dax
     }
 
     pub fn persistence(&self) -> Persistence {
@@ -1660,7 +1667,7 @@ impl Fs {
             mp.is_read_only(),
             mp.is_shutdown(),
             mp.dev.errtags.describe(),
-        )
+        ) + &self.dax.stats_text()
     }
 
     /// Names, each NUL-terminated, as listxattr(2) returns them.

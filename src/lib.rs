@@ -13,6 +13,7 @@ pub mod btree;
 pub mod check;
 pub mod crashcheck;
 pub mod crashsim;
+pub mod dax;
 pub mod device;
 pub mod dir;
 pub mod error;

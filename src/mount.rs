@@ -277,15 +277,44 @@ pub fn serve(
     let unmounter = session.unmount_callable();
     spawn_signal_thread(unmounter);
     ready(Ok(()));
+    let dax = start_dax_server(&fs, source, mountpoint, notifier.clone());
     let r = session.run();
     if let Err(e) = &r {
         log::error!("{mountpoint}: FUSE session ended: {e}");
     }
+    // Clients' leases go before the filesystem does.
+    drop(dax);
     fs.unmount()
         .map_err(|e| format!("{source}: unmount: {e}"))?;
     log::info!("{source}: unmounted cleanly");
     drop(fs);
     Ok(())
+}
+
+/// The direct-access control socket (src/dax/server.rs); without it clients fall back to
+/// pread/pwrite, so a failure is logged, not fatal.
+fn start_dax_server(
+    fs: &std::sync::Arc<Fs>,
+    source: &str,
+    mountpoint: &str,
+    notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
+) -> Option<crate::dax::server::Server> {
+    let cfg = crate::dax::server::ServerConfig {
+        mountpoint: mountpoint.into(),
+        source: source.to_string(),
+        size_changed: Box::new(move |ino| {
+            if let Some(n) = notifier.get() {
+                let _ = n.inval_inode(fuser::INodeNo(ino), -1, 0);
+            }
+        }),
+    };
+    match crate::dax::server::Server::start(fs.clone(), cfg) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("{mountpoint}: no direct access for clients: {e}");
+            None
+        }
+    }
 }
 
 /// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then
