@@ -75,6 +75,22 @@ enum Cmd {
     Stat { mountpoint: String },
     /// Install /sbin/mount.fuse.daxfs so that `mount -t fuse.daxfs` works.
     InstallHelper,
+    /// Take a layout lease on FILE through the direct-access client library, print what
+    /// was granted, and hold it (for scripts and tests).
+    Layout {
+        file: PathBuf,
+        /// Byte range OFF:LEN (default: the first 4096 bytes).
+        #[arg(long)]
+        range: Option<String>,
+        /// A write lease (allocates holes, also past EOF).
+        #[arg(long)]
+        write: bool,
+        /// Hold the lease this many seconds before returning it.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
+    },
+    /// List the layout leases of a mount: inode, range, mode, client pid, state.
+    Leases { mountpoint: String },
 }
 
 fn init_log(foreground: bool) {
@@ -164,6 +180,8 @@ fn main() -> ExitCode {
         "info",
         "stat",
         "install-helper",
+        "layout",
+        "leases",
         "help",
         "--help",
         "-h",
@@ -295,6 +313,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::Layout {
+            file,
+            range,
+            write,
+            hold,
+        } => cmd_layout(&file, range.as_deref(), write, hold),
+        Cmd::Leases { mountpoint } => cmd_leases(&mountpoint),
         Cmd::InstallHelper => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
@@ -315,6 +340,84 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn parse_range(r: Option<&str>) -> Option<(u64, u64)> {
+    let Some(r) = r else { return Some((0, 4096)) };
+    let (o, l) = r.split_once(':')?;
+    Some((parse_size(o)?, parse_size(l)?))
+}
+
+fn cmd_layout(file: &std::path::Path, range: Option<&str>, write: bool, hold: f64) -> ExitCode {
+    use daxfs_client::{Client, Mode};
+    let Some((off, len)) = parse_range(range) else {
+        eprintln!("daxfs: --range wants OFF:LEN, like 0:2M");
+        return ExitCode::from(1);
+    };
+    let r = (|| -> daxfs_client::Result<()> {
+        let client = Client::connect(file)?;
+        let f = client.open(file, write)?;
+        match f.mode() {
+            Mode::Direct => println!(
+                "mode direct; persistence {:?}",
+                client.persistence().expect("direct has a device")
+            ),
+            Mode::Fallback { reason } => println!("mode fallback: {reason}"),
+        }
+        let m = f.map(off, len, write)?;
+        if m.is_direct() {
+            let _p = m.pin()?;
+            println!(
+                "lease {} {}:{} {}; file size {}",
+                if write { "write" } else { "read" },
+                m.offset(),
+                m.len(),
+                "mapped",
+                f.size()
+            );
+        }
+        // SAFETY: getpid cannot fail.
+        println!("pid {}; holding {hold} s", unsafe { libc::getpid() });
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(std::time::Duration::from_secs_f64(hold.max(0.0)));
+        drop(m);
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daxfs: {}: {e}", file.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn cmd_leases(mountpoint: &str) -> ExitCode {
+    let r = daxfs_client::Client::connect(mountpoint).and_then(|c| c.list_leases());
+    match r {
+        Ok(list) => {
+            println!("{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}", "lease", "inode", "offset", "length", "mode", "pid", "state", "quarantined");
+            for l in list {
+                println!(
+                    "{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}",
+                    l.lease,
+                    l.ino,
+                    l.off,
+                    l.len,
+                    if l.write { "write" } else { "read" },
+                    l.pid,
+                    l.state.name(),
+                    l.quarantined_blocks
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("daxfs: {mountpoint}: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -290,6 +290,13 @@ impl Client {
         })
     }
 
+    /// A client over an already connected socket (tests, and callers that find the
+    /// daemon themselves).
+    #[doc(hidden)]
+    pub fn from_socket(sock: OwnedFd) -> Result<Client> {
+        Client::handshake(sock)
+    }
+
     fn handshake(sock: OwnedFd) -> Result<Client> {
         sys::send(
             sock.as_fd(),
@@ -1134,5 +1141,154 @@ impl Client {
     #[doc(hidden)]
     pub fn daemon_text(&self) -> Option<String> {
         self.inner.as_ref().map(|i| i.conn.refusal.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The library against a fake daemon on a socketpair: recall waits for pins, re-grant
+    //! maps the new layout, revoke fails the next use.
+    use super::*;
+    use std::os::fd::FromRawFd;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::time::Duration;
+
+    fn memfd(len: u64) -> OwnedFd {
+        // SAFETY: memfd_create with a valid name; checked.
+        let fd = unsafe { libc::memfd_create(c"fake-dev".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a new descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sizing our memfd.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) }, 0);
+        fd
+    }
+
+    enum Ev {
+        Grant(u64),
+        Return(u64),
+    }
+
+    /// Grants lease n at device offset n * 64 KiB; commands from the test go out unsolicited.
+    fn fake_daemon(sock: OwnedFd, dev: OwnedFd, ev: Sender<Ev>, cmds: Receiver<Msg>) {
+        let mut buf = vec![0u8; proto::MSG_MAX + 1];
+        let mut next = 0u64;
+        loop {
+            while let Ok(m) = cmds.try_recv() {
+                sys::send(sock.as_fd(), &m.encode(0), &[], false).unwrap();
+            }
+            let mut p = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut p, 1, 20) } == 0 {
+                continue;
+            }
+            let Ok(Some(got)) = sys::recv(sock.as_fd(), &mut buf) else { return };
+            let (seq, m) = proto::decode(&buf[..got.len]).unwrap();
+            match m {
+                Msg::Hello { .. } => {
+                    let r = Msg::HelloReply {
+                        direct: true,
+                        persistence: Persistence::Volatile,
+                        block_size: 4096,
+                        device_len: 1 << 20,
+                        reason: String::new(),
+                    };
+                    sys::send(sock.as_fd(), &r.encode(seq), &[dev.as_fd()], false).unwrap();
+                }
+                Msg::Grant { off, len, .. } => {
+                    assert_eq!(got.fds.len(), 1, "proof of open with every grant");
+                    next += 1;
+                    let len = len.min(64 << 10);
+                    let r = Msg::GrantReply {
+                        lease: next,
+                        ino: 5,
+                        size: 100,
+                        off,
+                        len,
+                        ranges: vec![Range { file_off: off, len, dev_off: Some(next * (64 << 10)) }],
+                    };
+                    sys::send(sock.as_fd(), &r.encode(seq), &[], false).unwrap();
+                    let _ = ev.send(Ev::Grant(next));
+                }
+                Msg::Return { lease } => {
+                    let _ = ev.send(Ev::Return(lease));
+                }
+                Msg::CommitSize { .. } => {
+                    sys::send(sock.as_fd(), &Msg::Ok.encode(seq), &[], false).unwrap();
+                }
+                m => panic!("unexpected {m:?}"),
+            }
+        }
+    }
+
+    fn dev_read(dev: &OwnedFd, off: u64, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        assert_eq!(read_full_at(dev.as_fd(), &mut b, off).unwrap(), n);
+        b
+    }
+
+    #[test]
+    fn recall_waits_for_pins_then_regrants_and_revoke_fails() {
+        let mut fds = [0; 2];
+        // SAFETY: a 2-element array.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }, 0);
+        // SAFETY: new descriptors.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let dev = memfd(1 << 20);
+        let dev2 = dev.try_clone().unwrap();
+        let (evtx, ev) = channel();
+        let (cmd, cmdrx) = channel();
+        let daemon = std::thread::spawn(move || fake_daemon(b, dev2, evtx, cmdrx));
+        let client = Client::from_socket(a).unwrap();
+        assert_eq!(client.mode(), Mode::Direct);
+        let tmp = std::env::temp_dir().join(format!("daxfs-client-test-{}", std::process::id()));
+        std::fs::write(&tmp, b"x").unwrap();
+        let f = client.open(&tmp, true).unwrap();
+        let _ = std::fs::remove_file(&tmp);
+        let wait = |want: &dyn Fn(&Ev) -> bool| loop {
+            let e = ev.recv_timeout(Duration::from_secs(5)).expect("daemon event");
+            if want(&e) {
+                return;
+            }
+        };
+        wait(&|e| matches!(e, Ev::Return(1))); // the open probe
+        let m = f.map(0, 8192, true).unwrap();
+        wait(&|e| matches!(e, Ev::Grant(2)));
+        m.write_at(10, b"stored").unwrap();
+        assert_eq!(dev_read(&dev, 2 * (64 << 10) + 10, 6), b"stored");
+
+        // Recall while pinned: no return until the pin goes.
+        let pin = m.pin().unwrap();
+        cmd.send(Msg::Recall { lease: 2, ino: 5, off: 0, len: 8192 }).unwrap();
+        assert!(ev.recv_timeout(Duration::from_millis(300)).is_err(), "returned while pinned");
+        drop(pin);
+        wait(&|e| matches!(e, Ev::Return(2)));
+
+        // The next use re-grants (lease 3, another device offset) at the same address.
+        let before = m.pin().unwrap().as_ptr();
+        wait(&|e| matches!(e, Ev::Grant(3)));
+        let mut got = [0u8; 6];
+        m.read_at(10, &mut got).unwrap();
+        assert_eq!(&got, &[0u8; 6], "the new layout is mapped, not the old blocks");
+        assert_eq!(m.pin().unwrap().as_ptr(), before);
+
+        // A recall with no pin is answered at once.
+        cmd.send(Msg::Recall { lease: 3, ino: 5, off: 0, len: 8192 }).unwrap();
+        wait(&|e| matches!(e, Ev::Return(3)));
+        m.write_at(0, b"again").unwrap();
+        wait(&|e| matches!(e, Ev::Grant(4)));
+        assert_eq!(dev_read(&dev, 4 * (64 << 10), 5), b"again");
+
+        // Revoked: the next use fails and says why.
+        cmd.send(Msg::Revoked { lease: 4, text: "not returned within 10 ms".into() }).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        match m.pin() {
+            Err(Error::Revoked(t)) => assert!(t.contains("10 ms")),
+            r => panic!("expected revoked, got {:?}", r.map(|_| ())),
+        }
+        drop(m);
+        drop(f);
+        drop(client);
+        daemon.join().unwrap();
     }
 }
