@@ -558,6 +558,15 @@ impl File {
             return Err(Error::Invalid("append to a file opened read-only"));
         }
         let mut st = self.append.lock().unwrap();
+        if self.mode != Mode::Direct || st.chunk.is_none() {
+            // Others (or this client's mappings) may have grown the file since: append
+            // at the real EOF. With a chunk held, only this client moves its EOF.
+            let real = sys::fstat(self.fd.as_fd())?.st_size as u64;
+            if real > st.size {
+                st.size = real;
+                st.committed = st.committed.max(real);
+            }
+        }
         let at = st.size;
         if self.mode != Mode::Direct {
             write_all_at(self.fd.as_fd(), data, at)?;
