@@ -111,6 +111,13 @@ impl Setup {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+    fn wait_no_leases(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.lease_count() != 0 {
+            assert!(Instant::now() < deadline, "leases left: {}", self.leases());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     fn lease_count(&self) -> usize {
         self.leases().lines().skip(1).count()
     }
@@ -317,9 +324,18 @@ fn store_load_coherence_holes_append_and_size() {
     gm.commit_size(10008).unwrap();
     assert_eq!(fs::metadata(&grow).unwrap().len(), 10008, "size visible via stat");
     assert!(gm.commit_size(16385).is_err(), "a size past the lease is refused");
+    // Stores past the committed size are discarded with the lease: the file grown
+    // through the mount later shows zeros there, not the uncommitted bytes.
+    gm.write_at(10008, b"uncommitted in the EOF block").unwrap();
+    gm.write_at(14000, b"uncommitted past it").unwrap();
+    gm.persist(10008, 6000).unwrap();
     drop(gm);
+    s.wait_no_leases(); // RETURN has no reply: let the daemon take it
     assert_eq!(read_direct(&grow, 10000, 8), b"past eof");
     assert_eq!(read_direct(&grow, 3, 5), [0u8; 5], "the gap reads as zeros");
+    fs::OpenOptions::new().write(true).open(&grow).unwrap().set_len(20000).unwrap();
+    assert_eq!(read_direct(&grow, 10008, 28), [0u8; 28], "EOF block tail zeroed at return");
+    assert_eq!(read_direct(&grow, 14000, 19), [0u8; 19], "blocks past EOF read as zeros");
 
     // Appends: a copy each, the size committed at fsync.
     let log = s.path("log");
@@ -341,11 +357,7 @@ fn store_load_coherence_holes_append_and_size() {
 
     drop((f, sf, gf));
     // Leases go when their mappings do.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.lease_count() != 0 {
-        assert!(Instant::now() < deadline, "leases left: {}", s.leases());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_no_leases();
     let stat = String::from_utf8_lossy(&daxfs(&["stat", s.mnt.dir.to_str().unwrap()]).stdout).into_owned();
     let grants: u64 = stat
         .lines()

@@ -213,7 +213,99 @@ impl Fs {
             .table
             .remove(client, lease)
             .map_err(|_| lerr(libc::ENOENT, "no such lease of this client"))?;
+        self.layout_drop(&l);
+        Ok(())
+    }
+
+    /// A lease left the table: restore "bytes past EOF read as zero" over what it could
+    /// store into, then drop its inode reference.
+    fn layout_drop(&self, l: &super::LeaseInfo) {
+        if l.write
+            && let Err(e) = self.layout_trim_eof(l)
+        {
+            log::warn!(
+                "inode {}: cannot discard uncommitted stores past EOF of lease {}: {}",
+                l.ino,
+                l.id,
+                e.text
+            );
+        }
         self.release(l.ino, 0);
+    }
+
+    /// A write lease may have been stored into past EOF without a size commit. The core
+    /// relies on bytes past EOF reading as zero (a later extension shows them), so: zero
+    /// the rest of the EOF block and mark the blocks wholly past EOF unwritten (kept
+    /// allocated, reading as zeros), except where another write lease still covers them.
+    /// What a client never committed is gone, as it would be after a crash.
+    fn layout_trim_eof(&self, l: &super::LeaseInfo) -> Result<(), LayoutError> {
+        let inode = match self.iget(l.ino) {
+            Ok(i) => i,
+            Err(_) => return Ok(()), // freed: nothing to expose
+        };
+        let end = l.off + l.len;
+        if inode.ilock_shared().di.size >= end {
+            return Ok(());
+        }
+        let _io = inode.iolock_excl();
+        let _mm = inode.mmaplock_excl();
+        let (size, freed) = {
+            let d = inode.ilock_shared();
+            (d.di.size, d.freed)
+        };
+        if size >= end || freed {
+            return Ok(());
+        }
+        let start = size.max(l.off);
+        // [start, end) minus every other write lease over it.
+        let mut others: Vec<(u64, u64)> = self
+            .dax
+            .table
+            .overlapping(l.ino, start, end - start)
+            .into_iter()
+            .filter(|o| o.write)
+            .map(|o| (o.off, o.off + o.len))
+            .collect();
+        others.sort();
+        let mut pieces = Vec::new();
+        let mut pos = start;
+        for (a, b) in others {
+            if a > pos {
+                pieces.push((pos, a.min(end)));
+            }
+            pos = pos.max(b);
+        }
+        if pos < end {
+            pieces.push((pos, end));
+        }
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let mp = self.mp();
+        let mut tx = mp.trans(4 * BTREE_LEVELS_MAX as u64 * pieces.len() as u64)?;
+        let mut d = inode.ilock_excl();
+        for (a, b) in pieces {
+            let mut a = a;
+            if a % BS != 0 {
+                // Only the EOF block starts mid-block (lease ranges are block aligned).
+                let blk_end = (a / BS + 1) * BS;
+                if let Some(e) = d.map.find(a / BS)
+                    && !e.unwritten
+                {
+                    let at = bmap::dev_off(&e, a / BS) + a % BS;
+                    mp.dev.zero(at, blk_end.min(b) - a);
+                    mp.dev.flush(at, blk_end.min(b) - a);
+                }
+                a = blk_end;
+            }
+            if a < b {
+                d.map.mark_unwritten(a / BS, (b - a) / BS);
+            }
+        }
+        mp.dev.fence();
+        bmap::sync_inode(&mut tx, &mut d)?;
+        tx.commit()?;
+        drop(d);
         Ok(())
     }
 
@@ -268,7 +360,7 @@ impl Fs {
     /// The client's process is gone or its connection closed: return all it held.
     pub fn layout_client_gone(&self, client: ClientId) {
         for l in self.dax.table.remove_client(client) {
-            self.release(l.ino, 0);
+            self.layout_drop(&l);
         }
         self.dax.clients.lock().unwrap().remove(&client);
     }
