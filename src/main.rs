@@ -399,7 +399,10 @@ fn cmd_leases(mountpoint: &str) -> ExitCode {
     let r = daxfs_client::Client::connect(mountpoint).and_then(|c| c.list_leases());
     match r {
         Ok(list) => {
-            println!("{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}", "lease", "inode", "offset", "length", "mode", "pid", "state", "quarantined");
+            println!(
+                "{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}",
+                "lease", "inode", "offset", "length", "mode", "pid", "state", "quarantined"
+            );
             for l in list {
                 println!(
                     "{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}",

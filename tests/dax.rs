@@ -62,7 +62,10 @@ impl Mounted {
             return;
         }
         let d = self.dir.to_str().unwrap().to_string();
-        let ok = Command::new("umount").arg(&d).status().is_ok_and(|s| s.success());
+        let ok = Command::new("umount")
+            .arg(&d)
+            .status()
+            .is_ok_and(|s| s.success());
         if !ok {
             let _ = Command::new("umount").args(["-l", &d]).status();
         }
@@ -79,10 +82,24 @@ fn setup(opts: &str) -> Setup {
     let img = t.path().join("img");
     let mnt = t.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    assert!(daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"]).status.success());
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
     fs::set_permissions(&img, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = daxfs(&["mount", img.to_str().unwrap(), mnt.to_str().unwrap(), "-o", opts]);
-    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    let out = daxfs(&[
+        "mount",
+        img.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        opts,
+    ]);
+    assert!(
+        out.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
     Setup {
         _t: t,
@@ -108,7 +125,11 @@ impl Setup {
     }
     fn leases(&self) -> String {
         let out = daxfs(&["leases", self.mnt.dir.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn wait_no_leases(&self) {
@@ -145,7 +166,12 @@ impl Aligned {
 impl Drop for Aligned {
     fn drop(&mut self) {
         // SAFETY: allocated with this layout.
-        unsafe { std::alloc::dealloc(self.p, std::alloc::Layout::from_size_align(self.len, 4096).unwrap()) };
+        unsafe {
+            std::alloc::dealloc(
+                self.p,
+                std::alloc::Layout::from_size_align(self.len, 4096).unwrap(),
+            )
+        };
     }
 }
 
@@ -163,7 +189,12 @@ fn read_direct(path: &Path, off: u64, len: usize) -> Vec<u8> {
     while got < b.len {
         // SAFETY: pread into our aligned buffer.
         let n = unsafe {
-            libc::pread(f.as_raw_fd(), b.p.add(got) as *mut _, b.len - got, (base + got as u64) as i64)
+            libc::pread(
+                f.as_raw_fd(),
+                b.p.add(got) as *mut _,
+                b.len - got,
+                (base + got as u64) as i64,
+            )
         };
         assert!(n >= 0, "O_DIRECT read: {}", std::io::Error::last_os_error());
         if n == 0 {
@@ -186,11 +217,18 @@ fn write_direct(path: &Path, off: u64, data: &[u8]) {
     b.bytes().copy_from_slice(data);
     // SAFETY: pwrite from our aligned buffer.
     let n = unsafe { libc::pwrite(f.as_raw_fd(), b.p as *const _, data.len(), off as i64) };
-    assert_eq!(n as usize, data.len(), "O_DIRECT write: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        n as usize,
+        data.len(),
+        "O_DIRECT write: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Run this test binary again as a child doing `role` (see `child_entry`).
@@ -205,7 +243,9 @@ fn child(role: &str, args: &[&str]) -> Command {
 /// Entry point of re-executed children; a no-op as a test of its own.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(CHILD_ENV) else { return };
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let args: Vec<String> = std::env::var("DAXFS_DAX_TEST_ARGS")
         .unwrap_or_default()
         .split('\u{1f}')
@@ -306,12 +346,18 @@ fn store_load_coherence_holes_append_and_size() {
     let w = sf.map(128 << 10, 8192, true).unwrap();
     let mut z = vec![1u8; 8192];
     w.read_at(128 << 10, &mut z).unwrap();
-    assert!(z.iter().all(|&x| x == 0), "newly allocated blocks are zeroed");
+    assert!(
+        z.iter().all(|&x| x == 0),
+        "newly allocated blocks are zeroed"
+    );
     w.write_at(128 << 10, b"in a former hole").unwrap();
     w.persist(128 << 10, 16).unwrap();
     drop(w);
     assert_eq!(read_direct(&sparse, 128 << 10, 16), b"in a former hole");
-    assert!(fs::metadata(&sparse).unwrap().blocks() >= 16, "blocks allocated");
+    assert!(
+        fs::metadata(&sparse).unwrap().blocks() >= 16,
+        "blocks allocated"
+    );
 
     // Stores past EOF are invisible until the size is committed.
     let grow = s.path("grow");
@@ -322,8 +368,15 @@ fn store_load_coherence_holes_append_and_size() {
     gm.persist(10000, 8).unwrap();
     assert_eq!(fs::metadata(&grow).unwrap().len(), 3);
     gm.commit_size(10008).unwrap();
-    assert_eq!(fs::metadata(&grow).unwrap().len(), 10008, "size visible via stat");
-    assert!(gm.commit_size(16385).is_err(), "a size past the lease is refused");
+    assert_eq!(
+        fs::metadata(&grow).unwrap().len(),
+        10008,
+        "size visible via stat"
+    );
+    assert!(
+        gm.commit_size(16385).is_err(),
+        "a size past the lease is refused"
+    );
     // Stores past the committed size are discarded with the lease: the file grown
     // through the mount later shows zeros there, not the uncommitted bytes.
     gm.write_at(10008, b"uncommitted in the EOF block").unwrap();
@@ -333,9 +386,22 @@ fn store_load_coherence_holes_append_and_size() {
     s.wait_no_leases(); // RETURN has no reply: let the daemon take it
     assert_eq!(read_direct(&grow, 10000, 8), b"past eof");
     assert_eq!(read_direct(&grow, 3, 5), [0u8; 5], "the gap reads as zeros");
-    fs::OpenOptions::new().write(true).open(&grow).unwrap().set_len(20000).unwrap();
-    assert_eq!(read_direct(&grow, 10008, 28), [0u8; 28], "EOF block tail zeroed at return");
-    assert_eq!(read_direct(&grow, 14000, 19), [0u8; 19], "blocks past EOF read as zeros");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&grow)
+        .unwrap()
+        .set_len(20000)
+        .unwrap();
+    assert_eq!(
+        read_direct(&grow, 10008, 28),
+        [0u8; 28],
+        "EOF block tail zeroed at return"
+    );
+    assert_eq!(
+        read_direct(&grow, 14000, 19),
+        [0u8; 19],
+        "blocks past EOF read as zeros"
+    );
 
     // Appends: a copy each, the size committed at fsync.
     let log = s.path("log");
@@ -350,15 +416,23 @@ fn store_load_coherence_holes_append_and_size() {
     lf.fsync().unwrap();
     assert_eq!(fs::metadata(&log).unwrap().len(), n * 100);
     let back = read_direct(&log, 0, (n * 100) as usize);
-    assert!(back.chunks(100).all(|c| c == rec.as_slice()), "appended records read back");
+    assert!(
+        back.chunks(100).all(|c| c == rec.as_slice()),
+        "appended records read back"
+    );
     lf.append(b"closed").unwrap();
     lf.close().unwrap();
-    assert_eq!(fs::metadata(&log).unwrap().len(), n * 100 + 6, "close commits");
+    assert_eq!(
+        fs::metadata(&log).unwrap().len(),
+        n * 100 + 6,
+        "close commits"
+    );
 
     drop((f, sf, gf));
     // Leases go when their mappings do.
     s.wait_no_leases();
-    let stat = String::from_utf8_lossy(&daxfs(&["stat", s.mnt.dir.to_str().unwrap()]).stdout).into_owned();
+    let stat =
+        String::from_utf8_lossy(&daxfs(&["stat", s.mnt.dir.to_str().unwrap()]).stdout).into_owned();
     let grants: u64 = stat
         .lines()
         .find_map(|l| l.trim().strip_prefix("dax_grants "))
@@ -422,8 +496,15 @@ fn unprivileged_client_gets_the_fallback_and_still_works() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("CHILD OK"), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("could not open the backing device"), "the reason is given: {text}");
+    assert!(
+        out.status.success() && text.contains("CHILD OK"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("could not open the backing device"),
+        "the reason is given: {text}"
+    );
     let got = fs::read(&file).unwrap();
     assert_eq!(&got[..4], b"root");
     assert_eq!(&got[4096..4096 + 16], b"from nobody+tail");
@@ -437,10 +518,22 @@ fn raw(mnt: &Path, hello: bool) -> OwnedFd {
     let path = proto::socket_dir(true).join(proto::socket_name(st.dev()));
     let sock = sys::connect(&path).unwrap();
     if hello {
-        sys::send(sock.as_fd(), &Msg::Hello { client_version: proto::VERSION }.encode(1), &[], false).unwrap();
+        sys::send(
+            sock.as_fd(),
+            &Msg::Hello {
+                client_version: proto::VERSION,
+            }
+            .encode(1),
+            &[],
+            false,
+        )
+        .unwrap();
         let mut b = vec![0u8; proto::MSG_MAX + 1];
         let r = sys::recv(sock.as_fd(), &mut b).unwrap().unwrap();
-        assert!(matches!(proto::decode(&b[..r.len]), Ok((1, Msg::HelloReply { .. }))));
+        assert!(matches!(
+            proto::decode(&b[..r.len]),
+            Ok((1, Msg::HelloReply { .. }))
+        ));
     }
     sock
 }
@@ -448,9 +541,16 @@ fn raw(mnt: &Path, hello: bool) -> OwnedFd {
 /// The next reply, or None once the daemon closed the connection.
 fn reply(sock: &OwnedFd) -> Option<Msg> {
     let mut b = vec![0u8; proto::MSG_MAX + 1];
-    let mut p = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
-    assert!(unsafe { libc::poll(&mut p, 1, 5000) } == 1, "the daemon neither replied nor closed");
+    assert!(
+        unsafe { libc::poll(&mut p, 1, 5000) } == 1,
+        "the daemon neither replied nor closed"
+    );
     match sys::recv(sock.as_fd(), &mut b) {
         Ok(Some(r)) => Some(proto::decode(&b[..r.len]).unwrap().1),
         _ => None,
@@ -503,37 +603,102 @@ fn hostile_clients_do_not_hurt_the_daemon_or_others() {
     assert!(closed(&c), "oversized closes");
     // GRANT without its descriptor, and with a descriptor of another filesystem.
     let c = raw(&mnt, true);
-    sys::send(c.as_fd(), &Msg::Grant { off: 0, len: 4096, write: false }.encode(2), &[], false).unwrap();
+    sys::send(
+        c.as_fd(),
+        &Msg::Grant {
+            off: 0,
+            len: 4096,
+            write: false,
+        }
+        .encode(2),
+        &[],
+        false,
+    )
+    .unwrap();
     assert!(closed(&c), "a grant without proof of open closes");
     let c = raw(&mnt, true);
     let other = fs::File::open("/proc/self/exe").unwrap();
-    sys::send(c.as_fd(), &Msg::Grant { off: 0, len: 4096, write: false }.encode(2), &[other.as_fd()], false).unwrap();
+    sys::send(
+        c.as_fd(),
+        &Msg::Grant {
+            off: 0,
+            len: 4096,
+            write: false,
+        }
+        .encode(2),
+        &[other.as_fd()],
+        false,
+    )
+    .unwrap();
     assert!(closed(&c), "a descriptor of another filesystem closes");
     // Descriptors with a message that takes none.
     let c = raw(&mnt, true);
-    sys::send(c.as_fd(), &Msg::List { after: 0 }.encode(2), &[other.as_fd()], false).unwrap();
+    sys::send(
+        c.as_fd(),
+        &Msg::List { after: 0 }.encode(2),
+        &[other.as_fd()],
+        false,
+    )
+    .unwrap();
     assert!(closed(&c));
     // A write lease asked with a read-only descriptor: refused, connection kept.
     let c = raw(&mnt, true);
     let ro = fs::File::open(&file).unwrap();
-    sys::send(c.as_fd(), &Msg::Grant { off: 0, len: 4096, write: true }.encode(2), &[ro.as_fd()], false).unwrap();
+    sys::send(
+        c.as_fd(),
+        &Msg::Grant {
+            off: 0,
+            len: 4096,
+            write: true,
+        }
+        .encode(2),
+        &[ro.as_fd()],
+        false,
+    )
+    .unwrap();
     match reply(&c) {
-        Some(Msg::Error { errno, text }) => assert!(errno == libc::EBADF && text.contains("read-only"), "{text}"),
+        Some(Msg::Error { errno, text }) => {
+            assert!(errno == libc::EBADF && text.contains("read-only"), "{text}")
+        }
         m => panic!("{m:?}"),
     }
     // Returning someone else's lease or a made-up one does nothing.
     for lease in 0..50 {
         sys::send(c.as_fd(), &Msg::Return { lease }.encode(3), &[], false).unwrap();
     }
-    sys::send(c.as_fd(), &Msg::CommitSize { lease: 1, size: 1 << 30 }.encode(4), &[], false).unwrap();
-    assert!(matches!(reply(&c), Some(Msg::Error { .. })), "commit under a lease it does not hold");
+    sys::send(
+        c.as_fd(),
+        &Msg::CommitSize {
+            lease: 1,
+            size: 1 << 30,
+        }
+        .encode(4),
+        &[],
+        false,
+    )
+    .unwrap();
+    assert!(
+        matches!(reply(&c), Some(Msg::Error { .. })),
+        "commit under a lease it does not hold"
+    );
     // A flood of grants: the per-client bound refuses, the daemon stays up.
     let fl = s.path("flood");
     fs::write(&fl, pattern(2, 4096)).unwrap();
     let rf = fs::File::open(&fl).unwrap();
     let (mut ok, mut full) = (0, 0);
     for i in 0..1100u32 {
-        sys::send(c.as_fd(), &Msg::Grant { off: 0, len: 4096, write: false }.encode(10 + i), &[rf.as_fd()], false).unwrap();
+        sys::send(
+            c.as_fd(),
+            &Msg::Grant {
+                off: 0,
+                len: 4096,
+                write: false,
+            }
+            .encode(10 + i),
+            &[rf.as_fd()],
+            false,
+        )
+        .unwrap();
         match reply(&c) {
             Some(Msg::GrantReply { .. }) => ok += 1,
             Some(Msg::Error { errno, .. }) if errno == libc::ENOSPC => full += 1,
@@ -545,7 +710,11 @@ fn hostile_clients_do_not_hurt_the_daemon_or_others() {
     drop(c); // closing returns them all
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.lease_count() != 1 {
-        assert!(Instant::now() < deadline, "flood leases not returned: {}", s.lease_count());
+        assert!(
+            Instant::now() < deadline,
+            "flood leases not returned: {}",
+            s.lease_count()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The good client never noticed.
@@ -584,7 +753,15 @@ fn killed_clients_leave_no_leases() {
     }
     // And a `daxfs layout` holder.
     let mut holder = Command::new(BIN)
-        .args(["layout", file.to_str().unwrap(), "--range", "8M:1M", "--write", "--hold", "60"])
+        .args([
+            "layout",
+            file.to_str().unwrap(),
+            "--range",
+            "8M:1M",
+            "--write",
+            "--hold",
+            "60",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -594,14 +771,21 @@ fn killed_clients_leave_no_leases() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let list = s.leases();
-    assert!(list.contains(&kid.id().to_string()) && list.contains("write"), "{list}");
+    assert!(
+        list.contains(&kid.id().to_string()) && list.contains("write"),
+        "{list}"
+    );
     kid.kill().unwrap();
     holder.kill().unwrap();
     let _ = kid.wait();
     let _ = holder.wait();
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.lease_count() != 0 {
-        assert!(Instant::now() < deadline, "leases of dead processes: {}", s.leases());
+        assert!(
+            Instant::now() < deadline,
+            "leases of dead processes: {}",
+            s.leases()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Nothing was committed: the size is what it was; the data stored under the old size
@@ -615,9 +799,12 @@ fn c_program_over_libdaxfs() {
     if !can_mount() {
         return;
     }
-    let cc = ["cc", "gcc", "clang"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let cc = ["cc", "gcc", "clang"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let Some(cc) = cc else {
         eprintln!("skipping: no C compiler");
         return;
@@ -626,7 +813,10 @@ fn c_program_over_libdaxfs() {
     let exe = std::env::current_exe().unwrap();
     let libdir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     if !libdir.join("libdaxfs_client.so").exists() {
-        eprintln!("skipping: {} has no libdaxfs_client.so (build the workspace)", libdir.display());
+        eprintln!(
+            "skipping: {} has no libdaxfs_client.so (build the workspace)",
+            libdir.display()
+        );
         return;
     }
     let s = setup("dax=always");
@@ -636,7 +826,12 @@ fn c_program_over_libdaxfs() {
     let bin = s._t.path().join("append");
     let out = Command::new(cc)
         .arg(&src)
-        .arg(format!("-I{}", Path::new(env!("CARGO_MANIFEST_DIR")).join("client/include").display()))
+        .arg(format!(
+            "-I{}",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("client/include")
+                .display()
+        ))
         .arg(format!("-L{}", libdir.display()))
         .arg("-ldaxfs_client")
         .arg(format!("-Wl,-rpath,{}", libdir.display()))
@@ -646,14 +841,28 @@ fn c_program_over_libdaxfs() {
         .arg(&bin)
         .output()
         .unwrap();
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(&bin).arg(&file).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("direct 1"), "{text}");
-    let mut want: Vec<u8> = (0..1000).flat_map(|i: u32| format!("record {i:04}\n").into_bytes()).collect();
+    let mut want: Vec<u8> = (0..1000)
+        .flat_map(|i: u32| format!("record {i:04}\n").into_bytes())
+        .collect();
     want[..6].copy_from_slice(b"RECORD");
     assert_eq!(fs::metadata(&file).unwrap().len(), want.len() as u64);
-    assert_eq!(read_direct(&file, 0, want.len()), want, "appends, then a store through a pin");
+    assert_eq!(
+        read_direct(&file, 0, want.len()),
+        want,
+        "appends, then a store through a pin"
+    );
     s.finish();
 }

@@ -117,16 +117,26 @@ pub unsafe extern "C" fn daxfs_disconnect(c: *mut Client) {
 /// # Safety
 /// `c` from daxfs_connect; `buf` NULL or `len` writable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn daxfs_client_direct(c: *const Client, buf: *mut c_char, len: usize) -> c_int {
+pub unsafe extern "C" fn daxfs_client_direct(
+    c: *const Client,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
     // SAFETY: a live handle.
-    let Some(c) = (unsafe { c.as_ref() }) else { return -libc::EINVAL };
+    let Some(c) = (unsafe { c.as_ref() }) else {
+        return -libc::EINVAL;
+    };
     copy_reason(&c.mode(), buf, len)
 }
 
 /// # Safety
 /// `c` from daxfs_connect; `path` NUL-terminated.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn daxfs_open(c: *const Client, path: *const c_char, write: c_int) -> *mut File {
+pub unsafe extern "C" fn daxfs_open(
+    c: *const Client,
+    path: *const c_char,
+    write: c_int,
+) -> *mut File {
     guard_ptr(|| {
         // SAFETY: a live handle.
         let c = unsafe { c.as_ref() }.ok_or(Error::Invalid("NULL client"))?;
@@ -142,7 +152,9 @@ pub unsafe extern "C" fn daxfs_open(c: *const Client, path: *const c_char, write
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn daxfs_file_direct(f: *const File, buf: *mut c_char, len: usize) -> c_int {
     // SAFETY: a live handle.
-    let Some(f) = (unsafe { f.as_ref() }) else { return -libc::EINVAL };
+    let Some(f) = (unsafe { f.as_ref() }) else {
+        return -libc::EINVAL;
+    };
     copy_reason(f.mode(), buf, len)
 }
 
@@ -204,7 +216,12 @@ pub unsafe extern "C" fn daxfs_fsync(f: *const File) -> c_int {
 /// # Safety
 /// `f` from daxfs_open.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn daxfs_map(f: *const File, off: u64, len: u64, write: c_int) -> *mut DaxfsMapping {
+pub unsafe extern "C" fn daxfs_map(
+    f: *const File,
+    off: u64,
+    len: u64,
+    write: c_int,
+) -> *mut DaxfsMapping {
     guard_ptr(|| {
         // SAFETY: a live handle.
         let f = unsafe { f.as_ref() }.ok_or(Error::Invalid("NULL file"))?;
@@ -234,7 +251,9 @@ pub unsafe extern "C" fn daxfs_unmap(m: *mut DaxfsMapping) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn daxfs_pin(m: *mut DaxfsMapping) -> *mut c_void {
     // SAFETY: a live handle.
-    let Some(m) = (unsafe { m.as_mut() }) else { return std::ptr::null_mut() };
+    let Some(m) = (unsafe { m.as_mut() }) else {
+        return std::ptr::null_mut();
+    };
     let r = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the Mapping is boxed (stable address) and outlives every pin in `pins`,
         // which are dropped first (field order, and daxfs_unpin).
@@ -263,7 +282,9 @@ pub unsafe extern "C" fn daxfs_pin(m: *mut DaxfsMapping) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn daxfs_unpin(m: *mut DaxfsMapping) -> c_int {
     // SAFETY: a live handle.
-    let Some(m) = (unsafe { m.as_mut() }) else { return -libc::EINVAL };
+    let Some(m) = (unsafe { m.as_mut() }) else {
+        return -libc::EINVAL;
+    };
     match m.pins.pop() {
         Some(p) => {
             drop(p);
@@ -279,7 +300,12 @@ pub unsafe extern "C" fn daxfs_unpin(m: *mut DaxfsMapping) -> c_int {
 /// # Safety
 /// `m` from daxfs_map; `buf` has `len` writable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn daxfs_read(m: *const DaxfsMapping, off: u64, buf: *mut c_void, len: usize) -> c_int {
+pub unsafe extern "C" fn daxfs_read(
+    m: *const DaxfsMapping,
+    off: u64,
+    buf: *mut c_void,
+    len: usize,
+) -> c_int {
     guard(|| {
         // SAFETY: a live handle.
         let m = unsafe { m.as_ref() }.ok_or(Error::Invalid("NULL mapping"))?;
@@ -295,7 +321,12 @@ pub unsafe extern "C" fn daxfs_read(m: *const DaxfsMapping, off: u64, buf: *mut 
 /// # Safety
 /// `m` from daxfs_map; `buf` has `len` readable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn daxfs_write(m: *const DaxfsMapping, off: u64, buf: *const c_void, len: usize) -> c_int {
+pub unsafe extern "C" fn daxfs_write(
+    m: *const DaxfsMapping,
+    off: u64,
+    buf: *const c_void,
+    len: usize,
+) -> c_int {
     guard(|| {
         // SAFETY: a live handle.
         let m = unsafe { m.as_ref() }.ok_or(Error::Invalid("NULL mapping"))?;

@@ -43,8 +43,12 @@ pub fn flush_fence(p: *const u8, len: usize) {
             // only write back the cache line holding `a`.
             unsafe {
                 match k {
-                    Flush::Clwb => core::arch::asm!("clwb [{0}]", in(reg) a, options(nostack, preserves_flags)),
-                    Flush::Clflushopt => core::arch::asm!("clflushopt [{0}]", in(reg) a, options(nostack, preserves_flags)),
+                    Flush::Clwb => {
+                        core::arch::asm!("clwb [{0}]", in(reg) a, options(nostack, preserves_flags))
+                    }
+                    Flush::Clflushopt => {
+                        core::arch::asm!("clflushopt [{0}]", in(reg) a, options(nostack, preserves_flags))
+                    }
                     Flush::Clflush => core::arch::x86_64::_mm_clflush(a as *const u8),
                 }
             }

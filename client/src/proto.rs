@@ -118,15 +118,28 @@ pub struct LeaseEntry {
 pub enum Msg {
     // Client to daemon.
     /// First message of a connection; the reply says whether the device fd came with it.
-    Hello { client_version: u16 },
+    Hello {
+        client_version: u16,
+    },
     /// Map [off, off+len) of the file passed as SCM_RIGHTS with this message.
-    Grant { off: u64, len: u64, write: bool },
+    Grant {
+        off: u64,
+        len: u64,
+        write: bool,
+    },
     /// Give a lease back (also the answer to RECALL). No reply.
-    Return { lease: u64 },
+    Return {
+        lease: u64,
+    },
     /// Grow the file to `size` (the client persisted the data under it first).
-    CommitSize { lease: u64, size: u64 },
+    CommitSize {
+        lease: u64,
+        size: u64,
+    },
     /// List leases after lease id `after` (root and the daemon's user see all, others their own).
-    List { after: u64 },
+    List {
+        after: u64,
+    },
 
     // Daemon to client.
     HelloReply {
@@ -148,12 +161,26 @@ pub enum Msg {
         ranges: Vec<Range>,
     },
     Ok,
-    ListReply { entries: Vec<LeaseEntry>, more: bool },
-    Error { errno: i32, text: String },
+    ListReply {
+        entries: Vec<LeaseEntry>,
+        more: bool,
+    },
+    Error {
+        errno: i32,
+        text: String,
+    },
     /// The filesystem needs this lease back: stop using the range and RETURN it.
-    Recall { lease: u64, ino: u64, off: u64, len: u64 },
+    Recall {
+        lease: u64,
+        ino: u64,
+        off: u64,
+        len: u64,
+    },
     /// The lease was not returned in time (or the daemon fenced the client).
-    Revoked { lease: u64, text: String },
+    Revoked {
+        lease: u64,
+        text: String,
+    },
 }
 
 mod ty {
@@ -254,7 +281,12 @@ impl<'a> Rd<'a> {
     }
     /// A count of items of `item_len` bytes each, checked against `max` and against what
     /// is left, so no allocation exceeds the datagram.
-    fn count(&mut self, what: &'static str, max: usize, item_len: usize) -> Result<usize, ProtoError> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        max: usize,
+        item_len: usize,
+    ) -> Result<usize, ProtoError> {
         let n = self.u32()? as usize;
         if n > max {
             return Err(ProtoError::TooMany(what, n as u64));
@@ -568,7 +600,10 @@ pub fn examples() -> Vec<Msg> {
             write: true,
         },
         Msg::Return { lease: 7 },
-        Msg::CommitSize { lease: 7, size: 12345 },
+        Msg::CommitSize {
+            lease: 7,
+            size: 12345,
+        },
         Msg::List { after: 3 },
         Msg::HelloReply {
             direct: false,
@@ -702,8 +737,11 @@ mod tests {
     fn msg() -> impl Strategy<Value = Msg> {
         prop_oneof![
             any::<u16>().prop_map(|v| Msg::Hello { client_version: v }),
-            (any::<u64>(), any::<u64>(), any::<bool>())
-                .prop_map(|(off, len, write)| Msg::Grant { off, len, write }),
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(off, len, write)| Msg::Grant {
+                off,
+                len,
+                write
+            }),
             any::<u64>().prop_map(|lease| Msg::Return { lease }),
             (any::<u64>(), any::<u64>()).prop_map(|(lease, size)| Msg::CommitSize { lease, size }),
             (

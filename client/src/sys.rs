@@ -30,7 +30,12 @@ fn cvt(r: libc::ssize_t) -> io::Result<usize> {
 /// Send one datagram, with `fds` as SCM_RIGHTS. `nonblock`: fail with WouldBlock rather
 /// than wait for the peer to drain its queue (the daemon's sends to a client that does
 /// not read).
-pub fn send(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], nonblock: bool) -> io::Result<()> {
+pub fn send(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    nonblock: bool,
+) -> io::Result<()> {
     assert!(fds.len() <= FDS_MAX && data.len() <= MSG_MAX);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
@@ -135,13 +140,7 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>
 pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: socket(2) with constant arguments.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -149,7 +148,13 @@ pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let (addr, len) = sockaddr(path.as_os_str().as_bytes())?;
     // SAFETY: addr is a valid sockaddr_un of `len` bytes.
-    let r = unsafe { libc::connect(sock.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            &addr as *const _ as *const libc::sockaddr,
+            len,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -233,7 +238,12 @@ mod tests {
         let mut fds = [0; 2];
         // SAFETY: fds is a 2-element array.
         let r = unsafe {
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
         };
         assert_eq!(r, 0);
         // SAFETY: both are new descriptors.

@@ -21,7 +21,7 @@ use daxfs_client::proto::{GRANT_LEN_MAX, RANGES_MAX};
 use super::lease::{ClientId, LeaseError, LeaseId, LeaseState};
 use super::{ClientInfo, LayoutError, LeaseInfo, lerr};
 use crate::bmap;
-use crate::format::{BLOCK_SIZE, DIFLAG_DAX, FILE_SIZE_MAX, BTREE_LEVELS_MAX};
+use crate::format::{BLOCK_SIZE, BTREE_LEVELS_MAX, DIFLAG_DAX, FILE_SIZE_MAX};
 use crate::fs::{DaxMode, FileKind, Fs};
 use crate::inode;
 
@@ -178,7 +178,11 @@ impl Fs {
         let needs = {
             let d = inode.ilock_shared();
             let pieces = d.map.range(fb, nb);
-            pieces.iter().map(|p| p.end().min(fb + nb) - p.fileoff.max(fb)).sum::<u64>() != nb
+            pieces
+                .iter()
+                .map(|p| p.end().min(fb + nb) - p.fileoff.max(fb))
+                .sum::<u64>()
+                != nb
                 || pieces.iter().any(|p| p.unwritten)
         };
         if !needs {
@@ -460,16 +464,40 @@ mod tests {
     #[test]
     fn cover_holes_unwritten_and_merges() {
         // blocks 0-1 at 100, 2-3 at 102 (contiguous: merged), 4 hole, 5 unwritten, 6-7 at 50.
-        let e = [ext(0, 100, 2, false), ext(2, 102, 2, false), ext(5, 200, 1, true), ext(6, 50, 4, false)];
+        let e = [
+            ext(0, 100, 2, false),
+            ext(2, 102, 2, false),
+            ext(5, 200, 1, true),
+            ext(6, 50, 4, false),
+        ];
         let m = cover(&e, 1, 8);
         assert_eq!(
             m,
             vec![
-                Mapping { file_off: BS, len: 3 * BS, dev_off: Some(101 * BS) },
-                Mapping { file_off: 4 * BS, len: 2 * BS, dev_off: None },
-                Mapping { file_off: 6 * BS, len: 3 * BS, dev_off: Some(50 * BS) },
+                Mapping {
+                    file_off: BS,
+                    len: 3 * BS,
+                    dev_off: Some(101 * BS)
+                },
+                Mapping {
+                    file_off: 4 * BS,
+                    len: 2 * BS,
+                    dev_off: None
+                },
+                Mapping {
+                    file_off: 6 * BS,
+                    len: 3 * BS,
+                    dev_off: Some(50 * BS)
+                },
             ]
         );
-        assert_eq!(cover(&[], 3, 2), vec![Mapping { file_off: 3 * BS, len: 2 * BS, dev_off: None }]);
+        assert_eq!(
+            cover(&[], 3, 2),
+            vec![Mapping {
+                file_off: 3 * BS,
+                len: 2 * BS,
+                dev_off: None
+            }]
+        );
     }
 }

@@ -195,7 +195,10 @@ impl LeaseTable {
     /// Up to `n` leases with ids after `after`, in id order, and whether more follow.
     pub fn list(&self, after: LeaseId, n: usize) -> (Vec<Lease>, bool) {
         let t = self.inner.lock().unwrap();
-        let mut it = t.by_id.range(after.saturating_add(1)..).map(|(_, l)| l.clone());
+        let mut it = t
+            .by_id
+            .range(after.saturating_add(1)..)
+            .map(|(_, l)| l.clone());
         let v: Vec<Lease> = it.by_ref().take(n).collect();
         (v, it.next().is_some())
     }

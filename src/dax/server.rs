@@ -35,8 +35,8 @@ use std::time::Duration;
 use daxfs_client::proto::{self, LeaseEntry, Msg};
 use daxfs_client::sys;
 
-use super::lease::{ClientId, LeaseId, LeaseState};
 use super::RecallSink;
+use super::lease::{ClientId, LeaseId, LeaseState};
 use crate::device::Persistence;
 use crate::fs::Fs;
 
@@ -85,7 +85,10 @@ pub fn mount_dev(mountpoint: &Path) -> io::Result<u64> {
         if f.len() < 5 {
             continue;
         }
-        let mp = f[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\");
+        let mp = f[4]
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\134", "\\");
         if Path::new(&mp) == canon
             && let Some((ma, mi)) = f[2].split_once(':')
             && let (Ok(ma), Ok(mi)) = (ma.parse::<u32>(), mi.parse::<u32>())
@@ -93,7 +96,9 @@ pub fn mount_dev(mountpoint: &Path) -> io::Result<u64> {
             found = Some(libc::makedev(ma, mi));
         }
     }
-    found.ok_or_else(|| io::Error::other(format!("{}: not in /proc/self/mountinfo", canon.display())))
+    found.ok_or_else(|| {
+        io::Error::other(format!("{}: not in /proc/self/mountinfo", canon.display()))
+    })
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -145,7 +150,8 @@ impl Server {
             let _ = std::fs::remove_file(&path);
         }
         // SAFETY: socket(2) with constant arguments.
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        let fd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(format!("socket: {}", io::Error::last_os_error()));
         }
@@ -154,8 +160,19 @@ impl Server {
         use std::os::unix::ffi::OsStrExt;
         let (addr, alen) = sys::sockaddr(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         // SAFETY: a valid sockaddr_un of alen bytes.
-        if unsafe { libc::bind(lsock.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, alen) } != 0 {
-            return Err(format!("{}: bind: {}", path.display(), io::Error::last_os_error()));
+        if unsafe {
+            libc::bind(
+                lsock.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                alen,
+            )
+        } != 0
+        {
+            return Err(format!(
+                "{}: bind: {}",
+                path.display(),
+                io::Error::last_os_error()
+            ));
         }
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
         // SAFETY: listen on our bound socket.
@@ -196,11 +213,19 @@ impl Server {
     }
 
     fn stop_inner(&mut self) {
-        let Some(l) = self.listener.take() else { return };
+        let Some(l) = self.listener.take() else {
+            return;
+        };
         self.shared.fs.set_recall_sink(None);
         let one: u64 = 1;
         // SAFETY: an 8-byte write to our eventfd.
-        unsafe { libc::write(self.shared.stop.as_raw_fd(), &one as *const u64 as *const _, 8) };
+        unsafe {
+            libc::write(
+                self.shared.stop.as_raw_fd(),
+                &one as *const u64 as *const _,
+                8,
+            )
+        };
         let _ = l.join();
         let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
         for t in threads {
@@ -232,7 +257,15 @@ impl Sink {
 
 impl RecallSink for Sink {
     fn recall(&self, client: ClientId, lease: LeaseId, ino: u64, off: u64, len: u64) {
-        self.send(client, &Msg::Recall { lease, ino, off, len });
+        self.send(
+            client,
+            &Msg::Recall {
+                lease,
+                ino,
+                off,
+                len,
+            },
+        );
     }
     fn revoked(&self, client: ClientId, lease: LeaseId, why: &str) {
         self.send(
@@ -282,7 +315,12 @@ fn listen(sh: Arc<Shared>, lsock: OwnedFd) {
         }
         // SAFETY: accept4 on our listening socket; the result is checked.
         let fd = unsafe {
-            libc::accept4(lsock.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            libc::accept4(
+                lsock.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
         };
         if fd < 0 {
             continue;
@@ -311,9 +349,11 @@ fn peer_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }
@@ -352,7 +392,11 @@ fn device_policy(sh: &Shared, cred: &libc::ucred) -> Result<(), String> {
             m.mode() & 0o7777,
             m.uid(),
             m.gid(),
-            if want == 0o6 { "read-write" } else { "read-only" }
+            if want == 0o6 {
+                "read-write"
+            } else {
+                "read-only"
+            }
         ))
     }
 }
@@ -375,7 +419,13 @@ impl Conn<'_> {
     fn handle(&mut self, m: Msg, fds: Vec<OwnedFd>) -> (Step, Vec<BorrowedFd<'static>>) {
         let none = Vec::new();
         if !matches!(m, Msg::Grant { .. }) && !fds.is_empty() {
-            return (Step::Close(None, "descriptors sent with a message that takes none".into()), none);
+            return (
+                Step::Close(
+                    None,
+                    "descriptors sent with a message that takes none".into(),
+                ),
+                none,
+            );
         }
         if !self.hello && !matches!(m, Msg::Hello { .. }) {
             return (Step::Close(None, "first message is not HELLO".into()), none);
@@ -389,7 +439,10 @@ impl Conn<'_> {
             Msg::Hello { client_version } => {
                 self.hello = true;
                 if client_version != proto::VERSION {
-                    return (Step::Close(None, format!("client speaks version {client_version}")), none);
+                    return (
+                        Step::Close(None, format!("client speaks version {client_version}")),
+                        none,
+                    );
                 }
                 (Step::Reply(Msg::Ok), none) // replaced by the caller (it needs the device fd)
             }
@@ -401,7 +454,10 @@ impl Conn<'_> {
                             Step::Close(
                                 Some(Msg::Error {
                                     errno: libc::EBADF,
-                                    text: format!("GRANT needs exactly one descriptor, got {}", v.len()),
+                                    text: format!(
+                                        "GRANT needs exactly one descriptor, got {}",
+                                        v.len()
+                                    ),
                                 }),
                                 "bad descriptors with GRANT".into(),
                             ),
@@ -441,17 +497,22 @@ impl Conn<'_> {
             }
             Msg::Return { lease } => {
                 if self.sh.fs.layout_return(self.client, lease).is_err() {
-                    log::debug!("direct access: client {} returned unknown lease {lease}", self.client);
+                    log::debug!(
+                        "direct access: client {} returned unknown lease {lease}",
+                        self.client
+                    );
                 }
                 (Step::NoReply, none)
             }
-            Msg::CommitSize { lease, size } => match self.sh.fs.layout_commit_size(self.client, lease, size) {
-                Ok(ino) => {
-                    (self.sh.cfg.size_changed)(ino);
-                    (Step::Reply(Msg::Ok), none)
+            Msg::CommitSize { lease, size } => {
+                match self.sh.fs.layout_commit_size(self.client, lease, size) {
+                    Ok(ino) => {
+                        (self.sh.cfg.size_changed)(ino);
+                        (Step::Reply(Msg::Ok), none)
+                    }
+                    Err(e) => (Step::Reply(err(e)), none),
                 }
-                Err(e) => (Step::Reply(err(e)), none),
-            },
+            }
             Msg::List { after } => {
                 let all = self.cred.uid == 0 || self.cred.uid == self.sh.daemon_uid;
                 let (page, more) = self.sh.fs.layout_list_page(after, proto::LIST_ENTRIES_MAX);
@@ -476,7 +537,10 @@ impl Conn<'_> {
                     .collect();
                 (Step::Reply(Msg::ListReply { entries, more }), none)
             }
-            other => (Step::Close(None, format!("daemon-side message {other:?} from a client")), none),
+            other => (
+                Step::Close(None, format!("daemon-side message {other:?} from a client")),
+                none,
+            ),
         }
     }
 
@@ -484,31 +548,61 @@ impl Conn<'_> {
     /// the lease needs. Err((close the connection?, why)).
     fn check_fd(&self, fd: BorrowedFd<'_>, write: bool) -> Result<u64, (bool, super::LayoutError)> {
         use super::lerr;
-        let st = sys::fstat(fd).map_err(|e| (true, lerr(libc::EBADF, format!("fstat of the descriptor: {e}"))))?;
+        let st = sys::fstat(fd).map_err(|e| {
+            (
+                true,
+                lerr(libc::EBADF, format!("fstat of the descriptor: {e}")),
+            )
+        })?;
         if st.st_dev != self.sh.dev {
-            return Err((true, lerr(libc::EXDEV, "the descriptor is not a file of this mount")));
+            return Err((
+                true,
+                lerr(libc::EXDEV, "the descriptor is not a file of this mount"),
+            ));
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err((false, lerr(libc::EINVAL, "the descriptor is not a regular file")));
+            return Err((
+                false,
+                lerr(libc::EINVAL, "the descriptor is not a regular file"),
+            ));
         }
         let fl = sys::open_flags(fd).map_err(|e| (true, lerr(libc::EBADF, e.to_string())))?;
         if fl & libc::O_PATH != 0 {
-            return Err((false, lerr(libc::EBADF, "an O_PATH descriptor proves no access")));
+            return Err((
+                false,
+                lerr(libc::EBADF, "an O_PATH descriptor proves no access"),
+            ));
         }
         let acc = fl & libc::O_ACCMODE;
         if write && acc == libc::O_RDONLY {
-            return Err((false, lerr(libc::EBADF, "write lease asked with a descriptor opened read-only")));
+            return Err((
+                false,
+                lerr(
+                    libc::EBADF,
+                    "write lease asked with a descriptor opened read-only",
+                ),
+            ));
         }
         if !write && acc == libc::O_WRONLY {
-            return Err((false, lerr(libc::EBADF, "read lease asked with a descriptor opened write-only")));
+            return Err((
+                false,
+                lerr(
+                    libc::EBADF,
+                    "read lease asked with a descriptor opened write-only",
+                ),
+            ));
         }
         Ok(st.st_ino)
     }
 }
 
 fn connection(sh: Arc<Shared>, sock: OwnedFd) {
-    let Ok(cred) = sys::peer_cred(sock.as_fd()) else { return };
-    let Ok(pidfd) = sys::pidfd_open(cred.pid) else { return };
+    let Ok(cred) = sys::peer_cred(sock.as_fd()) else {
+        return;
+    };
+    let Ok(pidfd) = sys::pidfd_open(cred.pid) else {
+        return;
+    };
     let tv = libc::timeval {
         tv_sec: SEND_TIMEOUT.as_secs() as _,
         tv_usec: 0,
@@ -586,7 +680,11 @@ fn serve_client(c: &mut Conn<'_>, sock: &OwnedFd, peer: &Peer, pidfd: &OwnedFd) 
                     device_len: dev.len(),
                     reason: policy.clone().err().unwrap_or_default(),
                 };
-                let fds: Vec<BorrowedFd<'_>> = if policy.is_ok() { vec![dev.file().as_fd()] } else { vec![] };
+                let fds: Vec<BorrowedFd<'_>> = if policy.is_ok() {
+                    vec![dev.file().as_fd()]
+                } else {
+                    vec![]
+                };
                 if !send(&reply, seq, &fds) {
                     return "cannot send HELLO_REPLY".into();
                 }
