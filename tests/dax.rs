@@ -445,6 +445,65 @@ fn store_load_coherence_holes_append_and_size() {
 }
 
 #[test]
+fn fork_in_a_client() {
+    if !can_mount() {
+        return;
+    }
+    let s = setup("dax=always");
+    let file = s.path("forked");
+    fs::write(&file, pattern(4, 8192)).unwrap();
+    let client = Client::connect(&file).unwrap();
+    let f = client.open(&file, true).unwrap();
+    let m = f.map(0, 8192, true).unwrap();
+    let raw = m.pin().unwrap().as_ptr() as usize;
+    // SAFETY: the child only calls into the library (whose pin checks the fork generation
+    // before taking any lock) or touches memory, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match m.pin() {
+            Err(Error::Forked) => 0,
+            _ => 1,
+        };
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "the child's pin must fail: {st:#x}"
+    );
+    // SAFETY: as above; the child touches the parent's window and must fault.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: deliberately reading an address the child does not have (DONTFORK).
+        let v = unsafe { std::ptr::read_volatile(raw as *const u8) };
+        // SAFETY: exit without destructors.
+        unsafe { libc::_exit(v as i32 + 10) };
+    }
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "a forked child must not reach the device mapping: {st:#x}"
+    );
+    // The parent's lease and mapping are intact.
+    m.write_at(0, b"parent").unwrap();
+    m.persist(0, 6).unwrap();
+    assert_eq!(read_direct(&file, 0, 6), b"parent");
+    assert_eq!(
+        s.lease_count(),
+        1,
+        "the children returned nothing: {}",
+        s.leases()
+    );
+    drop((m, f, client));
+    s.wait_no_leases();
+    s.finish();
+}
+
+#[test]
 fn not_dax_files_fall_back() {
     if !can_mount() {
         return;

@@ -54,6 +54,8 @@ pub enum Error {
     Closed,
     /// Asked for a direct pointer on a file in fallback mode.
     NotDirect(String),
+    /// Used in a child of fork(): connect again there.
+    Forked,
     Invalid(&'static str),
 }
 
@@ -66,6 +68,7 @@ impl Error {
             Error::Proto(_) => libc::EPROTO,
             Error::Closed => libc::ENOTCONN,
             Error::NotDirect(_) => libc::EOPNOTSUPP,
+            Error::Forked => libc::ECHILD,
             Error::Invalid(_) => libc::EINVAL,
         }
     }
@@ -86,6 +89,10 @@ impl std::fmt::Display for Error {
             Error::Proto(t) => write!(f, "protocol error from the daemon: {t}"),
             Error::Closed => write!(f, "connection to the daxfs daemon closed"),
             Error::NotDirect(t) => write!(f, "no direct access: {t}"),
+            Error::Forked => write!(
+                f,
+                "this client was connected before fork(); connect again in the child"
+            ),
             Error::Invalid(t) => write!(f, "invalid argument: {t}"),
         }
     }
@@ -130,10 +137,39 @@ struct Conn {
     closed: AtomicBool,
     /// Live mappings by lease id, for RECALL and REVOKED.
     leases: Mutex<HashMap<u64, Weak<MapShared>>>,
+    /// `fork_generation()` at connect: a forked child inherits the socket but not the
+    /// threads that read it, nor (MADV_DONTFORK) the mapped windows, so it must connect
+    /// again; every use from it fails, and nothing it drops returns the parent's leases.
+    fork_gen: u64,
+}
+
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many forks separate this process from the first user of the library.
+fn fork_generation() -> u64 {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a child handler that only increments an atomic.
+    ONCE.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forked_child));
+    });
+    FORKS.load(Ordering::Relaxed)
+}
+
+impl Conn {
+    fn forked(&self) -> bool {
+        fork_generation() != self.fork_gen
+    }
 }
 
 impl Conn {
     fn call(&self, m: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<Msg> {
+        if self.forked() {
+            return Err(Error::Forked);
+        }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed).max(1);
         let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
         sys::send(self.sock.as_fd(), &m.encode(seq), &fds, false).map_err(|e| {
@@ -163,6 +199,9 @@ impl Conn {
 
     /// Fire-and-forget (RETURN has no reply).
     fn post(&self, m: &Msg) {
+        if self.forked() {
+            return;
+        }
         let _ = sys::send(self.sock.as_fd(), &m.encode(0), &[], false);
     }
 }
@@ -356,6 +395,7 @@ impl Client {
             replied: Condvar::new(),
             closed: AtomicBool::new(false),
             leases: Mutex::new(HashMap::new()),
+            fork_gen: fork_generation(),
         });
         let (tx, rx) = mpsc::channel();
         let c1 = conn.clone();
@@ -873,6 +913,12 @@ impl MapShared {
                 "grant covers up to {covered}, not {to}"
             )));
         }
+        // A child of fork() gets none of it: its stores would outlive the parent's lease.
+        let at = self.base.wrapping_add((from - self.aoff) as usize);
+        // SAFETY: advice on pages of our own window.
+        if unsafe { libc::madvise(at as *mut _, (to - from) as usize, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
         Ok(())
     }
 
@@ -1056,6 +1102,9 @@ impl Mapping {
 
     /// Hold the lease for direct access (re-granting first if it was recalled).
     pub fn pin(&self) -> Result<Pin<'_>> {
+        if self.sh.conn().is_some_and(|c| c.forked()) {
+            return Err(Error::Forked);
+        }
         let mut st = self.sh.st.lock().unwrap();
         if !st.direct {
             return Err(Error::NotDirect(
