@@ -292,6 +292,31 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(60));
             drop((m1, m2));
         }
+        // args: mount. Open many connections as one unprivileged user.
+        "many_conns" => {
+            let mnt = Path::new(&args[0]);
+            let mut socks = Vec::new();
+            let mut answered = 0;
+            for _ in 0..40 {
+                let st = fs::metadata(mnt).unwrap();
+                let path = proto::socket_dir(true).join(proto::socket_name(st.dev()));
+                let sock = sys::connect(&path).unwrap();
+                let _ = sys::send(
+                    sock.as_fd(),
+                    &Msg::Hello {
+                        client_version: proto::VERSION,
+                    }
+                    .encode(1),
+                    &[],
+                    false,
+                );
+                if let Some(Msg::HelloReply { .. }) = reply(&sock) {
+                    answered += 1;
+                }
+                socks.push(sock);
+            }
+            println!("ANSWERED {answered}");
+        }
         r => panic!("unknown child role {r}"),
     }
 }
@@ -504,6 +529,52 @@ fn fork_in_a_client() {
 }
 
 #[test]
+fn unlinked_while_leased_lives_until_returned() {
+    if !can_mount() {
+        return;
+    }
+    let s = setup("dax=always");
+    let free = || nix_free_blocks(&s.mnt.dir);
+    let before = free();
+    let file = s.path("doomed");
+    fs::write(&file, b"").unwrap();
+    let client = Client::connect(&file).unwrap();
+    let f = client.open(&file, true).unwrap();
+    let m = f.map(0, 8 << 20, true).unwrap(); // allocates 8 MiB
+    assert!(free() + 2000 < before, "the write grant allocated");
+    fs::remove_file(&file).unwrap();
+    drop(f); // the descriptor closes too: only the lease holds the inode now
+    m.write_at(1 << 20, b"still mine").unwrap();
+    let mut b = [0u8; 10];
+    m.read_at(1 << 20, &mut b).unwrap();
+    assert_eq!(&b, b"still mine");
+    assert!(
+        free() + 2000 < before,
+        "blocks stay while the lease is held"
+    );
+    drop(m);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while free() + 16 < before {
+        assert!(
+            Instant::now() < deadline,
+            "blocks of the unlinked file not freed after the return"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    s.finish();
+}
+
+fn nix_free_blocks(p: &Path) -> u64 {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs into a zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_bfree
+}
+
+#[test]
 fn not_dax_files_fall_back() {
     if !can_mount() {
         return;
@@ -563,6 +634,16 @@ fn unprivileged_client_gets_the_fallback_and_still_works() {
     assert!(
         text.contains("could not open the backing device"),
         "the reason is given: {text}"
+    );
+    let out = child("many_conns", &[s.mnt.dir.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ANSWERED 32"),
+        "one user gets 32 connections: {text}"
     );
     let got = fs::read(&file).unwrap();
     assert_eq!(&got[..4], b"root");
@@ -650,6 +731,14 @@ fn hostile_clients_do_not_hurt_the_daemon_or_others() {
     bad[12] = 200; // length mismatch
     sys::send(c.as_fd(), &bad, &[], false).unwrap();
     assert!(closed(&c));
+    // Silence: no HELLO within the daemon's timeout closes the connection.
+    let c = raw(&mnt, false);
+    let t0 = Instant::now();
+    assert!(closed(&c), "a silent connection is closed");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "closed only after the HELLO timeout"
+    );
     // A request before HELLO.
     let c = raw(&mnt, false);
     sys::send(c.as_fd(), &Msg::List { after: 0 }.encode(2), &[], false).unwrap();

@@ -16,7 +16,8 @@
 //! root, or the owner/group/other permission bits of the image for the peer's uid, gid and
 //! groups (memfd: root or the daemon's own uid). Everyone else is told why and falls back.
 //!
-//! Threads: one listener, one per connection (at most CONNECTIONS_MAX), each polling its
+//! Threads: one listener, one per connection (at most CONNECTIONS_MAX, and
+//! CONNECTIONS_PER_UID_MAX for a user other than root; HELLO within HELLO_TIMEOUT), each polling its
 //! socket, the client's pidfd (leases of a dead process are returned even if a child
 //! inherited the socket) and the server's stop eventfd. A malformed or oversized message,
 //! a missing/extra/foreign descriptor, or a message out of order closes that connection
@@ -41,6 +42,10 @@ use crate::device::Persistence;
 use crate::fs::Fs;
 
 pub const CONNECTIONS_MAX: usize = 256;
+/// Connections one user other than root may hold, so one user cannot take them all.
+pub const CONNECTIONS_PER_UID_MAX: usize = 32;
+/// A connection that has not said HELLO by then is closed (it holds a thread).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// A client that does not read its replies for this long loses its connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -65,6 +70,7 @@ struct Shared {
     stop: OwnedFd,
     peers: Mutex<HashMap<ClientId, Arc<Peer>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    per_uid: Mutex<HashMap<u32, usize>>,
     // SAFETY of use: read-only after start.
     daemon_uid: u32,
 }
@@ -187,6 +193,7 @@ impl Server {
             stop: eventfd().map_err(|e| e.to_string())?,
             peers: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
+            per_uid: Mutex::new(HashMap::new()),
             daemon_uid: uid,
         });
         fs.set_recall_sink(Some(Arc::new(Sink(Arc::downgrade(&shared)))));
@@ -333,13 +340,41 @@ fn listen(sh: Arc<Shared>, lsock: OwnedFd) {
             log::warn!("direct access: {CONNECTIONS_MAX} connections already; refusing one");
             continue;
         }
+        let Ok(cred) = sys::peer_cred(sock.as_fd()) else {
+            continue;
+        };
+        {
+            let mut per = sh.per_uid.lock().unwrap();
+            let n = per.entry(cred.uid).or_default();
+            if cred.uid != 0 && *n >= CONNECTIONS_PER_UID_MAX {
+                log::warn!(
+                    "direct access: uid {} holds {CONNECTIONS_PER_UID_MAX} connections; refusing one",
+                    cred.uid
+                );
+                continue;
+            }
+            *n += 1;
+        }
         let s2 = sh.clone();
         match std::thread::Builder::new()
             .name("daxfs-dax-conn".into())
-            .spawn(move || connection(s2, sock))
-        {
+            .spawn(move || {
+                connection(&s2, sock, cred);
+                let mut per = s2.per_uid.lock().unwrap();
+                if let Some(n) = per.get_mut(&cred.uid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per.remove(&cred.uid);
+                    }
+                }
+            }) {
             Ok(t) => threads.push(t),
-            Err(e) => log::warn!("direct access: cannot start a connection thread: {e}"),
+            Err(e) => {
+                log::warn!("direct access: cannot start a connection thread: {e}");
+                if let Some(n) = sh.per_uid.lock().unwrap().get_mut(&cred.uid) {
+                    *n -= 1;
+                }
+            }
         }
     }
 }
@@ -596,10 +631,7 @@ impl Conn<'_> {
     }
 }
 
-fn connection(sh: Arc<Shared>, sock: OwnedFd) {
-    let Ok(cred) = sys::peer_cred(sock.as_fd()) else {
-        return;
-    };
+fn connection(sh: &Shared, sock: OwnedFd, cred: libc::ucred) {
     let Ok(pidfd) = sys::pidfd_open(cred.pid) else {
         return;
     };
@@ -625,7 +657,7 @@ fn connection(sh: Arc<Shared>, sock: OwnedFd) {
     });
     sh.peers.lock().unwrap().insert(client, peer.clone());
     let mut c = Conn {
-        sh: &sh,
+        sh,
         client,
         cred,
         hello: false,
@@ -642,11 +674,22 @@ fn serve_client(c: &mut Conn<'_>, sock: &OwnedFd, peer: &Peer, pidfd: &OwnedFd) 
         let _g = peer.send_lock.lock().unwrap();
         sys::send(sock.as_fd(), &m.encode(seq), fds, false).is_ok()
     };
+    let hello_by = std::time::Instant::now() + HELLO_TIMEOUT;
     loop {
-        let ready = match poll_in(&[sock.as_fd(), pidfd.as_fd(), c.sh.stop.as_fd()], -1) {
+        let timeout = if c.hello {
+            -1
+        } else {
+            hello_by
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis() as i32
+        };
+        let ready = match poll_in(&[sock.as_fd(), pidfd.as_fd(), c.sh.stop.as_fd()], timeout) {
             Ok(r) => r,
             Err(e) => return format!("poll: {e}"),
         };
+        if !ready.iter().any(|&r| r) {
+            return "no HELLO in time".into();
+        }
         if ready[2] {
             return "server stopping".into();
         }
