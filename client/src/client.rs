@@ -206,8 +206,17 @@ impl Conn {
     }
 }
 
-/// The reader thread: replies to their waiters, RECALL to the recall worker, REVOKED marks.
-fn reader(conn: Arc<Conn>, recalls: mpsc::Sender<u64>) {
+/// What the reader thread hands the recall worker.
+enum Event {
+    Recall(u64),
+    Revoked(u64, String),
+    /// The daemon is gone: nothing we hold is a lease any more.
+    Closed,
+}
+
+/// The reader thread: replies to their waiters, RECALL / REVOKED / end of stream to the
+/// recall worker.
+fn reader(conn: Arc<Conn>, events: mpsc::Sender<Event>) {
     let mut buf = vec![0u8; proto::MSG_MAX + 1];
     loop {
         let got = match sys::recv(conn.sock.as_fd(), &mut buf) {
@@ -219,13 +228,10 @@ fn reader(conn: Arc<Conn>, recalls: mpsc::Sender<u64>) {
         };
         match m {
             Msg::Recall { lease, .. } => {
-                let _ = recalls.send(lease);
+                let _ = events.send(Event::Recall(lease));
             }
             Msg::Revoked { lease, text } => {
-                let w = conn.leases.lock().unwrap().get(&lease).cloned();
-                if let Some(sh) = w.and_then(|w| w.upgrade()) {
-                    sh.revoke(text);
-                }
+                let _ = events.send(Event::Revoked(lease, text));
             }
             m if seq != 0 => {
                 conn.replies.lock().unwrap().insert(seq, m);
@@ -235,20 +241,49 @@ fn reader(conn: Arc<Conn>, recalls: mpsc::Sender<u64>) {
         }
     }
     conn.closed.store(true, Ordering::Release);
-    let _g = conn.replies.lock().unwrap();
-    conn.replied.notify_all();
+    {
+        let _g = conn.replies.lock().unwrap();
+        conn.replied.notify_all();
+    }
+    let _ = events.send(Event::Closed);
 }
 
 /// The recall worker: may block on a mapping's lock (the reader thread must not, since a
-/// pin holder waiting for a grant reply needs the reader).
-fn recall_worker(conn: Weak<Conn>, recalls: mpsc::Receiver<u64>) {
-    while let Ok(lease) = recalls.recv() {
+/// pin holder waiting for a grant reply needs the reader). Revoked and orphaned windows
+/// are unmapped as soon as no pin is live, so stores stop reaching the device.
+fn recall_worker(conn: Weak<Conn>, events: mpsc::Receiver<Event>) {
+    while let Ok(ev) = events.recv() {
         let Some(c) = conn.upgrade() else { return };
-        let w = c.leases.lock().unwrap().get(&lease).cloned();
-        match w.and_then(|w| w.upgrade()) {
-            Some(sh) => sh.recall(lease),
-            // Already returned (or never ours): say so again, harmlessly.
-            None => c.post(&Msg::Return { lease }),
+        let find = |lease: u64| {
+            let w = c.leases.lock().unwrap().get(&lease).cloned();
+            w.and_then(|w| w.upgrade())
+        };
+        match ev {
+            Event::Recall(lease) => match find(lease) {
+                Some(sh) => sh.recall(lease),
+                // Already returned (or never ours): say so again, harmlessly.
+                None => c.post(&Msg::Return { lease }),
+            },
+            Event::Revoked(lease, text) => {
+                if let Some(sh) = find(lease) {
+                    sh.revoke(text);
+                    sh.recall(lease);
+                }
+            }
+            Event::Closed => {
+                let all: Vec<(u64, Arc<MapShared>)> = c
+                    .leases
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|(l, w)| w.upgrade().map(|sh| (*l, sh)))
+                    .collect();
+                for (lease, sh) in all {
+                    sh.revoke("the connection to the daxfs daemon closed".into());
+                    sh.recall(lease);
+                }
+                return;
+            }
         }
     }
 }
@@ -1295,8 +1330,12 @@ mod tests {
         let mut buf = vec![0u8; proto::MSG_MAX + 1];
         let mut next = 0u64;
         loop {
-            while let Ok(m) = cmds.try_recv() {
-                sys::send(sock.as_fd(), &m.encode(0), &[], false).unwrap();
+            loop {
+                match cmds.try_recv() {
+                    Ok(m) => sys::send(sock.as_fd(), &m.encode(0), &[], false).unwrap(),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return, // closes the socket
+                }
             }
             let mut p = libc::pollfd {
                 fd: sock.as_raw_fd(),
@@ -1440,6 +1479,8 @@ mod tests {
         wait(&|e| matches!(e, Ev::Grant(4)));
         assert_eq!(dev_read(&dev, 4 * (64 << 10), 5), b"again");
 
+        let other = f.map(1 << 20, 4096, true).unwrap();
+        wait(&|e| matches!(e, Ev::Grant(5)));
         // Revoked: the next use fails and says why.
         cmd.send(Msg::Revoked {
             lease: 4,
@@ -1451,9 +1492,19 @@ mod tests {
             Err(Error::Revoked(t)) => assert!(t.contains("10 ms")),
             r => panic!("expected revoked, got {:?}", r.map(|_| ())),
         }
-        drop(m);
-        drop(f);
-        drop(client);
+        // Revoked windows are unmapped and returned as soon as no pin is live.
+        wait(&|e| matches!(e, Ev::Return(4)));
+        // The daemon goes away: every mapping is dead, not left reaching the device.
+        drop(cmd);
         daemon.join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        match other.pin() {
+            Err(Error::Revoked(t)) => assert!(t.contains("connection"), "{t}"),
+            r => panic!(
+                "expected revoked after the daemon left, got {:?}",
+                r.map(|_| ())
+            ),
+        }
+        drop((m, other, f, client));
     }
 }
