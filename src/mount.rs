@@ -276,8 +276,17 @@ pub fn serve(
     let _ = notifier.set(session.notifier());
     let unmounter = session.unmount_callable();
     spawn_signal_thread(unmounter);
-    ready(Ok(()));
+    // Before the mount is reported live, so a client that starts right after `daxfs mount`
+    // returns finds the socket.
     let dax = start_dax_server(&fs, source, mountpoint, notifier.clone());
+    ready(Ok(()));
+    let dax = match dax {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("{mountpoint}: no direct access for clients: {e}");
+            None
+        }
+    };
     let r = session.run();
     if let Err(e) = &r {
         log::error!("{mountpoint}: FUSE session ended: {e}");
@@ -298,7 +307,7 @@ fn start_dax_server(
     source: &str,
     mountpoint: &str,
     notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
-) -> Option<crate::dax::server::Server> {
+) -> Result<crate::dax::server::Server, String> {
     let cfg = crate::dax::server::ServerConfig {
         mountpoint: mountpoint.into(),
         source: source.to_string(),
@@ -308,13 +317,7 @@ fn start_dax_server(
             }
         }),
     };
-    match crate::dax::server::Server::start(fs.clone(), cfg) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("{mountpoint}: no direct access for clients: {e}");
-            None
-        }
-    }
+    crate::dax::server::Server::start(fs.clone(), cfg)
 }
 
 /// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then
