@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use daxfs::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::Device;
 
 fn round(ag_count: u32, threads: usize, files: usize) -> f64 {
     let dev = Arc::new(Device::memfd(2 << 30).unwrap());

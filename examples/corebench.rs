@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use daxfs::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::Device;
 
 fn main() {
     let n = 20_000;

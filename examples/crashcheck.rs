@@ -7,9 +7,9 @@
 //! Prints workloads run, crash images checked and failures (the first ones described);
 //! exits 1 when anything failed.
 
-use daxfs::crashcheck::{self, Config, Summary};
-use daxfs::crashsim::Limits;
-use daxfs::device::Persistence;
+use daxfs::pmem::device::Persistence;
+use daxfs::testing::crashcheck::{self, Config, Summary};
+use daxfs::testing::crashsim::Limits;
 
 fn main() {
     let mut depth = 1usize;

@@ -6,7 +6,7 @@
 //! `u128` in memory and stored little-endian with the tree's own widths. Keys are unique;
 //! trees that need duplicates fold a tiebreaker into the key (see dir.rs).
 //!
-//! Node layout (format.rs): block header, level u16, numrecs u16, then records. A leaf
+//! Node layout (format/btree.rs): block header, level u16, numrecs u16, then records. A leaf
 //! (level 0) holds (key, value) pairs; an interior node holds (key, child block) pairs where
 //! key[i] <= every key under child i < key[i+1]. There are no sibling pointers: iteration
 //! climbs the cursor path. Deletion frees nodes that become empty and collapses a root with

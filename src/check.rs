@@ -10,16 +10,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::alloc;
-use crate::bmap;
 use crate::btree::{self, BlockIo, Root, Tree};
-use crate::device::Device;
 use crate::dir;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::ialloc;
+use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::inode::{DiskInode, InodeData, kind_of_ftype};
+use crate::pmem::device::Device;
+use crate::space::alloc;
+use crate::space::ialloc;
 use crate::xattr;
 
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ fn open_io<'a>(dev: &'a Device, sb: &Superblock) -> Result<Recovered<'a>> {
     };
     let log_off = sb.log_start * BLOCK_SIZE as u64;
     let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let recs = crate::trans::records_to_replay(
+    let recs = crate::log::trans::records_to_replay(
         &read,
         sb.log_blocks * BLOCK_SIZE as u64,
         sb.lsn_base,
@@ -275,7 +275,7 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for (&ino, seen) in &inodes {
         if !seen.di.is_dir() {
-            if seen.di.kind() == crate::fs::FileKind::Symlink && seen.di.format != FMT_LOCAL {
+            if seen.di.kind() == crate::inode::FileKind::Symlink && seen.di.format != FMT_LOCAL {
                 let ok = seen.map.len() == 1 && seen.map.find(0).is_some_and(|e| !e.unwritten);
                 if !ok || seen.di.size as usize > SYMLINK_LEN_MAX || seen.di.size == 0 {
                     p.push(format!(
@@ -434,7 +434,7 @@ struct MpGeometry {
 fn extent_ok(g: &MpGeometry, e: &Extent) -> bool {
     let ag = |b: u64| b / g.sb.ag_blocks;
     e.len > 0
-        && e.len <= crate::extent_map::EXTENT_LEN_MAX
+        && e.len <= crate::inode::extent_map::EXTENT_LEN_MAX
         && e.startblock
             .checked_add(e.len)
             .is_some_and(|end| end <= g.sb.total_blocks)

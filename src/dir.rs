@@ -16,13 +16,13 @@
 //! cookies survive the move to block form. A directory moves to block form when an entry
 //! does not fit the inode, and back to short form when its entries fit the inode again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result};
 use crate::format::*;
-use crate::inode::InodeData;
-use crate::trans::Trans;
+use crate::inode::{FreeIndex, InodeData};
+use crate::log::trans::Trans;
 
 pub static DIRHASH: TreeOps = TreeOps {
     name: "dirhash",
@@ -63,32 +63,6 @@ pub struct Found {
     pub ino: u64,
     pub ftype: u8,
     pub dataptr: u64,
-}
-
-#[derive(Debug, Default)]
-pub struct FreeIndex {
-    by_block: BTreeMap<u64, u16>,
-    by_size: BTreeSet<(u16, u64)>,
-}
-
-impl FreeIndex {
-    fn set(&mut self, dblock: u64, best: u16) {
-        if let Some(old) = self.by_block.insert(dblock, best) {
-            self.by_size.remove(&(old, dblock));
-        }
-        self.by_size.insert((best, dblock));
-    }
-    fn remove(&mut self, dblock: u64) {
-        if let Some(old) = self.by_block.remove(&dblock) {
-            self.by_size.remove(&(old, dblock));
-        }
-    }
-    fn find(&self, need: usize) -> Option<u64> {
-        self.by_size
-            .range((need as u16, 0)..)
-            .next()
-            .map(|&(_, b)| b)
-    }
 }
 
 /// One entry as found in a data block.
@@ -310,7 +284,7 @@ fn sf_to_block(tx: &mut Trans, d: &mut InodeData, ents: &[SfEntry]) -> Result<()
     d.di.local.clear();
     d.di.size = 0;
     d.dir_free = Some(FreeIndex::default());
-    crate::bmap::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
+    crate::dax::alloc_holes(tx, d, 0, 1, false, &mut |_, _, _, _| {})?;
     let blk = d.map.find(0).expect("just mapped").startblock;
     let mut b = new_block();
     init_header(&mut b[..], DIRDATA_MAGIC, blk, dir, &tx.mp.sb.uuid);
@@ -500,7 +474,7 @@ pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) 
 
 fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
     let dblock = d.map.next_hole(0);
-    crate::bmap::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
+    crate::dax::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
     let e = d.map.find(dblock).expect("just mapped");
     let blk = e.startblock + (dblock - e.fileoff);
     let mut b = new_block();
@@ -578,7 +552,7 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
     d.di.dir_entries = d.di.dir_entries.saturating_sub(1);
     if n == 0 {
         tx.forget_block(blk);
-        crate::bmap::free_range(tx, d, dblock, 1);
+        crate::inode::bmap::free_range(tx, d, dblock, 1);
         d.dir_free.as_mut().unwrap().remove(dblock);
         d.di.size = d.map.mapped_blocks() * BLOCK_SIZE as u64;
         if d.map.is_empty()
@@ -597,7 +571,7 @@ pub fn remove(tx: &mut Trans, d: &mut InodeData, name: &[u8], f: Found) -> Resul
         let blk = d.map.find(0).expect("checked by fits_short").startblock;
         btree::destroy(tx, &hash_tree(dir), &mut d.di.dirhash)?;
         tx.forget_block(blk);
-        crate::bmap::free_range(tx, d, 0, 1);
+        crate::inode::bmap::free_range(tx, d, 0, 1);
         d.di.format = FMT_LOCAL;
         d.dir_free = None;
         sf_store(d, &ents);

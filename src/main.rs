@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use daxfs::device::{Device, parse_size};
 use daxfs::mount;
+use daxfs::pmem::device::{Device, parse_size};
 
 #[derive(Parser)]
 #[command(

@@ -10,14 +10,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::alloc::{self, AGFL_MIN};
 use crate::btree::{self, BlockIo, Root, Tree};
-use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::extent_map::ExtentMap;
 use crate::format::*;
+use crate::inode::extent_map::ExtentMap;
 use crate::inode::{DiskInode, Inode};
-use crate::mp::Mp;
+use crate::log::mp::Mp;
+use crate::pmem::device::Device;
+use crate::space::alloc::{self, AGFL_MIN};
 
 #[derive(Debug, Clone, Default)]
 pub struct MkfsOptions {
@@ -173,7 +173,7 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
     dev.zero(log_off, log_blocks * BLOCK_SIZE as u64);
     dev.persist_all();
 
-    let mp = Mp::new(dev.clone(), sb.clone(), false);
+    let mp = Mp::new(dev.clone(), sb.clone(), false, &crate::space::SPACE);
     let mut free = 0i64;
     for agno in 0..ag_count as u32 {
         free += (mp.ag_len(agno) - ag_meta - if agno == 0 { log_blocks } else { 0 }) as i64
@@ -181,9 +181,9 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
     }
     mp.free_blocks
         .store(free, std::sync::atomic::Ordering::Release);
-    crate::trans::recover(&mp)?;
+    crate::log::trans::recover(&mp)?;
     sb.root_ino = make_root(&mp)?;
-    sb.lsn_base = crate::trans::next_lsn(&mp);
+    sb.lsn_base = crate::log::trans::next_lsn(&mp);
     sb.clean = 1;
     for agno in (0..ag_count as u32).rev() {
         let mut b = new_block();
@@ -311,8 +311,8 @@ fn write_ag(dev: &Device, sb: &Superblock, agno: u32, ag_meta: u64) -> Result<()
 
 /// Create the root directory (0755, owned by whoever runs mkfs) in a transaction.
 fn make_root(mp: &Mp) -> Result<u64> {
-    let mut tx = mp.trans(crate::ialloc::IALLOC_RESBLKS)?;
-    let ino = crate::ialloc::ialloc(&mut tx, 0)?;
+    let mut tx = mp.trans(crate::space::ialloc::IALLOC_RESBLKS)?;
+    let ino = crate::space::ialloc::ialloc(&mut tx, 0)?;
     let now = crate::inode::now();
     let di = DiskInode {
         ino,
@@ -332,7 +332,7 @@ fn make_root(mp: &Mp) -> Result<u64> {
     let inode = Inode::new(di, ExtentMap::new());
     {
         let mut d = inode.ilock_excl();
-        crate::bmap::sync_inode(&mut tx, &mut d)?;
+        crate::inode::bmap::sync_inode(&mut tx, &mut d)?;
     }
     tx.commit()?;
     Ok(ino)

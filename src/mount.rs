@@ -8,8 +8,8 @@ use std::path::Path;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::device::Device;
 use crate::fs::{AtimeMode, DaxMode, Fs, FsOptions};
+use crate::pmem::device::Device;
 
 /// Mount options, parsed from `-o a,b=c,...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -300,15 +300,15 @@ pub fn serve(
     Ok(())
 }
 
-/// The direct-access control socket (src/dax/server.rs); without it clients fall back to
+/// The direct-access control socket (src/daxserver.rs); without it clients fall back to
 /// pread/pwrite, so a failure is logged, not fatal.
 fn start_dax_server(
     fs: &std::sync::Arc<Fs>,
     source: &str,
     mountpoint: &str,
     notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
-) -> Result<crate::dax::server::Server, String> {
-    let cfg = crate::dax::server::ServerConfig {
+) -> Result<crate::daxserver::Server, String> {
+    let cfg = crate::daxserver::ServerConfig {
         mountpoint: mountpoint.into(),
         source: source.to_string(),
         size_changed: Box::new(move |ino| {
@@ -317,7 +317,7 @@ fn start_dax_server(
             }
         }),
     };
-    crate::dax::server::Server::start(fs.clone(), cfg)
+    crate::daxserver::Server::start(fs.clone(), cfg)
 }
 
 /// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then

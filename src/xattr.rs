@@ -7,7 +7,7 @@ use crate::btree::BlockIo;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
 use crate::inode::InodeData;
-use crate::trans::Trans;
+use crate::log::trans::Trans;
 
 const NS_USER: u8 = 1;
 const NS_TRUSTED: u8 = 2;
@@ -115,7 +115,7 @@ fn store(tx: &mut Trans, d: &mut InodeData, attrs: &[Xattr]) -> Result<()> {
         return err(libc::ENOSPC);
     }
     if d.di.attr_blk == 0 {
-        d.di.attr_blk = crate::alloc::alloc_exact_len(tx, tx.mp.ino_block(d.di.ino), 1)?;
+        d.di.attr_blk = crate::space::alloc::alloc_exact_len(tx, tx.mp.ino_block(d.di.ino), 1)?;
     }
     let blk = d.di.attr_blk;
     let mut b = new_block();

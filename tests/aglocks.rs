@@ -8,14 +8,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use daxfs::alloc;
 use daxfs::check;
-use daxfs::device::Device;
-use daxfs::errtag::ErrorTag;
 use daxfs::format::{AG_FIRST_FREE, BLOCK_SIZE};
 use daxfs::fs::{Cred, Fs, FsOptions, RenameFlags, SetAttr};
+use daxfs::log::trans;
 use daxfs::mkfs::{self, MkfsOptions};
-use daxfs::trans;
+use daxfs::pmem::device::Device;
+use daxfs::pmem::errtag::ErrorTag;
+use daxfs::space::alloc;
 
 fn root() -> Cred {
     Cred {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::{Device, TraceOp};
 use daxfs::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::{Device, TraceOp};
 
 const S_IFREG: u32 = libc::S_IFREG;
 

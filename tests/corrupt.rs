@@ -11,10 +11,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
 use daxfs::format::*;
 use daxfs::fs::{Cred, FileKind, Fs, FsOptions, XattrFlags};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::Device;
 
 const SIZE: u64 = 16 << 20;
 const EUCLEAN: i32 = 117;

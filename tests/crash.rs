@@ -8,9 +8,9 @@
 //! DAXFS_CRASH_LONG=1 for every combination of sync variants and many more random
 //! sequences (or use `cargo run --release --example crashcheck -- --help`).
 
-use daxfs::crashcheck::{self, Config, Summary, Workload};
-use daxfs::crashsim::Limits;
-use daxfs::device::Persistence;
+use daxfs::pmem::device::Persistence;
+use daxfs::testing::crashcheck::{self, Config, Summary, Workload};
+use daxfs::testing::crashsim::Limits;
 
 fn long() -> bool {
     std::env::var_os("DAXFS_CRASH_LONG").is_some_and(|v| v != "0")

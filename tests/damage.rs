@@ -7,9 +7,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::Device;
 
 const SIZE: u64 = 16 << 20;
 

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::crashsim::{self, Limits, Rng};
-use daxfs::device::{Device, Persistence};
 use daxfs::error::Result;
-use daxfs::errtag::ErrorTag;
 use daxfs::fs::{Cred, Fs, FsOptions, RenameFlags, STATS_XATTR, XattrFlags};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::{Device, Persistence};
+use daxfs::pmem::errtag::ErrorTag;
+use daxfs::testing::crashsim::{self, Limits, Rng};
 
 const SIZE: u64 = 32 << 20;
 

@@ -8,12 +8,12 @@
 
 use daxfs::format::*;
 use daxfs::fs::{Fs, FsOptions};
-use daxfs::fuzzing;
+use daxfs::testing::fuzzing;
 
 /// Found by the `agi` target: an AGI whose free-inode count exceeded its inode count
 /// mounted (Fs::load_counters did not check what ialloc::read_agi checks), then statfs
 /// computed `inodes_count - inodes_free` and underflowed: a panic with overflow checks, a
-/// nonsense inode count without. Fixed in fs.rs: load_counters checks `free <= count <=
+/// nonsense inode count without. Fixed in fs/mod.rs: load_counters checks `free <= count <=
 /// ag_len * INODES_PER_BLOCK`, statfs saturates. Now the mount is refused.
 #[test]
 fn statfs_with_more_free_inodes_than_inodes() {
@@ -55,7 +55,7 @@ fn log_record_with_the_largest_lsn() {
     let read = |pos: u64, buf: &mut [u8]| {
         buf.copy_from_slice(&log[pos as usize..pos as usize + buf.len()]);
     };
-    let r = daxfs::trans::records_to_replay(&read, log.len() as u64, 0, MIN_BLOCKS);
+    let r = daxfs::log::trans::records_to_replay(&read, log.len() as u64, 0, MIN_BLOCKS);
     assert!(
         r.is_ok_and(|v| v.is_empty()),
         "the record is not valid: nothing to replay"

@@ -1,9 +1,9 @@
-//! The fuzz targets without cargo-fuzz: every `daxfs::fuzzing` function gets its seeds
+//! The fuzz targets without cargo-fuzz: every `daxfs::testing::fuzzing` function gets its seeds
 //! (cut from a real image) and a few thousand seeded mutations of them in all (bit flips,
 //! byte and integer sets, truncations, block swaps). Errors are fine; a panic fails the
 //! test, which names the target and writes the input to
 //! `target/fuzz-smoke-failures/TARGET-N.bin` (replay it with
-//! `cargo fuzz run TARGET FILE` or `daxfs::fuzzing::TARGET(&std::fs::read(FILE)?)`).
+//! `cargo fuzz run TARGET FILE` or `daxfs::testing::fuzzing::TARGET(&std::fs::read(FILE)?)`).
 //!
 //! `DAXFS_FUZZ_SMOKE_SCALE=N` multiplies the iteration counts; `DAXFS_FUZZ_SMOKE_SEED`
 //! changes the mutations.
@@ -11,7 +11,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use daxfs::fuzzing;
+use daxfs::testing::fuzzing;
 
 struct Rng(u64);
 

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
 use daxfs::fs::{FileKind, Fs, FsOptions, Timespec};
+use daxfs::pmem::device::Device;
 
 fn path(fs: &Fs, p: &str) -> daxfs::fs::Attr {
     let mut a = fs.getattr(fs.root_ino()).unwrap();

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use daxfs::check;
-use daxfs::device::Device;
 use daxfs::fs::{Cred, Fs, FsOptions, RenameFlags, SetAttr};
 use daxfs::mkfs::{self, MkfsOptions};
+use daxfs::pmem::device::Device;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

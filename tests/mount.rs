@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use daxfs::crashsim::Rng;
+use daxfs::testing::crashsim::Rng;
 
 const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
 

@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::agf` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::agf` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::agf(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::agf(data));

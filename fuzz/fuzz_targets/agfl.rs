@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::agfl` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::agfl` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::agfl(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::agfl(data));

@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::agi` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::agi` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::agi(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::agi(data));

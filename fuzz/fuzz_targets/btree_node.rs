@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::btree_node` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::btree_node` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::btree_node(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::btree_node(data));

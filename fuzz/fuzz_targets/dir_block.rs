@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::dir_block` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::dir_block` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::dir_block(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::dir_block(data));

@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::inode` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::inode` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::inode(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::inode(data));

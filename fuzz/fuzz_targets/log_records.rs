@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::log_records` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::log_records` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::log_records(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::log_records(data));

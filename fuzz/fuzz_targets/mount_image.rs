@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::mount_image` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::mount_image` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::mount_image(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::mount_image(data));

@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::superblock` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::superblock` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::superblock(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::superblock(data));

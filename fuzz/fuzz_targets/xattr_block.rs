@@ -1,6 +1,6 @@
 #![no_main]
-//! `daxfs::fuzzing::xattr_block` (see src/fuzzing.rs).
+//! `daxfs::testing::fuzzing::xattr_block` (see src/testing/fuzzing.rs).
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| daxfs::fuzzing::xattr_block(data));
+fuzz_target!(|data: &[u8]| daxfs::testing::fuzzing::xattr_block(data));

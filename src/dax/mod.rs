@@ -1,14 +1,14 @@
-//! Direct access: layout leases and the control socket through which the daxfs client
-//! library (crate daxfs-client, client/) maps file data straight from the device.
+//! The DAX layer: how file ranges become device blocks a program may use directly.
 //!
-//! Why: Linux 6.18 gives a FUSE server no way to let the kernel map its device into an
-//! application (DESIGN.md 6a), so a client maps the device itself, under leases this
-//! filesystem grants and can recall (SplitFS/MadFS style).
+//! Owns the fault path today (`iomap`: map a file block, allocate a range's holes), used
+//! by every write path of fs/ and by directory growth, and the layout lease table
+//! (`lease`: who holds which range of which inode; in memory only) with the shape of a
+//! grant (`grant`). The grant/return/commit operations over the core are `impl Fs` in
+//! fs/layout.rs; the control socket that direct-access clients talk to (protocol:
+//! crate daxfs-client, client/src/proto.rs) calls fs/ and so sits beside fuse.rs, above
+//! fs, in src/daxserver.rs. Breaking layouts (recall, wait, revoke, quarantine) is next.
 //!
-//! Files:
-//! - `lease.rs`: the lease table (in memory only: after a crash nobody holds a lease).
-//! - `grant.rs`: `Fs::layout_*`, the grant/return/commit side against the core.
-//! - `server.rs`: the per-mount Unix socket, its security checks and connection threads.
+//! May call: `error`, `format`, `pmem`, `log`, `space`, `inode`. Never dir, xattr or fs.
 //!
 //! The interface between the socket server (daxclient) and the filesystem side (daxcore):
 //! ```text
@@ -17,30 +17,31 @@
 //!     Grant { lease, ino, size /* in-core i_size */, off, len /* what the lease covers */,
 //!             ranges: Vec<Mapping { file_off, len, dev_off: Option<u64> /* None = hole */ }> }
 //!     // a write grant allocates (zeroed, written) every hole/unwritten block, also past EOF
-//! Fs::layout_return(client, lease)
+//! Fs::layout_return(client, lease)                        // also restores zeros past EOF
 //! Fs::layout_commit_size(client, lease, new_size) -> ino  // grows only, inside the write lease
 //! Fs::layout_client_gone(client)                          // pidfd fired or socket closed
 //! Fs::layout_list() / layout_list_page(after, n)          // `daxfs leases`
 //! Fs::layout_recall(ino, off, len) -> Vec<LeaseId>        // marks Recalled, calls the sink
-//! Fs::set_recall_sink(Arc<dyn RecallSink>)                // registered by the socket server
+//! Fs::set_recall_sink(Option<Arc<dyn RecallSink>>)        // registered by the socket server
 //! trait RecallSink { fn recall(&self, client, lease, ino, off, len);
 //!                    fn revoked(&self, client, lease, why: &str); }
 //! ```
-//! The server sends RECALL to the client from `RecallSink::recall` without blocking (a
-//! client whose socket is full just does not hear it, and is revoked after the wait); the
-//! client answers with RETURN, which arrives as `layout_return`. A revoked client's next
-//! request fails with EKEYREVOKED (`layout_commit_size` checks the lease state; daxcore
-//! adds the fence on grants).
+//! The server sends RECALL from `RecallSink::recall` without blocking (a client whose
+//! socket is full just does not hear it, and is revoked after the wait); the client answers
+//! with RETURN, which arrives as `layout_return`. `RecallSink::revoked` sends REVOKED: the
+//! client unmaps and returns the lease as soon as it holds no pin. A revoked lease's size
+//! commit fails with EKEYREVOKED (the fence on further grants is daxcore's).
 
 pub mod grant;
+pub mod iomap;
 pub mod lease;
-pub mod server;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use grant::{Grant, Mapping};
+pub use iomap::{alloc_holes, dev_off, write_resblks};
 pub use lease::{ClientId, Lease as LeaseInfo, LeaseId, LeaseState, LeaseTable};
 
 use crate::error::FsError;
@@ -85,9 +86,9 @@ pub struct ClientInfo {
 #[derive(Default)]
 pub struct DaxState {
     pub table: LeaseTable,
-    pub(crate) clients: Mutex<HashMap<ClientId, ClientInfo>>,
-    pub(crate) next_client: AtomicU64,
-    pub(crate) sink: RwLock<Option<Arc<dyn RecallSink>>>,
+    pub clients: Mutex<HashMap<ClientId, ClientInfo>>,
+    pub next_client: AtomicU64,
+    pub sink: RwLock<Option<Arc<dyn RecallSink>>>,
 }
 
 impl DaxState {
@@ -107,11 +108,5 @@ impl DaxState {
             g(&s.break_waits),
             g(&s.longest_break_us),
         )
-    }
-}
-
-impl crate::fs::Fs {
-    pub fn set_recall_sink(&self, sink: Option<Arc<dyn RecallSink>>) {
-        *self.dax.sink.write().unwrap() = sink;
     }
 }

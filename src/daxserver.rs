@@ -1,4 +1,5 @@
-//! The control socket of a mount: where direct-access clients ask for layouts.
+//! The control socket of a mount: where direct-access clients ask for layouts. It calls
+//! fs/ (fs/layout.rs) as the FUSE adapter does, and sits beside it, above fs.
 //!
 //! Path: `/run/daxfs/MAJOR:MINOR.sock` (daxfs_client::proto::socket_dir/socket_name), the
 //! st_dev of the mount. A client finds it from fstat of any file it opened on the mount;
@@ -36,10 +37,10 @@ use std::time::Duration;
 use daxfs_client::proto::{self, LeaseEntry, Msg};
 use daxfs_client::sys;
 
-use super::RecallSink;
-use super::lease::{ClientId, LeaseId, LeaseState};
-use crate::device::Persistence;
+use crate::dax::lease::{ClientId, LeaseId, LeaseState};
+use crate::dax::{LayoutError, RecallSink, lerr};
 use crate::fs::Fs;
+use crate::pmem::device::Persistence;
 
 pub const CONNECTIONS_MAX: usize = 256;
 /// Connections one user other than root may hold, so one user cannot take them all.
@@ -465,7 +466,7 @@ impl Conn<'_> {
         if !self.hello && !matches!(m, Msg::Hello { .. }) {
             return (Step::Close(None, "first message is not HELLO".into()), none);
         }
-        let err = |e: super::LayoutError| Msg::Error {
+        let err = |e: LayoutError| Msg::Error {
             errno: e.errno,
             text: e.text,
         };
@@ -581,8 +582,7 @@ impl Conn<'_> {
 
     /// The proof of open: `fd` names a regular file of this mount, opened with the access
     /// the lease needs. Err((close the connection?, why)).
-    fn check_fd(&self, fd: BorrowedFd<'_>, write: bool) -> Result<u64, (bool, super::LayoutError)> {
-        use super::lerr;
+    fn check_fd(&self, fd: BorrowedFd<'_>, write: bool) -> Result<u64, (bool, LayoutError)> {
         let st = sys::fstat(fd).map_err(|e| {
             (
                 true,

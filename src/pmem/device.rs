@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::errtag::{ErrorTag, ErrorTags};
+use crate::pmem::errtag::{ErrorTag, ErrorTags};
 
 use crate::format::BLOCK_SIZE;
 

@@ -1,5 +1,6 @@
-//! File block mapping: the data fork on media (inline extent list, then a bmbt B+tree) and
-//! the fault path that maps or allocates file blocks (XFS's xfs_bmap.c + iomap_begin).
+//! File block mapping: the data fork on media (inline extent list, then a bmbt B+tree)
+//! (XFS's xfs_bmap.c). The fault path that maps or allocates file blocks over it
+//! (iomap_begin) is `dax/`.
 //!
 //! In memory every inode's mapping is an `ExtentMap`; the media form follows it at each
 //! transaction (`sync_fork`): up to INLINE_EXTENTS_MAX extents live in the inode, more
@@ -12,12 +13,12 @@
 //! zeroed when they are first written.
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
-use crate::error::{FsError, Result, err};
-use crate::extent_map::{Change, Extent, ExtentMap};
+use crate::error::{FsError, Result};
 use crate::format::*;
+use crate::inode::extent_map::{Change, Extent, ExtentMap};
 use crate::inode::{DiskInode, InodeData};
-use crate::mp::Mp;
-use crate::trans::Trans;
+use crate::log::mp::Mp;
+use crate::log::trans::Trans;
 
 pub static BMBT: TreeOps = TreeOps {
     name: "bmbt",
@@ -50,7 +51,7 @@ fn ext_from(k: u128, v: u128) -> Extent {
 /// Is `e` a plausible extent of this filesystem? (inside one AG, past its headers)
 pub fn extent_valid(mp: &Mp, e: &Extent) -> bool {
     e.len > 0
-        && e.len <= crate::extent_map::EXTENT_LEN_MAX
+        && e.len <= crate::inode::extent_map::EXTENT_LEN_MAX
         && e.fileoff
             .checked_add(e.len)
             .is_some_and(|end| end <= FILE_SIZE_MAX.div_ceil(BLOCK_SIZE as u64))
@@ -162,62 +163,11 @@ pub fn write_inode(tx: &mut Trans, d: &InodeData) {
     tx.write_raw(tx.mp.ino_block(ino), tx.mp.ino_offset(ino), &slot);
 }
 
-/// Blocks to reserve for mapping `nblocks` new blocks into a file: the blocks, plus bmbt
-/// growth (a split per level, per extent in the worst case of fragmented free space).
-pub fn write_resblks(nblocks: u64) -> u64 {
-    nblocks + (nblocks / 64 + 2) * BTREE_LEVELS_MAX as u64
-}
-
-/// Allocate every hole in file blocks [start, start+len), as written (after `fill` has
-/// initialised the blocks) or unwritten. `fill(device block, file block, len)` runs before
-/// the mapping is inserted, so it can write data or zeros in place.
-pub fn alloc_holes(
-    tx: &mut Trans,
-    d: &mut InodeData,
-    start: u64,
-    len: u64,
-    unwritten: bool,
-    fill: &mut dyn FnMut(&Mp, u64, u64, u64),
-) -> Result<()> {
-    let end = start + len;
-    let mut pos = start;
-    while pos < end {
-        if let Some(e) = d.map.find(pos) {
-            pos = e.end().min(end);
-            continue;
-        }
-        let hole_end = d.map.next_mapped(pos).map_or(end, |n| n.min(end));
-        // Allocate next to the previous block of the file, else near the inode.
-        let hint = match pos.checked_sub(1).and_then(|p| d.map.find(p)) {
-            Some(prev) => prev.startblock + prev.len,
-            None => tx.mp.ino_block(d.di.ino),
-        };
-        let Some((blk, got)) = crate::alloc::alloc_extent(tx, hint, hole_end - pos, 1)? else {
-            return err(libc::ENOSPC);
-        };
-        fill(tx.mp, blk, pos, got);
-        d.map.insert(Extent {
-            fileoff: pos,
-            startblock: blk,
-            len: got,
-            unwritten,
-        });
-        pos += got;
-    }
-    Ok(())
-}
-
 /// Free every block mapped in file blocks [start, start+len) (at commit).
 pub fn free_range(tx: &mut Trans, d: &mut InodeData, start: u64, len: u64) {
     for (blk, n) in d.map.remove_range(start, len) {
         tx.defer_free(blk, n);
     }
-}
-
-/// Device byte offset of file block `fblk` within extent `e`.
-pub fn dev_off(e: &Extent, fblk: u64) -> u64 {
-    debug_assert!(fblk >= e.fileoff && fblk < e.end());
-    (e.startblock + (fblk - e.fileoff)) * BLOCK_SIZE as u64
 }
 
 /// Worst-case number of extents a transaction may remove before it must commit (bounds

@@ -24,29 +24,37 @@
 //! References: FUSE lookups (`nlookup`) and open files (`opens`). An inode with neither is
 //! unreferenced and may be evicted; one with no links is then freed (inactivated).
 
-use std::cell::Cell;
+pub mod bmap;
+pub mod extent_map;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::btree::Root;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
 use crate::format::*;
-use crate::fs::{FileKind, Timespec};
+use crate::inode::extent_map::{Extent, ExtentMap};
+use crate::log::lockorder;
 
-thread_local! {
-    static ILOCKS_HELD: Cell<u32> = const { Cell::new(0) };
+pub use crate::log::lockorder::assert_no_ilock;
+
+/// Time as the inode keeps it (seconds and nanoseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
 }
 
-/// Panics when a lock that must come before ILOCK is taken after one. A thread-local
-/// counter: cheap enough to keep on in release builds, where the tests run.
-#[track_caller]
-pub fn assert_no_ilock(what: &str) {
-    let n = ILOCKS_HELD.with(|c| c.get());
-    assert!(
-        n == 0,
-        "lock order violation: {what} taken while holding {n} ILOCK(s) (order: IOLOCK -> MMAPLOCK -> transaction -> ILOCK)"
-    );
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDev,
+    BlockDev,
+    Socket,
 }
 
 /// The on-media inode core, decoded.
@@ -313,12 +321,40 @@ impl DiskInode {
     }
 }
 
+/// A directory's in-core index of each data block's largest free run (dir.rs fills
+/// and uses it; here because `InodeData` holds it and dir.rs is above this layer).
+#[derive(Debug, Default)]
+pub struct FreeIndex {
+    by_block: BTreeMap<u64, u16>,
+    by_size: BTreeSet<(u16, u64)>,
+}
+
+impl FreeIndex {
+    pub(crate) fn set(&mut self, dblock: u64, best: u16) {
+        if let Some(old) = self.by_block.insert(dblock, best) {
+            self.by_size.remove(&(old, dblock));
+        }
+        self.by_size.insert((best, dblock));
+    }
+    pub(crate) fn remove(&mut self, dblock: u64) {
+        if let Some(old) = self.by_block.remove(&dblock) {
+            self.by_size.remove(&(old, dblock));
+        }
+    }
+    pub(crate) fn find(&self, need: usize) -> Option<u64> {
+        self.by_size
+            .range((need as u16, 0)..)
+            .next()
+            .map(|&(_, b)| b)
+    }
+}
+
 /// What ILOCK protects.
 pub struct InodeData {
     pub di: DiskInode,
     pub map: ExtentMap,
     /// Directory free-space index, built on first insert (dir.rs).
-    pub dir_free: Option<crate::dir::FreeIndex>,
+    pub dir_free: Option<FreeIndex>,
     /// Timestamps changed in memory only (pure overwrites); written at the next
     /// transaction on this inode, fsync, sync or unmount.
     pub times_dirty: bool,
@@ -373,12 +409,12 @@ impl std::ops::DerefMut for IlockExcl<'_> {
 }
 impl Drop for IlockShared<'_> {
     fn drop(&mut self) {
-        ILOCKS_HELD.with(|c| c.set(c.get() - 1));
+        lockorder::ilock_released();
     }
 }
 impl Drop for IlockExcl<'_> {
     fn drop(&mut self) {
-        ILOCKS_HELD.with(|c| c.set(c.get() - 1));
+        lockorder::ilock_released();
     }
 }
 
@@ -434,18 +470,18 @@ impl Inode {
     }
     pub fn ilock_shared(&self) -> IlockShared<'_> {
         let g = unpoison(self.ilock.read());
-        ILOCKS_HELD.with(|c| c.set(c.get() + 1));
+        lockorder::ilock_taken();
         IlockShared { g }
     }
     pub fn ilock_excl(&self) -> IlockExcl<'_> {
         let g = unpoison(self.ilock.write());
-        ILOCKS_HELD.with(|c| c.set(c.get() + 1));
+        lockorder::ilock_taken();
         IlockExcl { g }
     }
     /// Reclaim's way in: never waits (DESIGN.md section 5).
     pub fn try_ilock_excl(&self) -> Option<IlockExcl<'_>> {
         let g = self.ilock.try_write().ok()?;
-        ILOCKS_HELD.with(|c| c.set(c.get() + 1));
+        lockorder::ilock_taken();
         Some(IlockExcl { g })
     }
 

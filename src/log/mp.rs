@@ -9,9 +9,14 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::device::Device;
 use crate::error::{FsError, Result, err};
 use crate::format::*;
+use crate::log::trans::SpaceOps;
+use crate::pmem::device::Device;
+
+/// Keep at least this many blocks on each AGFL before an operation: one allocation or free
+/// changes at most 3 records per tree, each splitting at most BTREE_LEVELS_MAX nodes.
+pub const AGFL_MIN: u32 = 2 * 3 * 4;
 
 /// Blocks per AG kept back from users so that frees and btree growth never hit ENOSPC:
 /// the AGFL_MIN blocks each AG keeps on its free list (counted free, never handed out),
@@ -22,7 +27,9 @@ pub struct Mp {
     pub dev: Arc<Device>,
     pub sb: Superblock,
     /// Serialises commits: record write and in-place apply (trans.rs).
-    pub(crate) log: Mutex<crate::trans::LogState>,
+    pub(crate) log: Mutex<crate::log::trans::LogState>,
+    /// The space layer's deferred frees and B+tree node allocation (trans.rs, `SpaceOps`).
+    pub(crate) space: &'static dyn SpaceOps,
     /// Per AG: the lock over its allocation structures, and in-core hints (trans.rs).
     pub(crate) ags: Vec<PerAg>,
     /// Free blocks: in the free-space trees plus on the AGFLs.
@@ -59,10 +66,16 @@ pub struct PerAg {
 }
 
 impl Mp {
-    pub fn new(dev: Arc<Device>, sb: Superblock, read_only: bool) -> Mp {
+    pub fn new(
+        dev: Arc<Device>,
+        sb: Superblock,
+        read_only: bool,
+        space: &'static dyn SpaceOps,
+    ) -> Mp {
         Mp {
             dev,
-            log: Mutex::new(crate::trans::LogState::default()),
+            space,
+            log: Mutex::new(crate::log::trans::LogState::default()),
             ags: (0..sb.ag_count).map(|_| PerAg::default()).collect(),
             sb,
             free_blocks: AtomicI64::new(0),

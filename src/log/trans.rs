@@ -26,7 +26,7 @@
 //! any ILOCK, as XFS allocates its transaction before xfs_ilock. Beginning one takes no
 //! lock. An AG's lock is taken at the first touch of its allocation structures and held
 //! to the end; the log lock only around writing and applying the record. Order:
-//! ILOCK -> AG locks, ascending -> log lock (see inode.rs).
+//! ILOCK -> AG locks, ascending -> log lock (see inode/mod.rs).
 //!
 //! AG locks (XFS's AGI/AGF buffer locks and its ascending-AG rule). A transaction blocks
 //! on an AG lock only when the AG is above every AG it holds; a lower one it may only
@@ -37,7 +37,7 @@
 //!   held; an AG that turns out unusable and that the transaction has not changed is let
 //!   go again at once (`release_ag_if_clean`).
 //! - Structures that must be changed in one given AG (an inode's AGI entry) are locked
-//!   first in their transaction (fs.rs locks a victim's AG before anything else).
+//!   first in their transaction (fs/ locks a victim's AG before anything else).
 //! - Frees run at commit in ascending AG order. A free into an AG below one already held
 //!   whose lock is taken by someone else is not waited for: the record logs it as a
 //!   *pending free* (XFS's EFI), and right after the commit, holding no AG lock, a second
@@ -50,22 +50,40 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{MutexGuard, TryLockError};
 
 use crate::btree::{BlockIo, Tree};
-use crate::device::Persistence;
 use crate::error::{FsError, Result, err};
-use crate::errtag::ErrorTag;
 use crate::format::*;
+use crate::log::mp::Mp;
+
+/// Recovery is its own file (recovery.rs); these names stay reachable from here.
+pub use crate::log::recovery::{LogRecord, records_to_replay, recover};
 use crate::mem::{NofsGuard, nofs_scope};
-use crate::mp::Mp;
+use crate::pmem::device::Persistence;
+use crate::pmem::errtag::ErrorTag;
+
+/// What the log needs from the space layer above it, which implements it
+/// (`space::SPACE`) and is handed to `Mp::new`: deferred frees at commit and recovery
+/// (XFS's deferred-op types), and blocks for B+tree nodes (XFS's btree alloc_block ops).
+/// A table rather than a call, so that this layer never names the one above.
+pub trait SpaceOps: Sync {
+    /// Put [fsblock, fsblock+len) into its AG's free-space trees (the AG is locked).
+    fn free_extent_now(&self, tx: &mut Trans<'_>, fsblock: u64, len: u64) -> Result<()>;
+    /// Is [fsblock, fsblock+len) a range this filesystem may free?
+    fn check_free_range(&self, mp: &Mp, fsblock: u64, len: u64) -> Result<()>;
+    /// A block for a new node of `tree`.
+    fn alloc_node(&self, tx: &mut Trans<'_>, tree: &Tree) -> Result<u64>;
+    /// Give back a node of `tree`.
+    fn free_node(&self, tx: &mut Trans<'_>, tree: &Tree, blk: u64) -> Result<()>;
+}
 
 #[derive(Debug, Default)]
 pub struct LogState {
     /// Byte offset in the log region where the next record goes.
-    head: u64,
-    next_lsn: u64,
+    pub(super) head: u64,
+    pub(super) next_lsn: u64,
     /// The oldest record whose in-place writes may not be durable (== next_lsn: none),
     /// and its offset. Records from the tail on must not be overwritten.
-    tail_lsn: u64,
-    tail_off: u64,
+    pub(super) tail_lsn: u64,
+    pub(super) tail_off: u64,
     pub commits: u64,
     pub checkpoints: u64,
     /// Blocks with regions in the records recovery would replay (lazy mode: every record
@@ -75,7 +93,7 @@ pub struct LogState {
     logged: std::collections::BTreeSet<u64>,
     /// Extents unmapped by a committed record and not yet in the free-space trees (frees
     /// that could not take their AG lock in order): the list every record carries.
-    pending: Vec<(u64, u64)>,
+    pub(super) pending: Vec<(u64, u64)>,
 }
 
 /// Are records [tail, head) in the way of a new record at [pos, pos + len)?
@@ -199,7 +217,7 @@ impl Mp {
 
     fn trans_inner(&self, resblks: u64, use_set_aside: bool) -> Result<Trans<'_>> {
         self.check_writable()?;
-        crate::inode::assert_no_ilock("a transaction");
+        crate::log::lockorder::assert_no_ilock("a transaction");
         // Entering a transaction enters the NOFS scope: reclaim from here must not recurse
         // into the filesystem (DESIGN.md section 5).
         let nofs = nofs_scope();
@@ -240,13 +258,13 @@ impl Mp {
     /// lock when called, so it may wait for each AG in ascending order. It may run while
     /// the caller holds ILOCKs (they come before AG locks) and reserves nothing: frees
     /// take blocks only from their own AG's free list.
-    fn finish_pending(&self, mut extents: Vec<(u64, u64)>) -> Result<()> {
+    pub(super) fn finish_pending(&self, mut extents: Vec<(u64, u64)>) -> Result<()> {
         extents.sort_unstable();
         let mut tx = self.new_trans(0, nofs_scope());
         for &(blk, len) in &extents {
-            crate::alloc::check_free_range(self, blk, len)?;
+            self.space.check_free_range(self, blk, len)?;
             tx.lock_ag(self.ag_of(blk))?;
-            crate::alloc::free_extent_now(&mut tx, blk, len)?;
+            self.space.free_extent_now(&mut tx, blk, len)?;
         }
         tx.pending_done = extents;
         tx.commit()
@@ -284,7 +302,7 @@ impl<'a> Trans<'a> {
             // holds while it waits for this one, and fail half way with ENOSPC. So on a
             // nearly full AG the transaction takes every AG, in order, holding none yet:
             // transactions serialise only when space is short.
-            let need = self.blocks_left() + 2 * crate::alloc::AGFL_MIN as u64;
+            let need = self.blocks_left() + 2 * crate::log::mp::AGFL_MIN as u64;
             if self.mp.ags[agno as usize].free_blocks.load(Relaxed) < need {
                 drop(guard);
                 if !may_wait {
@@ -512,9 +530,9 @@ impl<'a> Trans<'a> {
                 let agno = self.mp.ag_of(blk);
                 let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
                 if !forced && self.lock_ag_in_order(agno) {
-                    crate::alloc::free_extent_now(self, blk, len)?;
+                    self.mp.space.free_extent_now(self, blk, len)?;
                 } else {
-                    crate::alloc::check_free_range(self.mp, blk, len)?;
+                    self.mp.space.check_free_range(self.mp, blk, len)?;
                     self.pending_new.push((blk, len));
                     self.mp.pending_frees.fetch_add(1, Relaxed);
                 }
@@ -762,11 +780,11 @@ impl BlockIo for Trans<'_> {
     }
 
     fn alloc_node(&mut self, tree: &Tree) -> Result<u64> {
-        crate::alloc::alloc_node(self, tree)
+        self.mp.space.alloc_node(self, tree)
     }
 
     fn free_node(&mut self, tree: &Tree, blk: u64) -> Result<()> {
-        crate::alloc::free_node(self, tree, blk)
+        self.mp.space.free_node(self, tree, blk)
     }
 }
 
@@ -826,201 +844,6 @@ impl BlockIo for DevReader<'_> {
 // ---------------------------------------------------------------------------------------
 // Recovery.
 
-/// One decoded log record: its LSN, (block, offset, bytes) regions, the pending frees
-/// after it, and the log offset just past it.
-pub struct LogRecord {
-    pub lsn: u64,
-    pub regions: Vec<(u64, usize, Vec<u8>)>,
-    pub pending: Vec<(u64, u64)>,
-    pub end: u64,
-}
-
-/// Read and verify the record at `pos`: Some((lsn, bytes)) when it is whole.
-fn read_record(read: &dyn Fn(u64, &mut [u8]), log_bytes: u64, pos: u64) -> Option<(u64, Vec<u8>)> {
-    if pos + LR_HDR as u64 > log_bytes {
-        return None;
-    }
-    let mut h = [0u8; LR_HDR];
-    read(pos, &mut h);
-    let len = get_u32(&h, 16) as u64;
-    if get_u32(&h, 0) != LOG_MAGIC || len < LR_HDR as u64 || pos + len > log_bytes {
-        return None;
-    }
-    let mut rec = vec![0u8; len as usize];
-    read(pos, &mut rec);
-    if crc_with_hole(&rec, 4) != get_u32(&rec, 4) {
-        return None;
-    }
-    // No real LSN comes near LSN_MAX (2^62): a record naming one is damage, whatever its
-    // CRC says, and keeps `lsn + 1` in recovery from overflowing.
-    if get_u64(&rec, 8) >= LSN_MAX || get_u64(&rec, LR_TAIL_LSN) >= LSN_MAX {
-        return None;
-    }
-    Some((get_u64(&rec, 8), rec))
-}
-
-/// The records recovery must replay, oldest first. The newest valid record (LSN at least
-/// `lsn_base`) is on the chain of records written back to back from offset 0; its header
-/// names the tail, the oldest record whose in-place writes may not be durable, and every
-/// record from the tail to the newest is replayed (they follow each other, wrapping to
-/// offset 0 where the next one did not fit).
-pub fn records_to_replay(
-    read: &dyn Fn(u64, &mut [u8]),
-    log_bytes: u64,
-    lsn_base: u64,
-    total_blocks: u64,
-) -> Result<Vec<LogRecord>> {
-    let mut pos = 0u64;
-    let mut newest: Option<(u64, u64, u64)> = None; // (lsn, tail_lsn, tail_off)
-    // Each record is at least LR_HDR bytes: the walk is bounded by log_bytes / LR_HDR.
-    while let Some((lsn, rec)) = read_record(read, log_bytes, pos) {
-        if lsn >= lsn_base && newest.is_none_or(|n| lsn > n.0) {
-            newest = Some((lsn, get_u64(&rec, LR_TAIL_LSN), get_u64(&rec, LR_TAIL_OFF)));
-        }
-        pos += rec.len() as u64;
-    }
-    let Some((last, tail_lsn, tail_off)) = newest else {
-        return Ok(Vec::new());
-    };
-    crate::ensure_sane!(
-        tail_lsn >= lsn_base && tail_lsn <= last && tail_off < log_bytes,
-        "log record {last}: tail {tail_lsn} at {tail_off} is not a record of this mount"
-    );
-    let mut out = Vec::new();
-    let (mut pos, mut expect) = (tail_off, tail_lsn);
-    while expect <= last {
-        let rec = match read_record(read, log_bytes, pos) {
-            Some((lsn, rec)) if lsn == expect => rec,
-            // The writer wrapped to offset 0 where the next record did not fit.
-            _ if pos != 0 => match read_record(read, log_bytes, 0) {
-                Some((lsn, rec)) if lsn == expect => {
-                    pos = 0;
-                    rec
-                }
-                _ => {
-                    return Err(FsError::corrupt(format!(
-                        "log: record {expect} (of {tail_lsn}..={last}) is missing"
-                    )));
-                }
-            },
-            _ => {
-                return Err(FsError::corrupt(format!(
-                    "log: record {expect} (of {tail_lsn}..={last}) is missing"
-                )));
-            }
-        };
-        out.push(decode_record(&rec, total_blocks, pos + rec.len() as u64)?);
-        pos += rec.len() as u64;
-        expect += 1;
-    }
-    Ok(out)
-}
-
-fn decode_record(rec: &[u8], total_blocks: u64, end: u64) -> Result<LogRecord> {
-    let lsn = get_u64(rec, 8);
-    let n = get_u32(rec, 20);
-    let mut regions = Vec::new();
-    let mut pending = Vec::new();
-    let mut p = LR_HDR;
-    for _ in 0..n {
-        if p + LR_REGION_HDR > rec.len() {
-            return Err(FsError::corrupt(format!(
-                "log record {lsn}: region header past the record end"
-            )));
-        }
-        let blk = get_u64(rec, p);
-        let off = get_u16(rec, p + 8) as usize;
-        let len = get_u16(rec, p + 10) as usize;
-        p += LR_REGION_HDR;
-        if blk == LR_PENDING_FREES {
-            if off != 0 || !len.is_multiple_of(LR_PENDING_ENTRY) || p + len > rec.len() {
-                return Err(FsError::corrupt(format!(
-                    "log record {lsn}: pending-free list of {len} bytes is malformed"
-                )));
-            }
-            for e in rec[p..p + len].chunks_exact(LR_PENDING_ENTRY) {
-                let (fsb, flen) = (get_u64(e, 0), get_u64(e, 8));
-                if flen == 0 || fsb.checked_add(flen).is_none_or(|e| e > total_blocks) {
-                    return Err(FsError::corrupt(format!(
-                        "log record {lsn}: pending free {fsb}+{flen} out of bounds"
-                    )));
-                }
-                pending.push((fsb, flen));
-            }
-            p += len;
-            continue;
-        }
-        if blk >= total_blocks || off + len > BLOCK_SIZE || p + len > rec.len() {
-            return Err(FsError::corrupt(format!(
-                "log record {lsn}: region (block {blk}, {off}+{len}) out of bounds"
-            )));
-        }
-        regions.push((blk, off, rec[p..p + len].to_vec()));
-        p += len;
-    }
-    Ok(LogRecord {
-        lsn,
-        regions,
-        pending,
-        end,
-    })
-}
-
-/// Replay the log at mount (read-write), then reset it. Returns the newest LSN replayed.
-pub fn recover(mp: &Mp) -> Result<Option<u64>> {
-    let dev = &mp.dev;
-    let sb = &mp.sb;
-    let log_off = sb.log_start * BLOCK_SIZE as u64;
-    let log_bytes = sb.log_blocks * BLOCK_SIZE as u64;
-    let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let records = records_to_replay(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
-    let mut max_lsn = sb.lsn_base;
-    let replayed = records.last().map(|r| r.lsn);
-    for rec in &records {
-        for (blk, off, data) in &rec.regions {
-            let at = blk * BLOCK_SIZE as u64 + *off as u64;
-            dev.write(at, data);
-            dev.flush(at, data.len() as u64);
-        }
-        max_lsn = max_lsn.max(rec.lsn + 1);
-    }
-    dev.fence();
-    if let Some(newest) = records.last()
-        && !newest.pending.is_empty()
-    {
-        // Frees the crash left pending: done by one more record on the same log, after
-        // the newest (a crash before it commits finds them pending again).
-        log::info!(
-            "{}: finishing {} frees left pending by the crash",
-            mp.dev.source(),
-            newest.pending.len()
-        );
-        {
-            let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
-            log.head = newest.end;
-            log.next_lsn = newest.lsn + 1;
-            (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
-            log.pending = newest.pending.clone();
-        }
-        mp.finish_pending(newest.pending.clone())?;
-        let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
-        checkpoint_locked(mp, &mut log)?;
-        max_lsn = max_lsn.max(log.next_lsn);
-        log.pending.clear();
-    }
-    // Move lsn_base past every LSN the log may hold, then clear the log: from here on the
-    // log holds only this mount's records.
-    write_sb_state(mp, max_lsn, false);
-    dev.zero(log_off, log_bytes);
-    dev.flush(log_off, log_bytes);
-    dev.fence();
-    let mut log = mp.log.lock().unwrap();
-    log.head = 0;
-    log.next_lsn = max_lsn;
-    (log.tail_lsn, log.tail_off) = (max_lsn, 0);
-    Ok(replayed)
-}
-
 /// Update the primary superblock's state word (LSN base, clean flag) with one atomic
 /// store, outside the log, then fence.
 pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
@@ -1033,7 +856,7 @@ pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
 /// Make every in-place write durable and empty the live part of the log.
 /// A failed flush leaves the tail where it was (recovery still replays those records) and
 /// shuts the filesystem down: what is durable is no longer known.
-fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
+pub(super) fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
     mp.dev.persist_all();
     if mp.dev.take_error() {
         mp.force_shutdown("a device flush failed during a checkpoint");

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{FsError, Result, err};
 use crate::format::*;
-use crate::trans::{AgPass, Trans};
+use crate::log::trans::{AgPass, Trans};
 
 pub static BNOBT: TreeOps = TreeOps {
     name: "bnobt",
@@ -36,9 +36,8 @@ pub static CNTBT: TreeOps = TreeOps {
     max_recs: None,
 };
 
-/// Keep at least this many blocks on each AGFL before an operation: one allocation or free
-/// changes at most 3 records per tree, each splitting at most BTREE_LEVELS_MAX nodes.
-pub const AGFL_MIN: u32 = 2 * 3 * 4;
+/// Kept here for its users; defined beside the set-aside it is part of (log/mp.rs).
+pub use crate::log::mp::AGFL_MIN;
 /// Give blocks back to the trees above this many.
 pub const AGFL_MAX: u32 = 64;
 
@@ -280,15 +279,13 @@ pub fn alloc_extent(
         .mp
         .dev
         .errtags
-        .should_fail(crate::errtag::ErrorTag::Alloc)
+        .should_fail(crate::pmem::errtag::ErrorTag::Alloc)
     {
         return Ok(None);
     }
     // Stay inside the reservation; `minlen` is always attempted, since failing half way
     // through a transaction would shut the filesystem down (the set-aside covers it).
-    let want = want
-        .min(tx.blocks_left().max(minlen))
-        .min(crate::extent_map::EXTENT_LEN_MAX);
+    let want = want.min(tx.blocks_left().max(minlen)).min(EXTENT_LEN_MAX);
     let ag_count = tx.mp.sb.ag_count;
     let hint = if hint < tx.mp.sb.total_blocks {
         hint
@@ -342,7 +339,7 @@ fn alloc_in_locked_ag(
         return Ok(None);
     };
     tx.blocks_allocated += got.1;
-    crate::trans::unbusy(tx.mp, got.0, got.1)?;
+    crate::log::trans::unbusy(tx.mp, got.0, got.1)?;
     Ok(Some(got))
 }
 
@@ -402,7 +399,7 @@ pub fn alloc_exact_len(tx: &mut Trans, hint: u64, len: u64) -> Result<u64> {
 }
 
 /// An extent about to be freed must lie inside one AG's free area.
-pub fn check_free_range(mp: &crate::mp::Mp, fsblock: u64, len: u64) -> Result<()> {
+pub fn check_free_range(mp: &crate::log::mp::Mp, fsblock: u64, len: u64) -> Result<()> {
     let agno = mp.ag_of(fsblock);
     let agbno = mp.agbno(fsblock);
     crate::ensure_sane!(

@@ -26,13 +26,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use crate::check;
-use crate::crashsim::{self, Limits, Rng};
-use crate::device::{Device, Persistence};
 use crate::error::{FsError, Result};
-use crate::errtag::ErrorTag;
 use crate::format::BLOCK_SIZE;
 use crate::fs::{AtimeMode, Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
 use crate::mkfs::{self, MkfsOptions};
+use crate::pmem::device::{Device, Persistence};
+use crate::pmem::errtag::ErrorTag;
+use crate::testing::crashsim::{self, Limits, Rng};
 
 /// The device size: the smallest the format allows, so images are cheap to rebuild.
 pub const DEV_SIZE: u64 = 16 << 20;

@@ -34,15 +34,18 @@ use std::sync::{Arc, OnceLock};
 
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::check;
-use crate::device::Device;
 use crate::error::{FsError, Result};
-use crate::extent_map::{Extent, ExtentMap};
 use crate::format::*;
 use crate::fs::{Cred, FileKind, Fs, FsOptions, RenameFlags, SetAttr, XattrFlags};
+use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
 use crate::inode::{DiskInode, InodeData};
+use crate::log::mp::Mp;
+use crate::log::trans;
 use crate::mkfs::{self, MkfsOptions};
-use crate::mp::Mp;
-use crate::{bmap, dir, ialloc, trans, xattr};
+use crate::pmem::device::Device;
+use crate::space::ialloc;
+use crate::{dir, xattr};
 
 /// A fuzz target: it takes any bytes and must not panic or hang.
 pub type Target = fn(&[u8]);
@@ -235,7 +238,7 @@ fn geometry_mp() -> &'static Mp {
     MP.get_or_init(|| {
         let p = pristine();
         let dev = Arc::new(Device::memfd(BS * 64).expect("memfd"));
-        Mp::new(dev, p.sb.clone(), true)
+        Mp::new(dev, p.sb.clone(), true, &crate::space::SPACE)
     })
 }
 
@@ -713,8 +716,8 @@ pub fn agfl(data: &[u8]) {
 }
 
 static TREES: [&TreeOps; 7] = [
-    &crate::alloc::BNOBT,
-    &crate::alloc::CNTBT,
+    &crate::space::alloc::BNOBT,
+    &crate::space::alloc::CNTBT,
     &ialloc::INOBT,
     &ialloc::FINOBT,
     &ialloc::UNLINKBT,

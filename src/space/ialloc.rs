@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::btree::{self, BlockIo, Root, Tree, TreeOps};
 use crate::error::{Result, err};
 use crate::format::*;
-use crate::trans::{AgPass, Trans};
+use crate::log::trans::{AgPass, Trans};
 
 pub static INOBT: TreeOps = TreeOps {
     name: "inobt",
@@ -101,7 +101,7 @@ pub const IALLOC_RESBLKS: u64 = CHUNK_BLOCKS + 2 * BTREE_LEVELS_MAX as u64;
 pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
     let ag_count = tx.mp.sb.ag_count;
     let hint_ag = hint_ag % ag_count;
-    let room = tx.blocks_left() + crate::alloc::AGFL_MIN as u64;
+    let room = tx.blocks_left() + crate::space::alloc::AGFL_MIN as u64;
     for pass in AgPass::ALL {
         for i in 0..ag_count {
             let agno = (hint_ag + i) % ag_count;
@@ -131,7 +131,8 @@ pub fn ialloc(tx: &mut Trans, hint_ag: u32) -> Result<u64> {
 fn alloc_chunk(tx: &mut Trans, hint_ag: u32) -> Result<Option<u64>> {
     let ag_count = tx.mp.sb.ag_count;
     let hint = tx.mp.fsblock(hint_ag % ag_count, AG_FIRST_FREE);
-    let Some((blk, _)) = crate::alloc::alloc_extent(tx, hint, CHUNK_BLOCKS, CHUNK_BLOCKS)? else {
+    let Some((blk, _)) = crate::space::alloc::alloc_extent(tx, hint, CHUNK_BLOCKS, CHUNK_BLOCKS)?
+    else {
         return Ok(None);
     };
     // Free slots are all-zero. The chunk is not referenced until this transaction commits,

@@ -23,7 +23,7 @@ impl Extent {
     }
 }
 
-pub const EXTENT_LEN_MAX: u64 = 1 << 21;
+pub use crate::format::EXTENT_LEN_MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::device::{Device, TraceOp};
+use crate::pmem::device::{Device, TraceOp};
 
 const LINE: u64 = 64;
 const WORDS: usize = (LINE / 8) as usize;

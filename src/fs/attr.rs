@@ -1,0 +1,174 @@
+//! Attributes: setattr (mode, owner, size through `truncate`, times), kill_suid, the
+//! extended attributes (including the daxfs control xattrs: stats, error tags) and the DAX
+//! flag.
+
+use super::*;
+
+impl Fs {
+    pub fn setattr(&self, ino: Ino, set: &SetAttr, cred: &Cred) -> Result<Attr> {
+        self.mp.check_writable()?;
+        let inode = self.iget(ino)?;
+        if let Some(size) = set.size {
+            match inode.ilock_shared().di.kind() {
+                FileKind::File => {}
+                FileKind::Dir => return err(libc::EISDIR),
+                // A symlink, fifo, device or socket has no data to size (the kernel never
+                // asks; a client that does gets what truncate(2) gives).
+                _ => return err(libc::EINVAL),
+            }
+            self.truncate(&inode, size, false)?;
+        }
+        let mut tx = self.mp.trans(0)?;
+        let mut d = inode.ilock_excl();
+        let now = inode::now();
+        if let Some(mode) = set.mode {
+            let mut mode = mode & 0o7777;
+            if cred.uid != 0 && !in_group(cred, d.di.gid) && set.gid.is_none() {
+                mode &= !libc::S_ISGID;
+            }
+            d.di.mode = (d.di.mode & libc::S_IFMT) | mode;
+        }
+        if let Some(uid) = set.uid {
+            d.di.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            d.di.gid = gid;
+        }
+        // The filesystem kills set-id bits (FUSE handle_killpriv_v2): on chown of a
+        // non-directory, and when an unprivileged caller truncates, as Linux does.
+        let chown = set.uid.is_some() || set.gid.is_some();
+        let unpriv_truncate = set.size.is_some() && cred.uid != 0;
+        if (chown || unpriv_truncate) && !d.di.is_dir() && set.mode.is_none() {
+            d.di.mode = without_setid(d.di.mode);
+        }
+        let ts = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        };
+        if let Some(t) = set.atime {
+            d.di.atime = ts(t);
+        }
+        if let Some(t) = set.mtime {
+            d.di.mtime = ts(t);
+        }
+        d.di.ctime = set.ctime.unwrap_or(now);
+        bmap::sync_inode(&mut tx, &mut d)?;
+        let a = attr_of(&d);
+        tx.commit()?;
+        drop(d);
+        Ok(a)
+    }
+
+    /// Clear setuid/setgid after a write or O_TRUNC open by an unprivileged caller (the
+    /// kernel leaves this to the filesystem: handle_killpriv_v2).
+    /// Returns whether the mode changed (the kernel's cached attributes are then stale).
+    pub fn kill_suid(&self, ino: Ino) -> Result<bool> {
+        let inode = self.iget(ino)?;
+        if inode.ilock_shared().di.mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(false);
+        }
+        let mut tx = self.mp.trans(0)?;
+        let mut d = inode.ilock_excl();
+        let mode = without_setid(d.di.mode);
+        if mode == d.di.mode {
+            return Ok(false);
+        }
+        d.di.mode = mode;
+        d.di.ctime = inode::now();
+        bmap::sync_inode(&mut tx, &mut d)?;
+        tx.commit()?;
+        drop(d);
+        Ok(true)
+    }
+
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        if name == STATS_XATTR {
+            return err(libc::EPERM);
+        }
+        if ino == self.root_ino()
+            && let Some(tag) = name.strip_prefix(ERRTAG_XATTR)
+        {
+            let tag = std::str::from_utf8(tag).ok().and_then(ErrorTag::from_name);
+            let freq = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let (Some(tag), Some(freq)) = (tag, freq) else {
+                return err(libc::EINVAL);
+            };
+            log::warn!("error tag {} set to {freq}", tag.name());
+            self.mp.dev.errtags.set(tag, freq);
+            return Ok(());
+        }
+        let inode = self.iget(ino)?;
+        let mut tx = self.mp.trans(1)?;
+        let mut d = inode.ilock_excl();
+        xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
+        d.di.ctime = inode::now();
+        bmap::sync_inode(&mut tx, &mut d)?;
+        let r = tx.commit();
+        drop(d);
+        r
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        if ino == self.root_ino() && name == STATS_XATTR {
+            return Ok(self.stats().into_bytes());
+        }
+        if ino == self.root_ino()
+            && let Some(tag) = name.strip_prefix(ERRTAG_XATTR)
+        {
+            return match std::str::from_utf8(tag).ok().and_then(ErrorTag::from_name) {
+                Some(t) => Ok(self.mp.dev.errtags.get(t).to_string().into_bytes()),
+                None => err(libc::ENODATA),
+            };
+        }
+        let inode = self.iget(ino)?;
+        let d = inode.ilock_shared();
+        xattr::get(&mut DevReader { mp: &self.mp }, &d, name)
+    }
+
+    /// Names, each NUL-terminated, as listxattr(2) returns them.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let inode = self.iget(ino)?;
+        let d = inode.ilock_shared();
+        xattr::list(&mut DevReader { mp: &self.mp }, &d)
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        let inode = self.iget(ino)?;
+        let mut tx = self.mp.trans_remove(0)?;
+        let mut d = inode.ilock_excl();
+        xattr::remove(&mut tx, &mut d, name)?;
+        d.di.ctime = inode::now();
+        bmap::sync_inode(&mut tx, &mut d)?;
+        let r = tx.commit();
+        drop(d);
+        r
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Space management.
+
+    /// FS_IOC_FSSETXATTR's DAX flag.
+    pub fn set_dax_flag(&self, ino: Ino, dax: bool) -> Result<()> {
+        let inode = self.iget(ino)?;
+        let mut tx = self.mp.trans(0)?;
+        let mut d = inode.ilock_excl();
+        let flags = if dax {
+            d.di.flags | DIFLAG_DAX
+        } else {
+            d.di.flags & !DIFLAG_DAX
+        };
+        if flags != d.di.flags {
+            d.di.flags = flags;
+            d.di.ctime = inode::now();
+            bmap::sync_inode(&mut tx, &mut d)?;
+        }
+        let r = tx.commit();
+        drop(d);
+        r
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Whole filesystem.
+}

@@ -1,0 +1,360 @@
+//! File data: open/release, read, write (holes allocated unwritten, filled, then
+//! committed), truncate and its zeroed tail, fsync and the lazily written times,
+//! copy_file_range.
+
+use super::*;
+
+impl Fs {
+    /// Change the size: zero the tail of the new last block, free blocks past it in
+    /// bounded transactions. The size changes in the first one.
+    pub(super) fn truncate(&self, inode: &Inode, size: u64, touch: bool) -> Result<()> {
+        if size > FILE_SIZE_MAX {
+            return err(libc::EFBIG);
+        }
+        let _io = inode.iolock_excl();
+        let _mm = inode.mmaplock_excl();
+        let mut first = true;
+        loop {
+            let mut tx = self.mp.trans_remove(4 * BTREE_LEVELS_MAX as u64)?;
+            let mut d = inode.ilock_excl();
+            let keep = size.div_ceil(BS);
+            if first {
+                let now = inode::now();
+                if size < d.di.size {
+                    self.zero_tail(&d, size);
+                }
+                if size != d.di.size || touch {
+                    d.di.mtime = now;
+                    d.di.ctime = now;
+                }
+                d.di.size = size;
+                first = false;
+            }
+            let end = bmap::bounded_remove_end(&d.map, keep, u64::MAX);
+            let more = end != u64::MAX;
+            bmap::free_range(&mut tx, &mut d, keep, end - keep);
+            bmap::sync_inode(&mut tx, &mut d)?;
+            tx.commit()?;
+            drop(d);
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Zero bytes [size, end of its block) if that block holds written data, so bytes past
+    /// EOF always read as zero when the file grows again.
+    pub(super) fn zero_tail(&self, d: &InodeData, size: u64) {
+        let within = size % BS;
+        if within == 0 {
+            return;
+        }
+        if let Some(e) = d.map.find(size / BS)
+            && !e.unwritten
+        {
+            let at = dax::dev_off(&e, size / BS) + within;
+            self.mp.dev.zero(at, BS - within);
+            // Ordered before the commit of the new size: were the zeros lost in a crash
+            // while a later extension of the file survived, the old bytes would show.
+            self.mp.dev.flush(at, BS - within);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Open files and data.
+
+    /// Open a file or directory: holds the inode until `release` (unlinked files live on).
+    /// O_TRUNC with write access truncates here and always updates mtime and ctime, as
+    /// POSIX requires of open (core callers; through FUSE the kernel sends O_TRUNC as a
+    /// SETATTR after its ETXTBSY check, see fuse.rs `init`).
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
+        let inode = self.iget(ino)?;
+        let (freed, kind) = {
+            let d = inode.ilock_shared();
+            (d.freed, d.di.kind())
+        };
+        if freed {
+            return err(libc::ESTALE);
+        }
+        if flags & libc::O_TRUNC != 0
+            && kind == FileKind::File
+            && flags & libc::O_ACCMODE != libc::O_RDONLY
+        {
+            self.mp.check_writable()?;
+            self.truncate(&inode, 0, true)?;
+        }
+        inode.opens.fetch_add(1, Ordering::AcqRel);
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn release(&self, ino: Ino, _fh: u64) {
+        let Some(inode) = self.icache.lock().unwrap().get(&ino).cloned() else {
+            return;
+        };
+        let _ = inode
+            .opens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+        drop(inode);
+        self.maybe_evict(ino);
+    }
+
+    /// Read up to `size` bytes at `off`; `reply` gets the bytes: a slice of the device when
+    /// one written extent holds them all (zero copy), else a gathered buffer.
+    pub fn read<R>(
+        &self,
+        ino: Ino,
+        off: u64,
+        size: u32,
+        reply: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let inode = self.iget(ino)?;
+        let _io = inode.iolock_shared();
+        let _mm = inode.mmaplock_shared();
+        let d = inode.ilock_shared();
+        match d.di.kind() {
+            FileKind::File => {}
+            FileKind::Dir => return err(libc::EISDIR),
+            _ => return err(libc::EINVAL),
+        }
+        if off >= d.di.size || size == 0 {
+            drop(d);
+            self.touch_atime(&inode);
+            return Ok(reply(&[]));
+        }
+        let len = (size as u64).min(d.di.size - off);
+        let (fb, lb) = (off / BS, (off + len - 1) / BS);
+        let pieces = d.map.range(fb, lb - fb + 1);
+        let r = if pieces.len() == 1
+            && !pieces[0].unwritten
+            && pieces[0].fileoff == fb
+            && pieces[0].len == lb - fb + 1
+        {
+            let at = dax::dev_off(&pieces[0], fb) + off % BS;
+            // SAFETY: the invalidate lock (shared) keeps these blocks mapped to this file
+            // and the ILOCK (shared) keeps writers of this inode's metadata out while the
+            // slice lives; it is handed to the reply and dropped before the locks.
+            reply(unsafe { self.mp.dev.slice(at, len as usize) })
+        } else {
+            let mut buf = vec![0u8; len as usize];
+            for p in pieces.iter().filter(|p| !p.unwritten) {
+                let start = (p.fileoff * BS).max(off);
+                let end = (p.end() * BS).min(off + len);
+                self.mp.dev.read(
+                    dax::dev_off(p, start / BS) + start % BS,
+                    &mut buf[(start - off) as usize..(end - off) as usize],
+                );
+            }
+            reply(&buf)
+        };
+        drop(d);
+        self.touch_atime(&inode);
+        Ok(r)
+    }
+
+    /// atime per the mount's policy, in memory (written lazily, like lazytime).
+    pub(super) fn touch_atime(&self, inode: &Inode) {
+        if self.opts.atime == AtimeMode::Noatime || self.mp.is_read_only() {
+            return;
+        }
+        let now = inode::now();
+        let stale = |d: &InodeData| match self.opts.atime {
+            AtimeMode::Strictatime => d.di.atime != now,
+            AtimeMode::Relatime => {
+                d.di.atime <= d.di.mtime
+                    || d.di.atime <= d.di.ctime
+                    || d.di.atime.sec + 86400 <= now.sec
+            }
+            AtimeMode::Noatime => false,
+        };
+        // Decide under the shared lock: parallel readers of one file rarely need more.
+        if !stale(&inode.ilock_shared()) {
+            return;
+        }
+        let mut d = inode.ilock_excl();
+        if stale(&d) {
+            d.di.atime = now;
+            d.times_dirty = true;
+        }
+    }
+
+    /// Write `data` at `off` (at EOF when `append`); returns bytes written.
+    /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
+    /// of their own before copying (see below).
+    pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u32> {
+        self.mp.check_writable()?;
+        let inode = self.iget(ino)?;
+        let _io = inode.iolock_excl();
+        let _mm = inode.mmaplock_shared();
+        let (size, kind, needs_alloc) = {
+            let d = inode.ilock_shared();
+            let off = if append { d.di.size } else { off };
+            let needs = !data.is_empty() && {
+                let (fb, lb) = (off / BS, (off + data.len() as u64 - 1) / BS);
+                let pieces = d.map.range(fb, lb - fb + 1);
+                pieces.iter().map(|p| p.len).sum::<u64>() != lb - fb + 1
+                    || pieces.iter().any(|p| p.unwritten)
+            };
+            (d.di.size, d.di.kind(), needs)
+        };
+        match kind {
+            FileKind::File => {}
+            FileKind::Dir => return err(libc::EISDIR),
+            // Only regular files have data a write can reach (the kernel only writes to
+            // them; a symlink's inline target must never be written as file data).
+            _ => return err(libc::EINVAL),
+        }
+        let off = if append { size } else { off };
+        if off >= FILE_SIZE_MAX {
+            return err(libc::EFBIG);
+        }
+        let data = &data[..data.len().min((FILE_SIZE_MAX - off) as usize)];
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off + data.len() as u64;
+        let now = inode::now();
+        if !needs_alloc {
+            // Overwrite of written blocks: the mapping is stable under our IOLOCK and
+            // invalidate lock, so copy without the ILOCK.
+            let pieces = inode
+                .ilock_shared()
+                .map
+                .range(off / BS, (end - 1) / BS - off / BS + 1);
+            // A write that moves EOF is ordered before the commit of the new size, as XFS
+            // updates the on-disk size only at I/O completion: a crash never shows a size
+            // whose last bytes read as zeros instead of what was written.
+            self.copy_to_blocks(&pieces, off, data, end > size);
+            if end > size {
+                let mut tx = self.mp.trans(0)?;
+                let mut d = inode.ilock_excl();
+                d.di.size = d.di.size.max(end);
+                d.di.mtime = now;
+                d.di.ctime = now;
+                bmap::sync_inode(&mut tx, &mut d)?;
+                tx.commit()?;
+                drop(d);
+            } else {
+                let mut d = inode.ilock_excl();
+                d.di.mtime = now;
+                d.di.ctime = now;
+                d.times_dirty = true;
+            }
+            return Ok(data.len() as u32);
+        }
+        let (fb, lb) = (off / BS, (end - 1) / BS);
+        let nblocks = lb - fb + 1;
+        if nblocks >= SPLIT_WRITE_BLOCKS {
+            // A large write allocates in a transaction of its own, then copies and flushes
+            // its data holding only the inode's IOLOCK: no AG lock (every allocation in
+            // that AG) is held while megabytes are copied and written back.
+            // A crash in between leaves unwritten blocks, which read as zeros.
+            let mut tx = self.mp.trans(dax::write_resblks(nblocks))?;
+            let mut d = inode.ilock_excl();
+            dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+            bmap::sync_inode(&mut tx, &mut d)?;
+            tx.commit()?;
+            drop(d);
+        }
+        let resblks = if nblocks >= SPLIT_WRITE_BLOCKS {
+            2 * BTREE_LEVELS_MAX as u64 // converting extents only
+        } else {
+            dax::write_resblks(nblocks)
+        };
+        let mut tx = self.mp.trans(resblks)?;
+        let mut d = inode.ilock_excl();
+        // New blocks arrive unwritten, so every block the write touches is either written
+        // (copy) or unwritten (zero what the write leaves, copy, then mark written): no
+        // stale bytes can show, and no block is visible before this commit.
+        dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
+        let pieces = d.map.range(fb, nblocks);
+        for p in pieces.iter().filter(|p| p.unwritten) {
+            for b in [p.fileoff, p.end() - 1] {
+                let covered = b * BS >= off && (b + 1) * BS <= end;
+                if !covered {
+                    self.mp.dev.zero(dax::dev_off(p, b), BS);
+                    self.mp.dev.flush(dax::dev_off(p, b), BS);
+                }
+            }
+        }
+        self.copy_to_blocks(&pieces, off, data, true);
+        self.mp.dev.fence();
+        d.map.mark_written(fb, lb - fb + 1);
+        d.di.size = d.di.size.max(end);
+        d.di.mtime = now;
+        d.di.ctime = now;
+        bmap::sync_inode(&mut tx, &mut d)?;
+        tx.commit()?;
+        drop(d);
+        Ok(data.len() as u32)
+    }
+
+    /// Copy `data` (file bytes from `off`) into the blocks of `pieces` and flush them;
+    /// `ordered`: the next fence on this thread must make them durable (new blocks, before
+    /// the commit that maps them).
+    pub(super) fn copy_to_blocks(&self, pieces: &[Extent], off: u64, data: &[u8], ordered: bool) {
+        let end = off + data.len() as u64;
+        for p in pieces {
+            let start = (p.fileoff * BS).max(off);
+            let stop = (p.end() * BS).min(end);
+            if start >= stop {
+                continue;
+            }
+            let at = dax::dev_off(p, start / BS) + start % BS;
+            self.mp
+                .dev
+                .write(at, &data[(start - off) as usize..(stop - off) as usize]);
+            if ordered {
+                self.mp.dev.flush(at, stop - start);
+            } else {
+                self.mp.dev.flush_data(at, stop - start);
+            }
+        }
+    }
+
+    pub fn fsync(&self, ino: Ino, _datasync: bool) -> Result<()> {
+        let inode = self.iget(ino)?;
+        self.flush_times(&inode)?;
+        trans::checkpoint(&self.mp)
+    }
+
+    /// Write timestamps changed in memory only.
+    pub(super) fn flush_times(&self, inode: &Inode) -> Result<()> {
+        if !inode.ilock_shared().times_dirty || self.mp.is_read_only() {
+            return Ok(());
+        }
+        let mut tx = self.mp.trans(0)?;
+        let mut d = inode.ilock_excl();
+        if d.times_dirty && !d.freed {
+            bmap::sync_inode(&mut tx, &mut d)?;
+        }
+        let r = tx.commit();
+        drop(d);
+        r
+    }
+
+    pub fn copy_file_range(
+        &self,
+        ino_in: Ino,
+        off_in: u64,
+        ino_out: Ino,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let mut done = 0u64;
+        while done < len {
+            let chunk = (len - done).min(1 << 20) as u32;
+            let buf = self.read(ino_in, off_in + done, chunk, |b| b.to_vec())?;
+            if buf.is_empty() {
+                break;
+            }
+            let n = self.write(ino_out, off_out + done, &buf, false)?;
+            done += n as u64;
+            if (n as usize) < buf.len() {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}

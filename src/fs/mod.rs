@@ -1,0 +1,612 @@
+//! The filesystem operations, as POSIX names them, knowing nothing of FUSE (fuse.rs is a
+//! thin adapter). Every operation here is testable without a mount.
+//!
+//! Each operation takes locks in the order written in inode/mod.rs (IOLOCK -> MMAPLOCK ->
+//! transaction -> ILOCK, several inodes in ascending number). Errors are checked before a
+//! transaction changes anything: a transaction that fails after changing blocks cannot be
+//! undone in memory and shuts the filesystem down (log/trans.rs).
+//!
+//! Here: the `Fs` struct, its types, mount and unmount, and the inode cache (iget, eviction,
+//! inactivation of unlinked inodes). The operations are one file per family, each another
+//! `impl Fs`: `namespace` (names: lookup to rename, readdir), `data` (read, write, truncate,
+//! fsync), `attr` (setattr, xattrs, the DAX flag), `falloc` (fallocate, lseek).
+//!
+//! May call every layer below (pmem to xattr); nothing above it (fuse, mount).
+
+mod attr;
+mod data;
+mod falloc;
+mod layout;
+mod namespace;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::btree::BlockIo;
+use crate::dax;
+use crate::dir;
+use crate::error::{FsError, Result, err};
+use crate::format::*;
+use crate::inode::bmap;
+use crate::inode::extent_map::{Extent, ExtentMap};
+use crate::inode::{self, DiskInode, IlockExcl, Inode, InodeData};
+use crate::log::mp::Mp;
+use crate::log::trans::{self, DevReader, Trans};
+use crate::pmem::device::{Device, Persistence};
+use crate::pmem::errtag::ErrorTag;
+use crate::space::ialloc;
+use crate::xattr;
+
+pub type Ino = u64;
+
+pub use crate::inode::{FileKind, Timespec};
+
+/// What `stat` shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub ino: Ino,
+    pub size: u64,
+    /// 512-byte units, as st_blocks.
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub btime: Timespec,
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (mode & 0o7777).
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+    /// FS_XFLAG_DAX and friends, as FS_IOC_FSGETXATTR reports.
+    pub dax: bool,
+}
+
+/// Who asks: the caller's credentials (FUSE request header plus supplementary groups).
+#[derive(Debug, Clone, Default)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+    /// Supplementary groups, when known (used for setgid rules).
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timespec),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Timespec>,
+    /// The open file the change comes through (ftruncate), if any.
+    pub fh: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+    pub whiteout: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    pub create: bool,
+    pub replace: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+    /// Cookie that resumes the listing after this entry.
+    pub next: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtimeMode {
+    #[default]
+    Relatime,
+    Noatime,
+    Strictatime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DaxMode {
+    /// Per-file FS_XFLAG_DAX decides (the default, as XFS).
+    #[default]
+    Inode,
+    Always,
+    Never,
+}
+
+/// Options the core understands (mount.rs parses `-o` into these).
+#[derive(Debug, Clone, Default)]
+pub struct FsOptions {
+    pub read_only: bool,
+    pub atime: AtimeMode,
+    pub dax: DaxMode,
+}
+
+/// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
+/// metadata transactions are serialised by the log (see log/trans.rs and inode/mod.rs).
+pub struct Fs {
+    mp: Mp,
+    icache: Mutex<HashMap<Ino, Arc<Inode>>>,
+    opts: FsOptions,
+    next_fh: AtomicU64,
+    generation: AtomicU64,
+    /// Serialises renames (see `rename`).
+    rename_lock: Mutex<()>,
+    /// Layout leases of direct-access clients (dax/lease.rs, fs/layout.rs).
+    pub(crate) dax: dax::DaxState,
+}
+
+const LINK_MAX: u32 = 65000;
+/// An allocating write of this many blocks or more allocates before it copies.
+const SPLIT_WRITE_BLOCKS: u64 = 16;
+
+/// The root directory's virtual attribute that carries `stats()`.
+pub const STATS_XATTR: &[u8] = b"trusted.daxfs.stats";
+/// On the root directory, `trusted.daxfs.errortag.NAME` reads and sets an error tag
+/// (src/errtag.rs); not stored, not listed.
+pub const ERRTAG_XATTR: &[u8] = b"trusted.daxfs.errortag.";
+/// Blocks a transaction allocating data may take at once; bigger requests are split.
+const ALLOC_CHUNK_BLOCKS: u64 = 16384;
+const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+const FALLOC_FL_COLLAPSE_RANGE: i32 = 0x08;
+const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+const FALLOC_FL_INSERT_RANGE: i32 = 0x20;
+const FALLOC_FL_UNSHARE_RANGE: i32 = 0x40;
+
+const BS: u64 = BLOCK_SIZE as u64;
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return err(libc::ENOENT);
+    }
+    if name.len() > NAME_LEN_MAX {
+        return err(libc::ENAMETOOLONG);
+    }
+    if name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+        return err(libc::EINVAL);
+    }
+    Ok(())
+}
+
+fn in_group(cred: &Cred, gid: u32) -> bool {
+    cred.gid == gid || cred.groups.contains(&gid)
+}
+
+fn attr_of(d: &InodeData) -> Attr {
+    let di = &d.di;
+    Attr {
+        ino: di.ino,
+        size: di.size,
+        blocks: di.nblocks(&d.map) * (BS / 512),
+        atime: di.atime,
+        mtime: di.mtime,
+        ctime: di.ctime,
+        btime: di.btime,
+        kind: di.kind(),
+        perm: (di.mode & 0o7777) as u16,
+        nlink: di.nlink,
+        uid: di.uid,
+        gid: di.gid,
+        rdev: di.rdev as u32,
+        blksize: BLOCK_SIZE as u32,
+        dax: di.flags & DIFLAG_DAX != 0,
+    }
+}
+
+/// Mode without set-user-id, and without set-group-id when group-executable (a
+/// set-group-id bit without group execute means mandatory locking, and stays).
+fn without_setid(mode: u32) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+/// Link counts come from the media: a corrupt one must not wrap around.
+fn dec_nlink(d: &mut InodeData) {
+    d.di.nlink = d.di.nlink.saturating_sub(1);
+}
+
+/// Find the locked guard of inode `ino` among `locks`.
+fn g<'l, 'a>(locks: &'l mut [(u64, IlockExcl<'a>)], ino: u64) -> &'l mut InodeData {
+    &mut locks
+        .iter_mut()
+        .find(|(i, _)| *i == ino)
+        .expect("inode is locked")
+        .1
+}
+
+impl Fs {
+    /// Mount the filesystem on `dev`: verify the superblock, replay the log, free inodes
+    /// left unlinked by a crash.
+    pub fn mount(dev: Arc<Device>, opts: &FsOptions) -> Result<Arc<Fs>> {
+        let mut b = new_block();
+        if dev.len() < BS {
+            return Err(FsError::Corrupt(format!(
+                "{}: too small to hold a daxfs superblock",
+                dev.source()
+            )));
+        }
+        dev.read(0, &mut b[..]);
+        let sb = Superblock::decode(&b[..], dev.blocks())?;
+        let read_only = opts.read_only || dev.read_only();
+        if sb.ro_compat & !RO_COMPAT_KNOWN != 0 && !read_only {
+            return Err(FsError::Corrupt(format!(
+                "unknown read-only-compatible features {:#x}: mount with -o ro",
+                sb.ro_compat & !RO_COMPAT_KNOWN
+            )));
+        }
+        if sb.root_ino == 0 {
+            return Err(FsError::Corrupt(
+                "superblock has no root directory (unfinished mkfs?)".into(),
+            ));
+        }
+        let mp = Mp::new(dev, sb, read_only, &crate::space::SPACE);
+        if read_only {
+            let dev = &mp.dev;
+            let log_off = mp.sb.log_start * BS;
+            let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
+            if let Some(r) = trans::records_to_replay(
+                &read,
+                mp.sb.log_blocks * BS,
+                mp.sb.lsn_base,
+                mp.sb.total_blocks,
+            )?
+            .last()
+            {
+                return Err(FsError::Corrupt(format!(
+                    "the log holds transaction {} that may need replay: mount read-write once to recover",
+                    r.lsn
+                )));
+            }
+        } else if let Some(lsn) = trans::recover(&mp)? {
+            log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
+        }
+        let fs = Arc::new(Fs {
+            mp,
+            icache: Mutex::new(HashMap::new()),
+            opts: opts.clone(),
+            next_fh: AtomicU64::new(1),
+            rename_lock: Mutex::new(()),
+            dax: Default::default(),
+            generation: AtomicU64::new(inode::now().nsec as u64),
+        });
+        fs.load_counters()?;
+        let root = fs.iget(fs.mp.sb.root_ino)?;
+        if !root.ilock_shared().di.is_dir() {
+            return Err(FsError::corrupt(format!(
+                "root inode {} is not a directory",
+                root.ino
+            )));
+        }
+        if !read_only {
+            fs.free_unlinked()?;
+        }
+        Ok(fs)
+    }
+
+    fn load_counters(&self) -> Result<()> {
+        let mp = &self.mp;
+        let mut io = DevReader { mp };
+        let (mut free, mut count, mut ifree) = (0i64, 0u64, 0u64);
+        for agno in 0..mp.sb.ag_count {
+            let agf_blk = mp.fsblock(agno, AGF_BLOCK);
+            let agf = Agf::decode(&io.read_meta(agf_blk, AGF_MAGIC, Some(agno as u64), "AGF")?[..]);
+            let agfl = io.read_meta(
+                mp.fsblock(agno, AGFL_BLOCK),
+                AGFL_MAGIC,
+                Some(agno as u64),
+                "AGFL",
+            )?;
+            let agi = Agi::decode(
+                &io.read_meta(
+                    mp.fsblock(agno, AGI_BLOCK),
+                    AGI_MAGIC,
+                    Some(agno as u64),
+                    "AGI",
+                )?[..],
+            );
+            let flcount = get_u32(&agfl[..], AGFL_COUNT) as u64;
+            crate::ensure_sane!(
+                agf.agno == agno
+                    && agi.agno == agno
+                    && agf.free_blocks <= mp.ag_len(agno)
+                    && flcount as usize <= AGFL_CAPACITY
+                    && agi.free <= agi.count
+                    && agi.count <= mp.ag_len(agno) * INODES_PER_BLOCK,
+                "AG {agno}: headers disagree with the geometry"
+            );
+            free += (agf.free_blocks + flcount) as i64;
+            count += agi.count;
+            ifree += agi.free;
+            let perag = &mp.ags[agno as usize];
+            perag.free_blocks.store(agf.free_blocks, Ordering::Relaxed);
+            perag.free_inodes.store(agi.free, Ordering::Relaxed);
+        }
+        mp.free_blocks.store(free, Ordering::Release);
+        mp.inodes_count.store(count, Ordering::Release);
+        mp.inodes_free.store(ifree, Ordering::Release);
+        Ok(())
+    }
+
+    /// Free every inode a crash left on an unlinked list.
+    fn free_unlinked(&self) -> Result<()> {
+        for agno in 0..self.mp.sb.ag_count {
+            let mut io = DevReader { mp: &self.mp };
+            let agi = Agi::decode(
+                &io.read_meta(
+                    self.mp.fsblock(agno, AGI_BLOCK),
+                    AGI_MAGIC,
+                    Some(agno as u64),
+                    "AGI",
+                )?[..],
+            );
+            for ino in ialloc::unlinked_list(&mut io, &agi)? {
+                log::info!(
+                    "{}: freeing inode {ino}, unlinked while open before the crash",
+                    self.mp.dev.source()
+                );
+                let inode = self.iget(ino)?;
+                self.inactivate(&inode)?;
+                self.icache.lock().unwrap().remove(&ino);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dax_mode(&self) -> DaxMode {
+        self.opts.dax
+    }
+
+    pub fn persistence(&self) -> Persistence {
+        self.mp.dev.persistence()
+    }
+
+    pub fn mp(&self) -> &Mp {
+        &self.mp
+    }
+
+    pub fn root_ino(&self) -> Ino {
+        self.mp.sb.root_ino
+    }
+
+    // ------------------------------------------------------------------------------------
+    // The inode cache.
+
+    /// The in-core inode `ino`, loading it from media if needed. A number that names no
+    /// inode (a stale handle) is ESTALE.
+    pub fn iget(&self, ino: Ino) -> Result<Arc<Inode>> {
+        if !self.mp.ino_valid(ino) {
+            return err(libc::ESTALE);
+        }
+        let mut cache = self.icache.lock().unwrap();
+        if let Some(i) = cache.get(&ino) {
+            return Ok(i.clone());
+        }
+        let mut slot = [0u8; INODE_SIZE];
+        self.mp.dev.read(
+            self.mp.ino_block(ino) * BS + self.mp.ino_offset(ino) as u64,
+            &mut slot,
+        );
+        if DiskInode::slot_is_free(&slot) {
+            return err(libc::ESTALE);
+        }
+        let (di, inline) = DiskInode::decode(&slot, ino, &self.mp.sb.uuid)?;
+        let map = bmap::load_map(&mut DevReader { mp: &self.mp }, &self.mp, &di, inline)?;
+        let inode = Arc::new(Inode::new(di, map));
+        cache.insert(ino, inode.clone());
+        Ok(inode)
+    }
+
+    /// Evict `ino` if nothing references it; free it first if it has no links. Only
+    /// unreferenced inodes are touched, and only by trylock (reclaim rules, DESIGN.md 5).
+    fn maybe_evict(&self, ino: Ino) {
+        let inode = {
+            let cache = self.icache.lock().unwrap();
+            let Some(inode) = cache.get(&ino) else { return };
+            // The cache's own reference plus ours below: anyone else is using it.
+            if inode.referenced() || Arc::strong_count(inode) > 1 || ino == self.root_ino() {
+                return;
+            }
+            inode.clone()
+        };
+        let (nlink, times_dirty, freed) = match inode.try_ilock_excl() {
+            Some(d) => (d.di.nlink, d.times_dirty, d.freed),
+            None => return,
+        };
+        if nlink == 0 && !freed && !self.mp.is_read_only() && !self.mp.is_shutdown() {
+            if let Err(e) = self.inactivate(&inode) {
+                log::error!("inode {ino}: could not free unlinked inode: {e}");
+                return;
+            }
+        } else if times_dirty {
+            return; // written by sync/unmount; stays cached until then
+        }
+        let mut cache = self.icache.lock().unwrap();
+        if Arc::strong_count(&inode) == 2 && !inode.referenced() {
+            cache.remove(&ino);
+        }
+    }
+
+    /// Free an unlinked, unreferenced inode: its blocks (in bounded transactions), its
+    /// attributes, then the inode itself.
+    fn inactivate(&self, inode: &Inode) -> Result<()> {
+        loop {
+            let mut tx = self.mp.trans_remove(4 * BTREE_LEVELS_MAX as u64)?;
+            let mut d = inode.ilock_excl();
+            if d.freed {
+                return Ok(());
+            }
+            if !d.map.is_empty() {
+                let end = bmap::bounded_remove_end(&d.map, 0, u64::MAX);
+                bmap::free_range(&mut tx, &mut d, 0, end);
+                bmap::sync_inode(&mut tx, &mut d)?;
+                tx.commit()?;
+                drop(d);
+                continue;
+            }
+            xattr::remove_all(&mut tx, &mut d)?;
+            if d.di.format == FMT_BTREE {
+                bmap::sync_inode(&mut tx, &mut d)?;
+            }
+            ialloc::unlinked_remove(&mut tx, inode.ino)?;
+            ialloc::ifree(&mut tx, inode.ino)?;
+            d.freed = true;
+            let r = tx.commit();
+            drop(d);
+            return r;
+        }
+    }
+
+    /// Drop `nlookup` lookup references (FUSE forget).
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        let Some(inode) = self.icache.lock().unwrap().get(&ino).cloned() else {
+            return;
+        };
+        let _ = inode
+            .nlookup
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(nlookup))
+            });
+        drop(inode);
+        self.maybe_evict(ino);
+    }
+
+    fn take_lookup_ref(&self, inode: &Inode) {
+        inode.nlookup.fetch_add(1, Ordering::AcqRel);
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Names.
+
+    pub fn statfs(&self) -> StatFs {
+        let mp = &self.mp;
+        let avail = mp.avail_blocks();
+        let ifree = mp
+            .inodes_free
+            .load(Ordering::Relaxed)
+            .saturating_add(avail.saturating_mul(INODES_PER_BLOCK));
+        let used_inodes = mp
+            .inodes_count
+            .load(Ordering::Relaxed)
+            .saturating_sub(mp.inodes_free.load(Ordering::Relaxed));
+        StatFs {
+            blocks: mp.sb.total_blocks,
+            bfree: avail,
+            bavail: avail,
+            files: used_inodes.saturating_add(ifree),
+            ffree: ifree,
+            bsize: BLOCK_SIZE as u32,
+            namelen: NAME_LEN_MAX as u32,
+            frsize: BLOCK_SIZE as u32,
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Extended attributes.
+
+    /// Live counters, as text (`daxfs stat MOUNT` reads them through the root directory's
+    /// `trusted.daxfs.stats`, which is not stored and not listed).
+    pub fn stats(&self) -> String {
+        let mp = &self.mp;
+        let (commits, checkpoints, next_lsn) = trans::log_counters(mp);
+        let cached = self.icache.lock().unwrap().len();
+        format!(
+            "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
+             fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
+             inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
+             read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
+            mp.dev.source(),
+            mp.dev.persistence().describe(),
+            mp.dev.stats.fences.load(Ordering::Relaxed),
+            mp.dev.stats.flushed_bytes.load(Ordering::Relaxed),
+            mp.free_blocks.load(Ordering::Relaxed),
+            mp.reserved.load(Ordering::Relaxed),
+            mp.inodes_count.load(Ordering::Relaxed),
+            mp.inodes_free.load(Ordering::Relaxed),
+            mp.pending_frees.load(Ordering::Relaxed),
+            mp.ag_waits_out_of_order.load(Ordering::Relaxed),
+            mp.is_read_only(),
+            mp.is_shutdown(),
+            mp.dev.errtags.describe(),
+        ) + &self.dax.stats_text()
+    }
+
+    /// Make everything durable (sync(2), syncfs).
+    pub fn sync(&self) -> Result<()> {
+        let inodes: Vec<Arc<Inode>> = self.icache.lock().unwrap().values().cloned().collect();
+        for i in inodes {
+            self.flush_times(&i)?;
+        }
+        trans::checkpoint(&self.mp)
+    }
+
+    /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
+    pub fn set_read_only(&self, ro: bool) -> Result<()> {
+        if !ro && self.mp.dev.read_only() {
+            return err(libc::EROFS);
+        }
+        if ro {
+            self.sync()?;
+        }
+        self.mp.set_read_only(ro);
+        Ok(())
+    }
+
+    /// Commit everything and mark the image clean. Called once, at unmount.
+    pub fn unmount(&self) -> Result<()> {
+        if self.mp.is_read_only() || self.mp.is_shutdown() {
+            return Ok(());
+        }
+        let inodes: Vec<Arc<Inode>> = self.icache.lock().unwrap().values().cloned().collect();
+        for i in &inodes {
+            let orphan = {
+                let d = i.ilock_shared();
+                d.di.nlink == 0 && !d.freed
+            };
+            if orphan {
+                self.inactivate(i)?;
+            } else {
+                self.flush_times(i)?;
+            }
+        }
+        trans::checkpoint(&self.mp)?;
+        // Every record in the log is applied: move the LSN base past them all.
+        trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
+        self.mp.dev.persist_all();
+        Ok(())
+    }
+}

@@ -1,0 +1,660 @@
+//! The namespace operations: lookup and getattr, create/mknod/mkdir/symlink, link,
+//! unlink/rmdir (with inactivation left to the inode cache in mod.rs), rename (NOREPLACE,
+//! EXCHANGE), readlink and readdir.
+
+use super::*;
+
+impl Fs {
+    pub(super) fn dir_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<dir::Found>> {
+        let d = dir.ilock_shared();
+        if d.freed {
+            return err(libc::ESTALE);
+        }
+        if !d.di.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        dir::lookup(&mut DevReader { mp: &self.mp }, &d, name)
+    }
+
+    /// `iget` for the inode a directory entry names. A free inode there is corruption (the
+    /// directory and the inode disagree), unless the entry changed meanwhile (a racing
+    /// unlink), which the caller sees as ENOENT.
+    pub(super) fn iget_entry(&self, dir: &Inode, name: &[u8], ino: Ino) -> Result<Arc<Inode>> {
+        match self.iget(ino) {
+            Err(FsError::Errno(libc::ESTALE)) => match self.dir_lookup(dir, name)? {
+                Some(f) if f.ino == ino => Err(FsError::corrupt(format!(
+                    "directory {}: entry \"{}\" names inode {ino}, which is free",
+                    dir.ino,
+                    String::from_utf8_lossy(name)
+                ))),
+                _ => err(libc::ENOENT),
+            },
+            r => r,
+        }
+    }
+
+    /// Look up `name` in `parent`; takes one lookup reference on the result (FUSE nlookup).
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        if name.len() > NAME_LEN_MAX {
+            return err(libc::ENAMETOOLONG);
+        }
+        let dir = self.iget(parent)?;
+        let found = if name == b"." {
+            parent
+        } else if name == b".." {
+            let p = dir.ilock_shared().di.parent;
+            if parent == self.root_ino() { parent } else { p }
+        } else {
+            self.dir_lookup(&dir, name)?
+                .ok_or(FsError::Errno(libc::ENOENT))?
+                .ino
+        };
+        let inode = if name == b"." || name == b".." {
+            self.iget(found)?
+        } else {
+            self.iget_entry(&dir, name, found)?
+        };
+        let d = inode.ilock_shared();
+        let a = attr_of(&d);
+        self.take_lookup_ref(&inode);
+        Ok(a)
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let inode = self.iget(ino)?;
+        let d = inode.ilock_shared();
+        if d.freed {
+            return err(libc::ESTALE);
+        }
+        Ok(attr_of(&d))
+    }
+
+    /// Create an inode named `name` in `parent` (files, fifos, sockets, devices, dirs,
+    /// symlinks). `mode` includes the type bits and is already masked by the umask.
+    pub(super) fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+        target: Option<&[u8]>,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        let Some(kind) = inode::kind_of(mode) else {
+            return err(libc::EINVAL);
+        };
+        let dir = self.iget(parent)?;
+        let symlink_blocks = target.map_or(0, |t| (t.len() > INODE_LITERAL_LEN) as u64);
+        let mut tx = self
+            .mp
+            .trans(ialloc::IALLOC_RESBLKS + dir::ADD_RESBLKS + symlink_blocks)?;
+        let mut dd = dir.ilock_excl();
+        if dd.freed || dd.di.nlink == 0 {
+            return err(libc::ENOENT);
+        }
+        if !dd.di.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        if dir::lookup(&mut tx, &dd, name)?.is_some() {
+            return err(libc::EEXIST);
+        }
+        let is_dir = kind == FileKind::Dir;
+        if is_dir && dd.di.nlink >= LINK_MAX {
+            return err(libc::EMLINK);
+        }
+        // Files go near their directory; directories are spread over the AGs (XFS's
+        // inode64 rotor), so work in different directories takes different AG locks.
+        let hint_ag = if is_dir {
+            (self.mp.ag_rotor.fetch_add(1, Ordering::Relaxed) % self.mp.sb.ag_count as u64) as u32
+        } else {
+            self.mp.ag_of(self.mp.ino_block(parent))
+        };
+        let ino = ialloc::ialloc(&mut tx, hint_ag)?;
+        let now = inode::now();
+        let mut mode = mode;
+        let gid = if dd.di.mode & libc::S_ISGID != 0 {
+            if is_dir {
+                mode |= libc::S_ISGID;
+            }
+            dd.di.gid
+        } else {
+            cred.gid
+        };
+        let mut di = DiskInode {
+            ino,
+            mode,
+            uid: cred.uid,
+            gid,
+            nlink: if is_dir { 2 } else { 1 },
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            rdev: rdev as u64,
+            flags: if self.opts.dax == DaxMode::Always || (dd.di.flags & DIFLAG_DAX != 0 && is_dir)
+            {
+                DIFLAG_DAX
+                    & if self.opts.dax == DaxMode::Never {
+                        0
+                    } else {
+                        u64::MAX
+                    }
+            } else {
+                0
+            },
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) as u32,
+            parent: if is_dir { parent } else { 0 },
+            format: FMT_EXTENTS,
+            ..Default::default()
+        };
+        if kind == FileKind::File
+            && dd.di.flags & DIFLAG_DAX != 0
+            && self.opts.dax != DaxMode::Never
+        {
+            di.flags |= DIFLAG_DAX;
+        }
+        if is_dir && self.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
+            di.format = FMT_LOCAL; // no entries yet, no blocks (dir.rs)
+        }
+        let inode = Arc::new(Inode::new(di, ExtentMap::new()));
+        {
+            let mut nd = inode.ilock_excl();
+            if let Some(t) = target {
+                nd.di.size = t.len() as u64;
+                if t.len() <= INODE_LITERAL_LEN {
+                    nd.di.format = FMT_LOCAL;
+                    nd.di.local = t.to_vec();
+                } else {
+                    dax::alloc_holes(&mut tx, &mut nd, 0, 1, false, &mut |mp, blk, _, _| {
+                        let mut b = [0u8; BLOCK_SIZE];
+                        b[..t.len()].copy_from_slice(t);
+                        mp.dev.write(blk * BS, &b);
+                        mp.dev.flush(blk * BS, BS);
+                        // Durable before the commit record that maps the block can be.
+                        mp.dev.fence();
+                    })?;
+                }
+            }
+            bmap::sync_inode(&mut tx, &mut nd)?;
+        }
+        dir::add(&mut tx, &mut dd, name, ino, inode::ftype_of(kind))?;
+        if is_dir {
+            dd.di.nlink += 1;
+        }
+        dd.di.mtime = now;
+        dd.di.ctime = now;
+        bmap::sync_inode(&mut tx, &mut dd)?;
+        tx.commit()?;
+        self.take_lookup_ref(&inode);
+        let a = attr_of(&inode.ilock_shared());
+        self.icache.lock().unwrap().insert(ino, inode);
+        Ok(a)
+    }
+
+    /// Regular files, fifos, sockets and device nodes. Takes a lookup reference.
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
+            0 => return self.create(parent, name, mode | libc::S_IFREG, 0, cred, None),
+            _ => return err(libc::EINVAL),
+        }
+        self.create(parent, name, mode, rdev, cred, None)
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, cred: &Cred) -> Result<Attr> {
+        self.create(parent, name, (mode & 0o7777) | libc::S_IFDIR, 0, cred, None)
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], cred: &Cred) -> Result<Attr> {
+        if target.is_empty() {
+            return err(libc::ENOENT);
+        }
+        if target.len() > SYMLINK_LEN_MAX {
+            return err(libc::ENAMETOOLONG);
+        }
+        self.create(parent, name, libc::S_IFLNK | 0o777, 0, cred, Some(target))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let inode = self.iget(ino)?;
+        let d = inode.ilock_shared();
+        if d.di.kind() != FileKind::Symlink {
+            return err(libc::EINVAL);
+        }
+        if d.di.format == FMT_LOCAL {
+            return Ok(d.di.local.clone());
+        }
+        let len = d.di.size as usize;
+        crate::ensure_sane!(
+            len <= SYMLINK_LEN_MAX,
+            "symlink {ino}: target length {len} too long"
+        );
+        let Some(e) = d.map.find(0) else {
+            return Err(FsError::corrupt(format!(
+                "symlink {ino}: remote target block is not mapped"
+            )));
+        };
+        let mut buf = vec![0u8; len];
+        self.mp.dev.read(dax::dev_off(&e, 0), &mut buf);
+        Ok(buf)
+    }
+
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr> {
+        check_name(newname)?;
+        let inode = self.iget(ino)?;
+        let dir = self.iget(newparent)?;
+        let mut tx = self.mp.trans(dir::ADD_RESBLKS)?;
+        let mut locks = inode::lock_excl_many(&[&inode, &dir]);
+        {
+            let dd = g(&mut locks, newparent);
+            if !dd.di.is_dir() {
+                return err(libc::ENOTDIR);
+            }
+            if dir::lookup(&mut tx, dd, newname)?.is_some() {
+                return err(libc::EEXIST);
+            }
+        }
+        {
+            let c = g(&mut locks, ino);
+            if c.di.is_dir() {
+                return err(libc::EPERM);
+            }
+            if c.di.nlink == 0 || c.freed {
+                return err(libc::ENOENT);
+            }
+            if c.di.nlink >= LINK_MAX {
+                return err(libc::EMLINK);
+            }
+        }
+        let dd = g(&mut locks, newparent);
+        if dd.di.nlink == 0 {
+            return err(libc::ENOENT);
+        }
+        let now = inode::now();
+        let ftype = inode::ftype_of(g(&mut locks, ino).di.kind());
+        let dd = g(&mut locks, newparent);
+        dir::add(&mut tx, dd, newname, ino, ftype)?;
+        dd.di.mtime = now;
+        dd.di.ctime = now;
+        bmap::sync_inode(&mut tx, dd)?;
+        let c = g(&mut locks, ino);
+        c.di.nlink += 1;
+        c.di.ctime = now;
+        bmap::sync_inode(&mut tx, c)?;
+        let a = attr_of(c);
+        tx.commit()?;
+        drop(locks);
+        self.take_lookup_ref(&inode);
+        Ok(a)
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        if name == b"." {
+            return err(libc::EINVAL);
+        }
+        if name == b".." {
+            return err(libc::ENOTEMPTY);
+        }
+        self.remove(parent, name, true)
+    }
+
+    pub(super) fn remove(&self, parent: Ino, name: &[u8], want_dir: bool) -> Result<()> {
+        if name.len() > NAME_LEN_MAX {
+            return err(libc::ENAMETOOLONG);
+        }
+        let dir = self.iget(parent)?;
+        for _ in 0..100 {
+            // Find the child unlocked, then lock both in inode order and make sure the name
+            // still names it: another transaction may have changed the directory meanwhile.
+            let found = self
+                .dir_lookup(&dir, name)?
+                .ok_or(FsError::Errno(libc::ENOENT))?;
+            let child = self.iget_entry(&dir, name, found.ino)?;
+            if self.remove_locked(&dir, &child, name, found, want_dir)? {
+                drop(child);
+                self.maybe_evict(found.ino);
+                return Ok(());
+            }
+        }
+        err(libc::EAGAIN)
+    }
+
+    /// The body of unlink/rmdir once the child is known. Ok(false): the name moved on
+    /// before the locks were taken; look again.
+    pub(super) fn remove_locked(
+        &self,
+        dir: &Inode,
+        child: &Inode,
+        name: &[u8],
+        found: dir::Found,
+        want_dir: bool,
+    ) -> Result<bool> {
+        let (parent, cino) = (dir.ino, child.ino);
+        let mut tx = self
+            .mp
+            .trans_remove(dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64)?;
+        let mut locks = inode::lock_excl_many(&[dir, child]);
+        if dir::lookup(&mut tx, g(&mut locks, parent), name)? != Some(found) {
+            return Ok(false);
+        }
+        let c = g(&mut locks, cino);
+        if want_dir && !c.di.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        if !want_dir && c.di.is_dir() {
+            return err(libc::EISDIR);
+        }
+        if want_dir && c.di.dir_entries != 0 {
+            return err(libc::ENOTEMPTY);
+        }
+        if want_dir || c.di.nlink <= 1 {
+            // The child goes on its AG's unlinked list: lock that AG before the directory
+            // change, which may allocate (the AG lock order, trans.rs).
+            tx.pin_ag(self.mp.ag_of(self.mp.ino_block(cino)))?;
+        }
+        let now = inode::now();
+        let dd = g(&mut locks, parent);
+        dir::remove(&mut tx, dd, name, found)?;
+        if want_dir {
+            dd.di.nlink = dd.di.nlink.saturating_sub(1);
+        }
+        dd.di.mtime = now;
+        dd.di.ctime = now;
+        bmap::sync_inode(&mut tx, dd)?;
+        let c = g(&mut locks, cino);
+        c.di.nlink = if want_dir {
+            0
+        } else {
+            c.di.nlink.saturating_sub(1)
+        };
+        c.di.ctime = now;
+        if c.di.nlink == 0 {
+            ialloc::unlinked_add(&mut tx, cino)?;
+        }
+        bmap::sync_inode(&mut tx, g(&mut locks, cino))?;
+        tx.commit()?;
+        drop(locks);
+        Ok(true)
+    }
+
+    /// Is `ancestor` on the path from `ino` up to the root? (rename loop check; the
+    /// caller holds the rename lock, so no directory moves meanwhile)
+    pub(super) fn is_ancestor(&self, ancestor: Ino, ino: Ino) -> Result<bool> {
+        let mut cur = ino;
+        for _ in 0..1_000_000 {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == self.root_ino() {
+                return Ok(false);
+            }
+            let next = self.iget(cur)?.ilock_shared().di.parent;
+            crate::ensure_sane!(
+                next != 0 && next != cur,
+                "directory {cur}: bad parent pointer {next}"
+            );
+            cur = next;
+        }
+        Err(FsError::corrupt(format!(
+            "directory {ino}: parent chain does not reach the root"
+        )))
+    }
+
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        if flags.whiteout || (flags.noreplace && flags.exchange) {
+            return err(libc::EINVAL);
+        }
+        check_name(newname)?;
+        if name.len() > NAME_LEN_MAX {
+            return err(libc::ENAMETOOLONG);
+        }
+        // Renames are one at a time (the VFS's s_vfs_rename_mutex): the loop check walks
+        // parent pointers that only a rename changes.
+        let _rename = self.rename_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..100 {
+            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags)? {
+                if let Some(o) = orphan {
+                    self.maybe_evict(o);
+                }
+                return Ok(());
+            }
+        }
+        err(libc::EAGAIN)
+    }
+
+    /// One attempt at a rename. Ok(None): an entry changed between the unlocked lookups
+    /// and taking the locks; try again. Ok(Some(victim)): done, and the inode that lost
+    /// its last link, if any.
+    pub(super) fn rename_once(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<Option<Option<Ino>>> {
+        let sdir = self.iget(parent)?;
+        let ddir = self.iget(newparent)?;
+        let mut tx = self
+            .mp
+            .trans_remove(2 * dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64)?;
+        let src = self
+            .dir_lookup(&sdir, name)?
+            .ok_or(FsError::Errno(libc::ENOENT))?;
+        let dst = self.dir_lookup(&ddir, newname)?;
+        if parent == newparent && name == newname {
+            return Ok(Some(None));
+        }
+        if flags.exchange && dst.is_none() {
+            return err(libc::ENOENT);
+        }
+        if flags.noreplace && dst.is_some() {
+            return err(libc::EEXIST);
+        }
+        if dst.is_some_and(|d| d.ino == src.ino) && !flags.exchange {
+            return Ok(Some(None)); // two links to one inode: POSIX says do nothing
+        }
+        let sino = self.iget_entry(&sdir, name, src.ino)?;
+        let dino = dst
+            .map(|d| self.iget_entry(&ddir, newname, d.ino))
+            .transpose()?;
+        let s_is_dir = src.ftype == FT_DIR;
+        let d_is_dir = dst.is_some_and(|d| d.ftype == FT_DIR);
+        if let Some(dst) = dst {
+            if !flags.exchange {
+                if s_is_dir && !d_is_dir {
+                    return err(libc::ENOTDIR);
+                }
+                if !s_is_dir && d_is_dir {
+                    return err(libc::EISDIR);
+                }
+                if d_is_dir && dino.as_ref().unwrap().ilock_shared().di.dir_entries != 0 {
+                    return err(libc::ENOTEMPTY);
+                }
+            }
+            if flags.exchange
+                && d_is_dir
+                && parent != newparent
+                && self.is_ancestor(dst.ino, parent)?
+            {
+                return err(libc::EINVAL);
+            }
+        }
+        if s_is_dir && parent != newparent && self.is_ancestor(src.ino, newparent)? {
+            return err(libc::EINVAL);
+        }
+        let mut all: Vec<&Inode> = vec![&sdir, &ddir, &sino];
+        if let Some(d) = &dino {
+            all.push(d);
+        }
+        let mut locks = inode::lock_excl_many(&all);
+        if dir::lookup(&mut tx, g(&mut locks, parent), name)? != Some(src)
+            || dir::lookup(&mut tx, g(&mut locks, newparent), newname)? != dst
+        {
+            return Ok(None);
+        }
+        if let Some(d) = dst.filter(|_| d_is_dir && !flags.exchange)
+            && g(&mut locks, d.ino).di.dir_entries != 0
+        {
+            return err(libc::ENOTEMPTY);
+        }
+        if let Some(d) = dst.filter(|_| !flags.exchange) {
+            // The victim may go on its AG's unlinked list: lock that AG before the
+            // directory changes allocate (the AG lock order, trans.rs).
+            tx.pin_ag(self.mp.ag_of(self.mp.ino_block(d.ino)))?;
+        }
+        let now = inode::now();
+        let moves_dir_across = s_is_dir && parent != newparent;
+        if moves_dir_across && !d_is_dir && g(&mut locks, newparent).di.nlink >= LINK_MAX {
+            return err(libc::EMLINK);
+        }
+        let s_ft = src.ftype;
+        let mut orphan = None;
+        if flags.exchange {
+            let dst = dst.unwrap();
+            dir::retarget(&mut tx, g(&mut locks, parent), src, dst.ino, dst.ftype)?;
+            dir::retarget(&mut tx, g(&mut locks, newparent), dst, src.ino, s_ft)?;
+            if parent != newparent {
+                if s_is_dir {
+                    g(&mut locks, src.ino).di.parent = newparent;
+                    dec_nlink(g(&mut locks, parent));
+                    g(&mut locks, newparent).di.nlink += 1;
+                }
+                if d_is_dir {
+                    g(&mut locks, dst.ino).di.parent = parent;
+                    dec_nlink(g(&mut locks, newparent));
+                    g(&mut locks, parent).di.nlink += 1;
+                }
+            }
+            g(&mut locks, dst.ino).di.ctime = now;
+        } else {
+            match dst {
+                Some(dst) => {
+                    dir::retarget(&mut tx, g(&mut locks, newparent), dst, src.ino, s_ft)?;
+                    let v = g(&mut locks, dst.ino);
+                    v.di.nlink = if d_is_dir {
+                        0
+                    } else {
+                        v.di.nlink.saturating_sub(1)
+                    };
+                    v.di.ctime = now;
+                    if v.di.nlink == 0 {
+                        orphan = Some(dst.ino);
+                        ialloc::unlinked_add(&mut tx, dst.ino)?;
+                    }
+                    if d_is_dir {
+                        dec_nlink(g(&mut locks, newparent));
+                    }
+                }
+                None => dir::add(&mut tx, g(&mut locks, newparent), newname, src.ino, s_ft)?,
+            }
+            dir::remove(&mut tx, g(&mut locks, parent), name, src)?;
+            if moves_dir_across {
+                g(&mut locks, src.ino).di.parent = newparent;
+                dec_nlink(g(&mut locks, parent));
+                g(&mut locks, newparent).di.nlink += 1;
+            }
+        }
+        g(&mut locks, src.ino).di.ctime = now;
+        for ino in [parent, newparent] {
+            let d = g(&mut locks, ino);
+            d.di.mtime = now;
+            d.di.ctime = now;
+        }
+        for (_, d) in locks.iter_mut() {
+            bmap::sync_inode(&mut tx, d)?;
+        }
+        tx.commit()?;
+        drop(locks);
+        drop(dino);
+        Ok(Some(orphan))
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Attributes.
+
+    /// List `ino` from `cookie` (0 = start). `add` returns true when the reply buffer is
+    /// full; the entry it refused is given again at the next call.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        cookie: u64,
+        add: &mut dyn FnMut(&DirEntry) -> bool,
+    ) -> Result<()> {
+        let inode = self.iget(ino)?;
+        let d = inode.ilock_shared();
+        if !d.di.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        if cookie == 0
+            && add(&DirEntry {
+                ino,
+                kind: FileKind::Dir,
+                name: b".".to_vec(),
+                next: 1,
+            })
+        {
+            return Ok(());
+        }
+        if cookie <= 1 {
+            let parent = if ino == self.root_ino() {
+                ino
+            } else {
+                d.di.parent
+            };
+            if add(&DirEntry {
+                ino: parent,
+                kind: FileKind::Dir,
+                name: b"..".to_vec(),
+                next: 2,
+            }) {
+                return Ok(());
+            }
+        }
+        let start = cookie.saturating_sub(2);
+        let mut bad = None;
+        dir::list(
+            &mut DevReader { mp: &self.mp },
+            &d,
+            start,
+            &mut |dataptr, eino, ft, name| {
+                let Some(kind) = inode::kind_of_ftype(ft) else {
+                    bad = Some(ft);
+                    return true;
+                };
+                add(&DirEntry {
+                    ino: eino,
+                    kind,
+                    name: name.to_vec(),
+                    next: dataptr + 3,
+                })
+            },
+        )?;
+        if let Some(ft) = bad {
+            return Err(FsError::corrupt(format!(
+                "directory {ino}: entry with file type {ft}"
+            )));
+        }
+        Ok(())
+    }
+}
