@@ -575,6 +575,54 @@ fn nix_free_blocks(p: &Path) -> u64 {
 }
 
 #[test]
+fn block_removal_under_a_lease_is_refused_for_now() {
+    // Interim (until recall/revoke/quarantine): truncate and fallocate over leased blocks
+    // fail with ETXTBSY instead of freeing blocks a client still maps.
+    if !can_mount() {
+        return;
+    }
+    let s = setup("dax=always");
+    let file = s.path("leased");
+    fs::write(&file, pattern(6, 64 << 10)).unwrap();
+    let client = Client::connect(&file).unwrap();
+    let f = client.open(&file, true).unwrap();
+    let m = f.map(32 << 10, 8192, true).unwrap();
+    let w = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let e = w.set_len(1000).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ETXTBSY),
+        "truncate over a lease"
+    );
+    let punch = |off: i64, len: i64| {
+        // SAFETY: fallocate on our descriptor.
+        let r = unsafe {
+            libc::fallocate(
+                w.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+    };
+    assert_eq!(punch(36 << 10, 4096), libc::ETXTBSY, "punch over a lease");
+    assert_eq!(punch(0, 8192), 0, "punch elsewhere works");
+    w.set_len(48 << 10).unwrap(); // past the lease: allowed
+    m.write_at(32 << 10, b"kept").unwrap();
+    drop(m);
+    s.wait_no_leases();
+    w.set_len(1000).unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().len(), 1000);
+    drop((w, f, client));
+    s.finish();
+}
+
+#[test]
 fn not_dax_files_fall_back() {
     if !can_mount() {
         return;

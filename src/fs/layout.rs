@@ -388,6 +388,24 @@ impl Fs {
 }
 
 impl Fs {
+    /// Interim, until layouts are broken (recall, wait, revoke, quarantine: daxcore): a
+    /// path about to remove or move the blocks of [off, off+len) of `inode` fails with
+    /// ETXTBSY while a lease covers any of them, as a running program's text cannot be
+    /// written. Called holding IOLOCK exclusive, which grants also take, so no lease can
+    /// appear between this check and the change.
+    pub(super) fn layout_guard(
+        &self,
+        inode: &inode::Inode,
+        off: u64,
+        len: u64,
+    ) -> crate::error::Result<()> {
+        if self.dax.table.overlapping(inode.ino, off, len).is_empty() {
+            Ok(())
+        } else {
+            crate::error::err(libc::ETXTBSY)
+        }
+    }
+
     /// The socket server registers how to reach clients (None at shutdown).
     pub fn set_recall_sink(&self, sink: Option<Arc<dyn RecallSink>>) {
         *self.dax.sink.write().unwrap() = sink;
