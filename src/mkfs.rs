@@ -164,6 +164,10 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         clean: 0,
         label,
     };
+    // A sparse image: what is written below must be real first (device.rs).
+    let mp0 = Mp::new(dev.clone(), sb.clone(), false, &crate::space::SPACE);
+    crate::space::alloc::make_fixed_real(&mp0)?;
+    drop(mp0);
     // The superblock goes last: a crash during mkfs leaves no valid daxfs image.
     dev.zero(0, BLOCK_SIZE as u64);
     for agno in 0..ag_count as u32 {

@@ -289,7 +289,10 @@ impl Fs {
                     r.lsn
                 )));
             }
-        } else if let Some(lsn) = trans::recover(&mp)? {
+        } else if let Some(lsn) = {
+            crate::space::alloc::make_fixed_real(&mp)?;
+            trans::recover(&mp)?
+        } {
             log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
         }
         let fs = Arc::new(Fs {

@@ -232,6 +232,17 @@ impl Mp {
             std::thread::sleep(std::time::Duration::from_millis(1));
             waits += 1;
         }
+        // A sparse image: the backing filesystem must hold whatever this transaction may
+        // allocate, or it fails now, before it has changed anything (device.rs).
+        let used = self.sb.total_blocks as i64 - self.free_blocks.load(Relaxed);
+        if self
+            .dev
+            .reserve_backing(resblks, use_set_aside, used.max(0) as u64)
+            .is_err()
+        {
+            self.unreserve(resblks);
+            return err(libc::ENOSPC);
+        }
         Ok(self.new_trans(resblks, nofs))
     }
 
@@ -443,6 +454,21 @@ impl<'a> Trans<'a> {
             || !self.deferred_frees.is_empty()
             || !self.pending_new.is_empty()
             || !self.pending_done.is_empty()
+    }
+
+    /// Make blocks [blk, blk + len) real in a sparse image before they are handed out
+    /// (device.rs module doc). Called by the allocator before it takes the blocks out of
+    /// the free-space trees. Ok(false): the backing filesystem is full (nothing changed).
+    pub(crate) fn claim_blocks(&mut self, blk: u64, len: u64) -> Result<bool> {
+        let bs = BLOCK_SIZE as u64;
+        match self.mp.dev.make_real(blk * bs, len * bs) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.0, libc::ENOSPC | libc::EDQUOT) => Ok(false),
+            Err(e) => Err(FsError::Io(format!(
+                "cannot allocate blocks {blk}+{len} in the image: {}",
+                std::io::Error::from_raw_os_error(e.0)
+            ))),
+        }
     }
 
     /// Blocks this transaction may still allocate.
@@ -716,6 +742,7 @@ impl Drop for Trans<'_> {
             self.mp.force_shutdown("a dirty transaction was cancelled");
         }
         self.mp.unreserve(self.reserved);
+        self.mp.dev.release_backing(self.reserved);
     }
 }
 

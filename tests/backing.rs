@@ -1,0 +1,230 @@
+//! The image file's own filesystem (issue 12): a sparse image on a small tmpfs that fills
+//! must give the writer ENOSPC and keep the mount alive and consistent (it used to kill
+//! the daemon with SIGBUS: the writer saw ECONNABORTED and the mount ENOTCONN).
+//! Needs root (to mount a tmpfs) and /dev/fuse; skipped with a message otherwise. Every
+//! mount is undone on drop, also when an assertion fails.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
+
+fn can_mount() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: needs root (tmpfs mounts) and /dev/fuse");
+        return false;
+    }
+    true
+}
+
+fn daxfs(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn umount(dir: &Path) {
+    let ok = Command::new("umount")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
+/// A tmpfs of a given size on a fresh directory, with a daxfs mount point inside it;
+/// dropping it unmounts the daxfs mount (if any), then the tmpfs, then removes the dir.
+struct SmallFs {
+    dir: tempfile::TempDir,
+    daxfs_mounted: bool,
+}
+
+impl SmallFs {
+    fn new(size: &str) -> SmallFs {
+        let dir = tempfile::Builder::new()
+            .prefix("daxfs-backing-test")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount a tmpfs on {}", dir.path().display());
+        SmallFs {
+            dir,
+            daxfs_mounted: false,
+        }
+    }
+    fn image(&self) -> PathBuf {
+        self.dir.path().join("img")
+    }
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+    fn mount(&mut self) {
+        fs::create_dir_all(self.mnt()).unwrap();
+        let out = daxfs(&[
+            "mount",
+            self.image().to_str().unwrap(),
+            self.mnt().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.daxfs_mounted = true;
+    }
+    fn unmount(&mut self) {
+        if self.daxfs_mounted {
+            umount(&self.mnt());
+            self.daxfs_mounted = false;
+        }
+    }
+    fn check_clean(&self) {
+        let out = daxfs(&["check", self.image().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "check: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        self.unmount();
+        // The daemon may still hold the image for a moment after its unmount.
+        for _ in 0..100 {
+            let ok = Command::new("umount")
+                .arg(self.dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        umount(self.dir.path());
+    }
+}
+
+/// The mount still answers (a dead FUSE daemon gives ENOTCONN here).
+fn assert_alive(mnt: &Path) {
+    if let Err(e) = fs::read_dir(mnt) {
+        panic!("the mount died: {e}");
+    }
+}
+
+fn expect_enospc(what: &str, e: &std::io::Error, mnt: &Path) {
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC),
+        "{what}: expected ENOSPC, got {e}"
+    );
+    assert_alive(mnt);
+}
+
+fn set_xattr(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            c"user.fill".as_ptr(),
+            value.as_ptr() as *const _,
+            value.len(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Write 1 MiB pieces into `path` until the first error; returns it and the bytes written.
+fn fill_file(path: &Path) -> (std::io::Error, u64) {
+    let mut f = fs::File::create(path).unwrap();
+    let buf = vec![0x5au8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        match f.write_all(&buf).and_then(|_| f.sync_data()) {
+            Ok(()) => done += buf.len() as u64,
+            Err(e) => return (e, done),
+        }
+    }
+}
+
+#[test]
+fn full_backing_filesystem_gives_enospc_not_a_dead_mount() {
+    if !can_mount() {
+        return;
+    }
+    let mut t = SmallFs::new("64M");
+    let out = daxfs(&["mkfs", t.image().to_str().unwrap(), "--size", "256M"]);
+    assert!(
+        out.status.success(),
+        "mkfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.mount();
+    let mnt = t.mnt();
+
+    // Inode chunks, directory blocks, B+tree nodes and small data extents: files and
+    // directories until the first error, which must be ENOSPC.
+    let mut first_err = None;
+    'outer: for d in 0..1000 {
+        let dir = mnt.join(format!("d{d}"));
+        if let Err(e) = fs::create_dir(&dir) {
+            first_err = Some(("mkdir", e));
+            break;
+        }
+        for i in 0..200 {
+            let p = dir.join(format!(
+                "a-rather-long-file-name-to-fill-directory-blocks-{i}"
+            ));
+            if let Err(e) = fs::write(&p, vec![1u8; 10000]) {
+                first_err = Some(("create", e));
+                break 'outer;
+            }
+            if i % 4 == 0
+                && let Err(e) = set_xattr(&p, &[2u8; 1500])
+            {
+                first_err = Some(("setxattr", e));
+                break 'outer;
+            }
+        }
+    }
+    let (what, e) = first_err.expect("the tmpfs never filled");
+    expect_enospc(what, &e, &mnt);
+    // Deleting works on the full backing filesystem.
+    for ent in fs::read_dir(&mnt).unwrap() {
+        fs::remove_dir_all(ent.unwrap().path()).unwrap();
+    }
+    assert_alive(&mnt);
+
+    // Data extents: a big file, into the blocks just freed (already in the image) and
+    // then into holes, until the tmpfs is full.
+    let (e, written) = fill_file(&mnt.join("big"));
+    expect_enospc("filling a file", &e, &mnt);
+    assert!(
+        written > 16 << 20 && written < 64 << 20,
+        "wrote {written} bytes before ENOSPC"
+    );
+    fs::remove_file(mnt.join("big")).unwrap();
+    assert_alive(&mnt);
+    fs::write(mnt.join("again"), vec![7u8; 8 << 20]).unwrap();
+    assert_eq!(fs::read(mnt.join("again")).unwrap(), vec![7u8; 8 << 20]);
+    t.unmount();
+    t.check_clean();
+}
