@@ -53,6 +53,10 @@ enum Cmd {
         /// Number of allocation groups (default: 4, or one per GiB above 4 GiB).
         #[arg(long)]
         agcount: Option<u32>,
+        /// Leave the image file sparse: its blocks are allocated as they are used
+        /// (default: all at once, and a size that does not fit is refused).
+        #[arg(long)]
+        sparse: bool,
     },
     /// Mount SOURCE (image file, /dev/daxX.Y, or memfd:SIZE) on MOUNTPOINT.
     #[command(after_help = MOUNT_HELP)]
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
             label,
             force,
             agcount,
+            sparse,
         } => {
             let Some(bytes) = parse_size(&size) else {
                 eprintln!("daxfs: cannot parse size {size:?} (try 64M, 8G)");
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
                     label,
                     force,
                     ag_count: agcount,
+                    sparse,
                 },
             ) {
                 Ok(summary) => {

@@ -26,6 +26,9 @@ pub struct MkfsOptions {
     pub force: bool,
     /// Number of AGs (default: 4 up to 4 GiB, then one per GiB, as XFS does).
     pub ag_count: Option<u32>,
+    /// Leave an image file sparse: its blocks are allocated as the filesystem uses them
+    /// (device.rs), instead of all at mkfs.
+    pub sparse: bool,
 }
 
 /// Default AG size: 1 GiB.
@@ -208,6 +211,17 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
     ))
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(64 << 20), "64 MiB");
+        assert_eq!(super::human(1 << 40), "1 TiB");
+        assert_eq!(super::human(3 << 29), "1.5 GiB");
+        assert_eq!(super::human(100), "100 bytes");
+    }
+}
+
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
     format!(
@@ -342,8 +356,10 @@ fn make_root(mp: &Mp) -> Result<u64> {
     Ok(ino)
 }
 
-/// `daxfs mkfs IMAGE --size SIZE`: create or resize the file, then format it. Refuses (and
-/// changes nothing) when the file already holds a daxfs image and `opts.force` is false.
+/// `daxfs mkfs IMAGE --size SIZE`: create or resize the file, allocate its blocks (unless
+/// `opts.sparse`), then format it. Refuses (and changes nothing) when the file already
+/// holds a daxfs image and `opts.force` is false, and when the filesystem that holds the
+/// file has not the room for it. Returns the summary, after any warnings (one per line).
 pub fn mkfs_image(
     path: &Path,
     size: u64,
@@ -367,25 +383,111 @@ pub fn mkfs_image(
         ));
     }
     let meta = std::fs::metadata(path).ok();
+    let mut notes = String::new();
     if meta.as_ref().is_none_or(|m| m.is_file()) {
+        let room = room_for(path, meta.as_ref(), size, opts.sparse)?;
+        if let Some(w) = room {
+            notes.push_str(&w);
+            notes.push('\n');
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(|e| format!("{shown}: cannot create: {e}"))?;
+        let fail = |msg: String| {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            msg
+        };
         f.set_len(size)
-            .map_err(|e| format!("{shown}: cannot set size {size}: {e}"))?;
+            .map_err(|e| fail(format!("{shown}: cannot set size {size}: {e}")))?;
+        if opts.sparse {
+            // An old image's blocks are given back: the new filesystem allocates its own.
+            let _ = crate::pmem::device::punch_all(&f, size);
+        } else {
+            match crate::pmem::device::preallocate(&f, size) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => notes.push_str(&format!(
+                    "warning: {shown}: the filesystem that holds it cannot preallocate \
+                     (fallocate: {e}): the image stays sparse\n"
+                )),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "{shown}: cannot allocate {size} bytes for the image: {e}"
+                    )));
+                }
+            }
+        }
     }
     let dev = Device::open(&path.to_string_lossy(), false).map_err(|e| e.to_string())?;
     let o = MkfsOptions {
         force: true,
         ..opts.clone()
     };
-    mkfs(&dev, &o).map_err(|e| {
+    let summary = mkfs(&dev, &o).map_err(|e| {
         if !existed {
             let _ = std::fs::remove_file(path);
         }
         e.to_string()
-    })
+    })?;
+    Ok(notes + &summary)
+}
+
+/// Can the filesystem that holds (or will hold) image file `path` take `size` bytes of
+/// it? Preallocated: refused when its free space (plus what the file has allocated
+/// already) is short. Sparse: allowed, with a warning when the size exceeds that space.
+fn room_for(
+    path: &Path,
+    meta: Option<&std::fs::Metadata>,
+    size: u64,
+    sparse: bool,
+) -> std::result::Result<Option<String>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(p) if meta.is_none() && !p.as_os_str().is_empty() => p,
+        _ if meta.is_none() => Path::new("."),
+        _ => path,
+    };
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| format!("{}: cannot look at its filesystem: {e}", dir.display()))?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let have = meta.map_or(0, |m| (m.blocks() * 512).min(size));
+    let need = size - have;
+    if need <= avail {
+        return Ok(None);
+    }
+    if sparse {
+        return Ok(Some(format!(
+            "warning: {shown}: a sparse image of {} on a filesystem with {} free: writes \
+             fail with ENOSPC once that is used up",
+            human(size),
+            human(avail + have)
+        )));
+    }
+    Err(format!(
+        "{shown}: {} does not fit: the filesystem that holds it has {} free; choose a \
+         smaller --size, free space, or use --sparse to allocate the image as it is used",
+        human(size),
+        human(avail + have)
+    ))
+}
+
+/// A byte count for people: 64 MiB, 1.5 GiB, 78.2 GiB.
+fn human(b: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || v.fract() < 0.05 {
+        format!("{v:.0} {}", units[u])
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }

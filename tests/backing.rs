@@ -171,7 +171,13 @@ fn full_backing_filesystem_gives_enospc_not_a_dead_mount() {
         return;
     }
     let mut t = SmallFs::new("64M");
-    let out = daxfs(&["mkfs", t.image().to_str().unwrap(), "--size", "256M"]);
+    let out = daxfs(&[
+        "mkfs",
+        t.image().to_str().unwrap(),
+        "--size",
+        "256M",
+        "--sparse",
+    ]);
     assert!(
         out.status.success(),
         "mkfs: {}",
@@ -227,4 +233,63 @@ fn full_backing_filesystem_gives_enospc_not_a_dead_mount() {
     assert_eq!(fs::read(mnt.join("again")).unwrap(), vec![7u8; 8 << 20]);
     t.unmount();
     t.check_clean();
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn mkfs_preallocates_and_refuses_what_does_not_fit() {
+    if !can_mount() {
+        return;
+    }
+    let t = SmallFs::new("64M");
+    let img = t.image();
+    let img = img.to_str().unwrap();
+    // Too big for the tmpfs: refused, with the sizes, and no file is left behind.
+    let out = daxfs(&["mkfs", img, "--size", "256M"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "mkfs of 256M on a 64M tmpfs succeeded"
+    );
+    assert!(
+        err.contains("256 MiB does not fit") && err.contains("64 MiB free"),
+        "{err}"
+    );
+    assert!(!t.image().exists(), "a refused mkfs left {img}");
+    // What fits is allocated in full.
+    let out = daxfs(&["mkfs", img, "--size", "32M"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(allocated(&t.image()) >= 32 << 20, "image left sparse");
+    // Reformatting in place needs no more room than the file has: 48M fits next to it.
+    let out = daxfs(&["mkfs", img, "--size", "48M", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(allocated(&t.image()) >= 48 << 20, "image left sparse");
+    // --sparse: allowed, with a warning, and only the metadata is allocated.
+    let out = daxfs(&["mkfs", img, "--size", "256M", "--force", "--sparse"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("warning") && said.contains("sparse"),
+        "{said}"
+    );
+    assert!(
+        allocated(&t.image()) < 16 << 20,
+        "a sparse image was preallocated"
+    );
 }

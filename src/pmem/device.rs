@@ -562,6 +562,21 @@ fn fallocate(file: &File, mode: i32, off: u64, len: u64) -> std::io::Result<()> 
     }
 }
 
+/// Allocate every byte of `file` up to `len` (mkfs without --sparse).
+pub fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    fallocate(file, 0, 0, len)
+}
+
+/// Give back every allocated byte of `file` up to `len` (mkfs --sparse over an old image).
+pub fn punch_all(file: &File, len: u64) -> std::io::Result<()> {
+    fallocate(
+        file,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        0,
+        len,
+    )
+}
+
 fn is_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
