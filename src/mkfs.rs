@@ -99,6 +99,104 @@ pub fn holds_daxfs(dev: &Device) -> bool {
     get_u32(&b, 0) == SB_MAGIC
 }
 
+/// What a target holds, when it is something mkfs must not overwrite without --force
+/// (as mkfs.xfs refuses "an existing filesystem"): the name of a filesystem, swap area,
+/// encrypted volume or partition table found by its signature, like libblkid, from a
+/// table of well-known magic numbers. None: nothing known (zeros, random data, a fresh
+/// file), and mkfs proceeds, as mkfs.xfs does.
+pub fn foreign_signature(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    // Everything the table looks at lies in the first 68 KiB.
+    let mut head = vec![0u8; 69632];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read_at(&mut head[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head.truncate(n);
+    signature_in(&head).map(str::to_string)
+}
+
+/// The signature table (offsets and magics as in libblkid's probers).
+fn signature_in(h: &[u8]) -> Option<&'static str> {
+    let at = |off: usize, magic: &[u8]| h.get(off..off + magic.len()) == Some(magic);
+    let le32 = |off: usize| {
+        h.get(off..off + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    if at(0, b"LUKS\xba\xbe") {
+        return Some("LUKS encrypted volume");
+    }
+    if at(0, b"XFSB") {
+        return Some("xfs filesystem");
+    }
+    if at(1080, &[0x53, 0xef]) {
+        // ext2/3/4 superblock at 1024: which one, by its feature flags.
+        let (compat, incompat) = (le32(1024 + 0x5c)?, le32(1024 + 0x60)?);
+        const EXT4_INCOMPAT: u32 = 0x40 | 0x80 | 0x200 | 0x8000; // extents, 64bit, flex_bg, inline data
+        return Some(if incompat & EXT4_INCOMPAT != 0 {
+            "ext4 filesystem"
+        } else if compat & 0x4 != 0 {
+            "ext3 filesystem"
+        } else {
+            "ext2 filesystem"
+        });
+    }
+    if at(65600, b"_BHRfS_M") {
+        return Some("btrfs filesystem");
+    }
+    if at(0, b"hsqs") || at(0, b"sqsh") {
+        return Some("squashfs filesystem");
+    }
+    if at(32769, b"CD001") {
+        return Some("iso9660 filesystem");
+    }
+    if le32(1024) == Some(0xf2f5_2010) {
+        return Some("f2fs filesystem");
+    }
+    if at(65536 + 52, b"ReIsEr") {
+        return Some("reiserfs filesystem");
+    }
+    if at(32768, b"JFS1") {
+        return Some("jfs filesystem");
+    }
+    if at(512, b"LABELONE") && at(536, b"LVM2 001") {
+        return Some("LVM2 physical volume");
+    }
+    if le32(4096) == Some(0xa92b_4efc) || le32(0) == Some(0xa92b_4efc) {
+        return Some("Linux RAID (md) member");
+    }
+    for page in [4096usize, 8192, 16384, 65536] {
+        if at(page - 10, b"SWAPSPACE2") || at(page - 10, b"SWAP-SPACE") {
+            return Some("swap area");
+        }
+    }
+    if at(510, &[0x55, 0xaa]) {
+        // A boot sector: FAT, NTFS and exFAT carry one too, so they are asked first.
+        if at(3, b"NTFS    ") {
+            return Some("ntfs filesystem");
+        }
+        if at(3, b"EXFAT   ") {
+            return Some("exfat filesystem");
+        }
+        if at(54, b"FAT12   ") || at(54, b"FAT16   ") || at(82, b"FAT32   ") {
+            return Some("vfat filesystem");
+        }
+        if at(512, b"EFI PART") {
+            return Some("gpt partition table");
+        }
+        // An MBR's four entries each start with a boot flag of 0x00 or 0x80 (random data
+        // with 0x55AA at 510 rarely has that too).
+        if (0..4).all(|i| matches!(h[446 + 16 * i], 0x00 | 0x80)) {
+            return Some("dos partition table");
+        }
+    }
+    None
+}
+
 /// Format `dev`. Refuses a device too small for the format, and an existing daxfs image
 /// unless `opts.force`. Returns a one-paragraph summary of the geometry.
 pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
@@ -213,6 +311,77 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::signature_in;
+
+    /// A 68 KiB head of zeros with `magic` at `off`.
+    fn with(parts: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut h = vec![0u8; 69632];
+        for (off, magic) in parts {
+            h[*off..off + magic.len()].copy_from_slice(magic);
+        }
+        h
+    }
+
+    #[test]
+    fn signatures() {
+        let cases: &[(&[(usize, &[u8])], &str)] = &[
+            (&[(0, b"LUKS\xba\xbe")], "LUKS encrypted volume"),
+            (&[(0, b"XFSB")], "xfs filesystem"),
+            (&[(1080, &[0x53, 0xef])], "ext2 filesystem"),
+            (
+                &[(1080, &[0x53, 0xef]), (1024 + 0x5c, &[4])],
+                "ext3 filesystem",
+            ),
+            (
+                &[(1080, &[0x53, 0xef]), (1024 + 0x60, &[0x40])],
+                "ext4 filesystem",
+            ),
+            (&[(65600, b"_BHRfS_M")], "btrfs filesystem"),
+            (&[(0, b"hsqs")], "squashfs filesystem"),
+            (&[(32769, b"CD001")], "iso9660 filesystem"),
+            (&[(4086, b"SWAPSPACE2")], "swap area"),
+            (&[(65526, b"SWAP-SPACE")], "swap area"),
+            (
+                &[(510, &[0x55, 0xaa]), (82, b"FAT32   ")],
+                "vfat filesystem",
+            ),
+            (&[(510, &[0x55, 0xaa]), (3, b"NTFS    ")], "ntfs filesystem"),
+            (
+                &[(510, &[0x55, 0xaa]), (512, b"EFI PART")],
+                "gpt partition table",
+            ),
+            (
+                &[(510, &[0x55, 0xaa]), (446, &[0x80])],
+                "dos partition table",
+            ),
+            (
+                &[(512, b"LABELONE"), (536, b"LVM2 001")],
+                "LVM2 physical volume",
+            ),
+        ];
+        for (parts, name) in cases {
+            assert_eq!(signature_in(&with(parts)), Some(*name), "{parts:?}");
+        }
+        assert_eq!(signature_in(&with(&[])), None, "zeros");
+        assert_eq!(signature_in(&[]), None, "empty");
+        assert_eq!(signature_in(&[0u8; 1081]), None, "short");
+        // 0x55AA with boot flags that no MBR has: random data, not a partition table.
+        let mut junk = with(&[(510, &[0x55, 0xaa])]);
+        junk[446] = 0x17;
+        assert_eq!(signature_in(&junk), None);
+        // Random data (a fixed xorshift stream): nothing known.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let rnd: Vec<u8> = (0..69632)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(signature_in(&rnd), None);
+    }
+
     #[test]
     fn human_sizes() {
         assert_eq!(super::human(64 << 20), "64 MiB");
@@ -380,6 +549,14 @@ pub fn mkfs_image(
     {
         return Err(format!(
             "{shown} already holds a daxfs filesystem; use --force to overwrite it"
+        ));
+    }
+    if existed
+        && !opts.force
+        && let Some(what) = foreign_signature(path)
+    {
+        return Err(format!(
+            "{shown} appears to contain an existing {what}; use --force to overwrite it"
         ));
     }
     let meta = std::fs::metadata(path).ok();
