@@ -32,6 +32,8 @@ Options (-o, comma separated):
   default_permissions         permission checks by the kernel (always on)
   suid|nosuid, dev|nodev, exec|noexec, sync, dirsync
                               as for any filesystem (root mounts default to suid,dev)
+  discard | nodiscard         punch blocks freed by each commit out of the image file
+                              (sparse images; default nodiscard; see also `daxfs trim`)
   remount                     with ro/rw etc.: change a live mount (handed to the kernel)
 Generic options mount(8) passes along (defaults, auto, noauto, user, nofail, _netdev,
 x-*, context=...) are accepted and ignored; anything else is refused by name.";
@@ -77,8 +79,42 @@ enum Cmd {
     Info { image: String },
     /// Show the counts and live counters (commits, checkpoints, fences, cache) of a mount.
     Stat { mountpoint: String },
+    /// Give the free space of a mounted sparse image back to the filesystem that holds the
+    /// image file (as fstrim; `fstrim MOUNTPOINT` works too). Root only.
+    Trim {
+        mountpoint: String,
+        /// Only free extents of at least this size (like 64K, 1M; default: all).
+        #[arg(long, short, default_value = "0")]
+        minimum: String,
+    },
     /// Install /sbin/mount.fuse.daxfs so that `mount -t fuse.daxfs` works.
     InstallHelper,
+}
+
+/// FITRIM on the mount's root directory, which the daemon answers (fuse.rs).
+fn trim(mountpoint: &str, minlen: u64) -> Result<u64, String> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(mountpoint).map_err(|e| e.to_string())?;
+    let mut range = [0u64, u64::MAX, minlen];
+    // SAFETY: FITRIM reads and writes a struct fstrim_range (three u64), which `range` is.
+    let r = unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            daxfs::fuse::FITRIM as _,
+            range.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOTTY) => "not a daxfs mount (it does not answer FITRIM)".to_string(),
+            Some(libc::EOPNOTSUPP) => {
+                "the mount is not on an image file (memfd and device-DAX cannot trim)".into()
+            }
+            _ => format!("trim failed: {e}"),
+        });
+    }
+    Ok(range[1])
 }
 
 fn init_log(foreground: bool) {
@@ -167,6 +203,7 @@ fn main() -> ExitCode {
         "check",
         "info",
         "stat",
+        "trim",
         "install-helper",
         "help",
         "--help",
@@ -300,6 +337,25 @@ fn main() -> ExitCode {
                 println!("  {line}");
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Trim {
+            mountpoint,
+            minimum,
+        } => {
+            let Some(minlen) = parse_size(&minimum) else {
+                eprintln!("daxfs: cannot parse size {minimum:?} (try 64K, 1M)");
+                return ExitCode::from(1);
+            };
+            match trim(&mountpoint, minlen) {
+                Ok(bytes) => {
+                    println!("{mountpoint}: {} MiB ({bytes} bytes) trimmed", bytes >> 20);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {mountpoint}: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Cmd::InstallHelper => {
             let exe = match std::env::current_exe() {

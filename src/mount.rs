@@ -28,6 +28,8 @@ pub struct MountOpts {
     pub sync: bool,
     pub dirsync: bool,
     pub remount: bool,
+    /// Punch freed extents out of a sparse image file.
+    pub discard: bool,
     /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
     pub kernel_remount: Vec<String>,
 }
@@ -91,6 +93,8 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
             ("sync", None) => o.sync = true,
             ("dirsync", None) => o.dirsync = true,
             ("remount", None) => o.remount = true,
+            ("discard", None) => o.discard = true,
+            ("nodiscard", None) => o.discard = false,
             (k, _) if k.starts_with("x-") => {}
             (k, Some(_))
                 if [
@@ -139,6 +143,7 @@ impl MountOpts {
             read_only: self.read_only,
             atime: self.atime,
             dax: self.dax,
+            discard: self.discard,
         }
     }
 

@@ -67,12 +67,14 @@ impl SmallFs {
         self.dir.path().join("mnt")
     }
     fn mount(&mut self) {
+        self.mount_with(&[]);
+    }
+    fn mount_with(&mut self, opts: &[&str]) {
         fs::create_dir_all(self.mnt()).unwrap();
-        let out = daxfs(&[
-            "mount",
-            self.image().to_str().unwrap(),
-            self.mnt().to_str().unwrap(),
-        ]);
+        let (img, mnt) = (self.image(), self.mnt());
+        let mut args = vec!["mount", img.to_str().unwrap(), mnt.to_str().unwrap()];
+        args.extend_from_slice(opts);
+        let out = daxfs(&args);
         assert!(
             out.status.success(),
             "mount: {}",
@@ -292,4 +294,100 @@ fn mkfs_preallocates_and_refuses_what_does_not_fit() {
         allocated(&t.image()) < 16 << 20,
         "a sparse image was preallocated"
     );
+}
+
+/// Write `mib` MiB of data into `path` and make it durable.
+fn write_mib(path: &Path, mib: usize) {
+    let mut f = fs::File::create(path).unwrap();
+    let buf = vec![0xa5u8; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&buf).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// The image's allocated bytes once they have dropped below `below` (a deleted file's
+/// blocks are freed when the kernel forgets its inode, shortly after the unlink), or
+/// after 10 s.
+fn allocated_below(img: &Path, below: u64) -> u64 {
+    for _ in 0..100 {
+        let a = allocated(img);
+        if a < below {
+            return a;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    allocated(img)
+}
+
+#[test]
+fn discard_and_trim_give_freed_blocks_back_to_a_sparse_image() {
+    if !can_mount() {
+        return;
+    }
+    let mut t = SmallFs::new("400M");
+    let img = t.image();
+    let out = daxfs(&["mkfs", img.to_str().unwrap(), "--size", "256M", "--sparse"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mib = 1u64 << 20;
+
+    // -o discard: deleting 100 MiB gives (nearly) all of it back at once.
+    t.mount_with(&["-o", "discard"]);
+    let base = allocated(&img);
+    write_mib(&t.mnt().join("f"), 100);
+    let full = allocated(&img);
+    assert!(
+        full >= base + 100 * mib,
+        "100 MiB written: {base} -> {full}"
+    );
+    fs::remove_file(t.mnt().join("f")).unwrap();
+    let after = allocated_below(&img, base + 10 * mib);
+    assert!(
+        after < base + 10 * mib,
+        "-o discard: the image still has {after} bytes allocated ({base} before the write)"
+    );
+    t.unmount();
+    t.check_clean();
+
+    // Without discard the space stays in the image until `daxfs trim`.
+    t.mount();
+    write_mib(&t.mnt().join("g"), 100);
+    let full = allocated(&img);
+    let free0 = nix::sys::statvfs::statvfs(&t.mnt()).unwrap().blocks_free();
+    fs::remove_file(t.mnt().join("g")).unwrap();
+    // Wait until the free has happened (the inode is gone from the directory at once;
+    // its blocks go when the kernel forgets it): the free-block count is back.
+    for _ in 0..100 {
+        let free = nix::sys::statvfs::statvfs(&t.mnt()).unwrap().blocks_free();
+        if free >= free0 + 25000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        allocated(&img) + 10 * mib >= full,
+        "without discard, freed blocks were given back"
+    );
+    let out = daxfs(&["trim", t.mnt().to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "trim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("trimmed"), "{said}");
+    let after = allocated(&img);
+    assert!(
+        after < base + 10 * mib,
+        "after trim the image has {after} bytes allocated ({base} at first)"
+    );
+    // The filesystem goes on working on the holes trim left.
+    write_mib(&t.mnt().join("h"), 20);
+    assert_eq!(fs::read(t.mnt().join("h")).unwrap(), vec![0xa5u8; 20 << 20]);
+    t.unmount();
+    t.check_clean();
 }

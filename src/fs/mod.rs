@@ -150,6 +150,8 @@ pub struct FsOptions {
     pub read_only: bool,
     pub atime: AtimeMode,
     pub dax: DaxMode,
+    /// Punch freed extents out of a sparse image file (`-o discard`).
+    pub discard: bool,
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
@@ -272,6 +274,15 @@ impl Fs {
             ));
         }
         let mp = Mp::new(dev, sb, read_only, &crate::space::SPACE);
+        if opts.discard && !read_only {
+            if !mp.dev.can_discard() {
+                return Err(FsError::Invalid(format!(
+                    "{}: -o discard needs an image file (not memfd or device-DAX)",
+                    mp.dev.source()
+                )));
+            }
+            mp.discard.store(true, Ordering::Release);
+        }
         if read_only {
             let dev = &mp.dev;
             let log_off = mp.sb.log_start * BS;
@@ -541,13 +552,14 @@ impl Fs {
         let cached = self.icache.lock().unwrap().len();
         format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
-             fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
+             fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
              read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
             mp.dev.stats.flushed_bytes.load(Ordering::Relaxed),
+            mp.dev.stats.discarded_bytes.load(Ordering::Relaxed),
             mp.free_blocks.load(Ordering::Relaxed),
             mp.reserved.load(Ordering::Relaxed),
             mp.inodes_count.load(Ordering::Relaxed),
@@ -582,6 +594,15 @@ impl Fs {
     }
 
     /// Commit everything and mark the image clean. Called once, at unmount.
+    /// FITRIM / `daxfs trim`: give the free space in bytes [start, start + len), in free
+    /// extents of at least `minlen` bytes, back to the image file's filesystem. Returns
+    /// the bytes given back.
+    pub fn trim(&self, start: u64, len: u64, minlen: u64) -> Result<u64> {
+        let end = start.saturating_add(len) / BS;
+        let blocks = crate::space::alloc::trim(&self.mp, start / BS, end, minlen.div_ceil(BS))?;
+        Ok(blocks * BS)
+    }
+
     pub fn unmount(&self) -> Result<()> {
         if self.mp.is_read_only() || self.mp.is_shutdown() {
             return Ok(());

@@ -128,6 +128,8 @@ pub struct BackingFull(pub i32);
 pub struct DeviceStats {
     pub fences: AtomicU64,
     pub flushed_bytes: AtomicU64,
+    /// Bytes of freed blocks given back to the image file's filesystem (discard, trim).
+    pub discarded_bytes: AtomicU64,
 }
 
 // SAFETY: the mapping is shared memory; all access goes through raw-pointer copies whose
@@ -656,20 +658,21 @@ impl Device {
     /// (the backing filesystem is full), by blocks of the image that are real and free:
     /// the allocator takes those when a hole cannot be filled (alloc.rs). `used_blocks`:
     /// the filesystem's blocks in use (all real). A removal (`removal`) never fails.
+    /// Returns what was promised, for `release_backing` (0 where nothing is sparse).
     pub fn reserve_backing(
         &self,
         blocks: u64,
         removal: bool,
         used_blocks: u64,
-    ) -> Result<(), BackingFull> {
+    ) -> Result<u64, BackingFull> {
         let Some(b) = self.sparse_backing().filter(|_| blocks > 0) else {
-            return Ok(());
+            return Ok(0);
         };
         let mut r = b.lock();
         r.promised += blocks;
         let need = r.promised + if removal { 0 } else { RESERVE_STANDING };
         if r.have >= need {
-            return Ok(());
+            return Ok(blocks);
         }
         let grown = b
             .resize(&self.file, &mut r, need + RESERVE_STEP)
@@ -677,12 +680,12 @@ impl Device {
         let e = match grown {
             Ok(()) => {
                 b.full_logged.store(false, Ordering::Relaxed);
-                return Ok(());
+                return Ok(blocks);
             }
             Err(e) => e,
         };
         if removal || r.have + self.real_free_blocks(r.have, used_blocks) >= need {
-            return Ok(());
+            return Ok(blocks);
         }
         r.promised -= blocks;
         if !b.full_logged.swap(true, Ordering::Relaxed) {
@@ -705,7 +708,7 @@ impl Device {
             .saturating_sub(used_blocks)
     }
 
-    /// A transaction ends with `blocks` of its promise unused.
+    /// A transaction that was promised `blocks` (`reserve_backing`) ends.
     pub fn release_backing(&self, blocks: u64) {
         let Some(b) = self.backing.as_ref().filter(|_| blocks > 0) else {
             return;
@@ -751,6 +754,33 @@ impl Device {
         let _ = b.resize(&self.file, &mut r, keep);
         fallocate(&self.file, 0, off, len)
             .map_err(|e| BackingFull(e.raw_os_error().unwrap_or(libc::ENOSPC)))
+    }
+
+    /// Can freed blocks be given back to the backing filesystem (`discard`)? Writable
+    /// image files only: memfd and device-DAX are left alone.
+    pub fn can_discard(&self) -> bool {
+        self.backing.is_some()
+    }
+
+    /// Give device bytes [off, off + len) back to the image file's filesystem (a hole
+    /// punched; it reads as zeros). The caller guarantees the blocks are free, that the
+    /// free is durable, that no log record recovery may replay writes into them, and that
+    /// nobody can allocate them meanwhile (it holds their AG's lock). From now on the
+    /// image has holes, so blocks are made real again before they are handed out.
+    pub fn discard(&self, off: u64, len: u64) -> std::io::Result<()> {
+        let Some(b) = &self.backing else {
+            return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        };
+        self.check(off, len as usize);
+        b.sparse.store(true, Ordering::Release);
+        fallocate(
+            &self.file,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )?;
+        self.stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The first run of device bytes in [off, end) that is real in the image (all of it

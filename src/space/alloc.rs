@@ -318,6 +318,24 @@ fn real_free_run(
     Ok(None)
 }
 
+/// Every free extent of AG `agno` in its bnobt, as (device block, length) (trim).
+pub fn free_extents(tx: &mut Trans, agno: u32) -> Result<Vec<(u64, u64)>> {
+    let agf = read_agf(tx, agno)?;
+    let broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let mut out = Vec::new();
+    let mut key = 0u64;
+    while let Some((k, v)) = btree::lookup_ge(tx, &bno_tree(agno), &broot, key as u128)? {
+        let (fbno, flen) = (k as u64, v as u64);
+        check_free_extent(tx, agno, fbno, flen)?;
+        out.push((tx.mp.fsblock(agno, fbno), flen));
+        key = fbno + flen;
+    }
+    Ok(out)
+}
+
 /// `alloc_in_ag` when the extent it chose cannot be made real (the backing filesystem is
 /// full): free blocks that are real already, if the AG has a run of `minlen`.
 fn alloc_real_in_ag(
@@ -506,6 +524,9 @@ pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
     let (agbno, rest) = fix_freelist(tx, agno, (agbno, len))?;
     if rest > 0 {
         put(tx, agno, agbno, rest)?;
+        if tx.mp.discard.load(Relaxed) {
+            tx.freed.push((tx.mp.fsblock(agno, agbno), rest));
+        }
     }
     tx.blocks_freed += len;
     Ok(())
@@ -566,4 +587,34 @@ pub fn make_fixed_real(mp: &crate::log::mp::Mp) -> Result<()> {
     }
     dev.make_real(mp.sb.log_start * bs, mp.sb.log_blocks * bs)
         .map_err(full)
+}
+
+/// `daxfs trim` / FITRIM: punch every free extent of at least `minlen` blocks that
+/// overlaps blocks [start, end) out of the image file, one AG at a time under its lock
+/// (so that nothing is allocated from it meanwhile), leaving out blocks the log may
+/// still replay into. Returns the blocks punched.
+pub fn trim(mp: &crate::log::mp::Mp, start: u64, end: u64, minlen: u64) -> Result<u64> {
+    if !mp.dev.can_discard() {
+        return err(libc::EOPNOTSUPP);
+    }
+    mp.check_writable()?;
+    let end = end.min(mp.sb.total_blocks);
+    let mut done = 0;
+    for agno in 0..mp.sb.ag_count {
+        let ag_start = mp.fsblock(agno, 0);
+        if ag_start >= end || ag_start + mp.ag_len(agno) <= start {
+            continue;
+        }
+        let mut tx = mp.trans(0)?;
+        let mut punch = Vec::new();
+        for (blk, len) in free_extents(&mut tx, agno)? {
+            let (s, e) = (blk.max(start), (blk + len).min(end));
+            if len >= minlen.max(1) && s < e {
+                punch.push((s, e - s));
+            }
+        }
+        done += crate::log::trans::discard_free(mp, &punch);
+        drop(tx); // clean: it only read, and held the AG lock while the holes were punched
+    }
+    Ok(done)
 }
