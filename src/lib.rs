@@ -19,6 +19,7 @@ pub mod fs; // the POSIX operations over the core, one file per family
 pub mod mkfs; // tool: make a filesystem
 pub mod check; // tool: verify a filesystem
 pub mod fuse; // the thin FUSE adapter
+pub mod imagelock; // who else holds an image (moved into pmem/ at the end of this rebase)
 pub mod mount; // mount options, daemon, mount helper
 #[cfg(feature = "testing")]
 pub mod testing; // crash simulator/checker and fuzzing entry points (feature "testing")

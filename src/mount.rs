@@ -250,6 +250,9 @@ pub fn serve(
             format!("{mountpoint}: mount point is not a directory"),
         );
     }
+    // Before mounting: once the FUSE mount is there, resolving its path would stat its root,
+    // which waits for this daemon.
+    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
     let memfd = source.starts_with("memfd:");
     let dev = match Device::open(source, opts.read_only && !memfd) {
         Ok(d) => d,
@@ -279,6 +282,14 @@ pub fn serve(
         }
     };
     let _ = notifier.set(session.notifier());
+    // Tell other opens of the image that a live mount serves it, and which one (see
+    // src/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
+    if !memfd {
+        let mdev = crate::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
+        if let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
+            log::warn!("{source}: cannot take the serving lock: {e}");
+        }
+    }
     let unmounter = session.unmount_callable();
     spawn_signal_thread(unmounter);
     ready(Ok(()));
@@ -286,6 +297,8 @@ pub fn serve(
     if let Err(e) = &r {
         log::error!("{mountpoint}: FUSE session ended: {e}");
     }
+    // The mount is gone: a new mount of the image now waits for our commit below.
+    crate::imagelock::end_serving(dev.file());
     fs.unmount()
         .map_err(|e| format!("{source}: unmount: {e}"))?;
     log::info!("{source}: unmounted cleanly");

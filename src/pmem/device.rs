@@ -146,6 +146,12 @@ thread_local! {
 pub enum DeviceError {
     #[error("{0}")]
     Msg(String),
+    /// The image lock is held (src/imagelock.rs): by a live mount, or still after waiting.
+    #[error("{}", busy.describe(image))]
+    Busy {
+        image: String,
+        busy: crate::imagelock::Busy,
+    },
 }
 
 fn msg<T>(s: String) -> Result<T, DeviceError> {
@@ -184,7 +190,12 @@ impl Device {
             .write(!read_only)
             .open(path)
             .map_err(|e| DeviceError::Msg(format!("{source}: cannot open: {e}")))?;
-        lock_image(&file, source, read_only)?;
+        crate::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
+            DeviceError::Busy {
+                image: source.to_string(),
+                busy,
+            }
+        })?;
         if meta.file_type().is_char_device() {
             let len = devdax_size(path)?;
             return Device::map(file, len, source, read_only, true).map(Arc::new);
@@ -854,34 +865,6 @@ impl Drop for Device {
             let _ = b.resize(&self.file, &mut r, 0);
         }
     }
-}
-
-/// One writer per image: a read-write open takes an exclusive lock (a second mount is
-/// refused), a read-only open (check, info) a shared one, waiting up to 10 s for a daemon
-/// that is still committing its unmount. The lock goes with the file descriptor.
-fn lock_image(file: &File, source: &str, read_only: bool) -> Result<(), DeviceError> {
-    let op = if read_only {
-        libc::LOCK_SH
-    } else {
-        libc::LOCK_EX
-    };
-    for attempt in 0..100 {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return msg(format!("{source}: cannot lock: {e}"));
-        }
-        if !read_only || attempt == 99 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    msg(format!(
-        "{source}: in use by a mounted daxfs (unmount it first)"
-    ))
 }
 
 fn coalesce(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
