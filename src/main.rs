@@ -27,7 +27,7 @@ Options (-o, comma separated):
                               written with the next change, fsync, sync or unmount)
   dax=inode|always|never      per-file DAX flag (default inode), all files, or none
   fsname=NAME                 mount source shown by findmnt/df (default SOURCE)
-  subtype=NAME                type shown as fuse.NAME (default daxfs)
+  subtype=NAME                type shown as fuse.NAME (default daxfs; empty: plain fuse)
   allow_other | allow_root    who may use the mount (root mounts: allow_other)
   default_permissions         permission checks by the kernel (always on)
   suid|nosuid, dev|nodev, exec|noexec, sync, dirsync

@@ -153,13 +153,15 @@ impl MountOpts {
     pub fn fuser_config(&self, source: &str, root: bool) -> Config {
         let mut m = vec![
             MountOption::FSName(self.fsname.clone().unwrap_or_else(|| source.to_string())),
-            // fuser's own mount(2) drops Subtype; the kernel takes it as a data option.
-            MountOption::CUSTOM(format!(
-                "subtype={}",
-                self.subtype.as_deref().unwrap_or("daxfs")
-            )),
             MountOption::DefaultPermissions,
         ];
+        // fuser's own mount(2) drops Subtype; the kernel takes it as a data option. An
+        // empty `subtype=` means none: the type shows as plain `fuse` (the kernel refuses
+        // an empty subtype with EINVAL).
+        match self.subtype.as_deref().unwrap_or("daxfs") {
+            "" => {}
+            t => m.push(MountOption::CUSTOM(format!("subtype={t}"))),
+        }
         m.push(if self.read_only {
             MountOption::RO
         } else {
@@ -458,5 +460,25 @@ mod tests {
         );
         let c = o.fuser_config("/tmp/img", false);
         assert_eq!(c.acl, SessionACL::Owner);
+    }
+
+    /// `subtype=` with an empty value: no subtype option reaches the kernel (type `fuse`).
+    #[test]
+    fn empty_subtype_means_none() {
+        let o = parse_options("subtype=").unwrap();
+        let c = o.fuser_config("/tmp/img", true);
+        assert!(
+            !c.mount_options
+                .iter()
+                .any(|m| matches!(m, MountOption::CUSTOM(s) if s.starts_with("subtype"))),
+            "{:?}",
+            c.mount_options
+        );
+        let o = parse_options("subtype=pmem").unwrap();
+        let c = o.fuser_config("/tmp/img", true);
+        assert!(
+            c.mount_options
+                .contains(&MountOption::CUSTOM("subtype=pmem".into()))
+        );
     }
 }

@@ -49,8 +49,14 @@ struct Mounted {
 
 impl Mounted {
     fn new(image: &Path, dir: &Path) -> Mounted {
+        Mounted::with(image, dir, &[])
+    }
+    /// Mount with extra arguments (`-o ...`).
+    fn with(image: &Path, dir: &Path, extra: &[&str]) -> Mounted {
         fs::create_dir_all(dir).unwrap();
-        let out = daxfs(&["mount", image.to_str().unwrap(), dir.to_str().unwrap()]);
+        let mut args = vec!["mount", image.to_str().unwrap(), dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = daxfs(&args);
         assert!(
             out.status.success(),
             "mount failed: {}",
@@ -395,4 +401,56 @@ echo done
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "daemon left behind");
+}
+
+fn fstype(dir: &Path) -> String {
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "--mountpoint", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 11 item 12: `-o subtype=` (empty) mounts with no subtype, type plain `fuse`, from
+/// `daxfs mount` and from `mount -t fuse.daxfs`; `subtype=NAME` still gives fuse.NAME.
+#[test]
+fn empty_subtype_mounts_as_plain_fuse() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let _m = Mounted::with(&img, &mnt, &["-o", "subtype="]);
+        assert_eq!(fstype(&mnt), "fuse");
+        fs::write(mnt.join("f"), b"plain fuse").unwrap();
+    }
+    {
+        let _m = Mounted::with(&img, &mnt, &["-o", "subtype=pmem"]);
+        assert_eq!(fstype(&mnt), "fuse.pmem");
+        assert_eq!(fs::read(mnt.join("f")).unwrap(), b"plain fuse");
+    }
+    let out = with_helper(
+        t.path(),
+        r#"
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+mount -t fuse.daxfs -o subtype= "$IMG" "$MNT"
+findmnt -n -o FSTYPE --mountpoint "$MNT"
+cat "$MNT/f"; echo
+"#,
+        &[("IMG", &img), ("MNT", &mnt)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text == "fuse\nplain fuse\n",
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_clean(&img);
 }
