@@ -331,9 +331,104 @@ fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
         .expect("spawn signal thread");
 }
 
+/// SOURCE is already served by a live daemon: show that filesystem at MOUNTPOINT too, as
+/// mount(8) does for a device that is already mounted (a bind mount of the existing mount;
+/// one daemon, one filesystem, so a second writer never exists). The per-mount flags asked
+/// for (ro, nosuid, nodev, noexec, noatime) apply to the new mount; the filesystem's own
+/// options (dax=, the atime policy, fsname, subtype) are the first mount's. A read-write
+/// mount of a filesystem that is read-only is refused, as the kernel refuses it.
+/// None: SOURCE is not mounted (or its mount is not in our mount table).
+pub fn bind_existing(source: &str, mountpoint: &str, opts: &MountOpts) -> Option<Result<(), String>> {
+    use crate::imagelock::{Busy, mounts};
+    use nix::mount::MsFlags;
+    if source.starts_with("memfd:") {
+        return None;
+    }
+    let Busy::Mounted {
+        mountpoint: Some(existing),
+        ..
+    } = crate::imagelock::mount_of_image(Path::new(source))?
+    else {
+        return None;
+    };
+    let entry = mounts().into_iter().rev().find(|m| m.mountpoint == existing)?;
+    let sb_ro = entry.super_opts.split(',').any(|o| o == "ro");
+    if sb_ro && !opts.read_only {
+        return Some(Err(format!(
+            "{source} is mounted read-only on {}; mount it with -o ro here too, or remount              that mount read-write first",
+            existing.display()
+        )));
+    }
+    let mut flags = MsFlags::empty();
+    for o in entry.mount_opts.split(',') {
+        flags |= match o {
+            "ro" => MsFlags::MS_RDONLY,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "nodev" => MsFlags::MS_NODEV,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            _ => MsFlags::empty(),
+        };
+    }
+    let inherited = flags;
+    let mut set = |on: Option<bool>, f: MsFlags| match on {
+        Some(true) => flags |= f,
+        Some(false) => flags &= !f,
+        None => {}
+    };
+    set(opts.read_only.then_some(true), MsFlags::MS_RDONLY);
+    set(opts.suid.map(|s| !s), MsFlags::MS_NOSUID);
+    set(opts.dev.map(|d| !d), MsFlags::MS_NODEV);
+    set(opts.exec.map(|e| !e), MsFlags::MS_NOEXEC);
+    if opts.atime == AtimeMode::Noatime {
+        flags = (flags - MsFlags::MS_RELATIME - MsFlags::MS_STRICTATIME) | MsFlags::MS_NOATIME;
+    }
+    let none: Option<&str> = None;
+    if let Err(e) = nix::mount::mount(
+        Some(existing.as_path()),
+        mountpoint,
+        none,
+        MsFlags::MS_BIND,
+        none,
+    ) {
+        return Some(Err(format!(
+            "{source} is mounted on {}; cannot bind-mount it on {mountpoint}: {e}",
+            existing.display()
+        )));
+    }
+    if flags != inherited
+        && let Err(e) = nix::mount::mount(
+            none,
+            mountpoint,
+            none,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            none,
+        )
+    {
+        let _ = nix::mount::umount(mountpoint);
+        return Some(Err(format!(
+            "{mountpoint}: cannot set the mount flags of the bind mount of {}: {e}",
+            existing.display()
+        )));
+    }
+    Some(Ok(()))
+}
+
 /// Daemon mode: fork; the child serves, the parent waits until the mount is live and exits
-/// 0, or prints why it failed and exits 1.
+/// 0, or prints why it failed and exits 1. An image that a live daemon already serves is
+/// bind-mounted from its mount instead (`bind_existing`).
 pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
+    match bind_existing(source, mountpoint, opts) {
+        Some(Ok(())) => return 0,
+        Some(Err(e)) => {
+            eprintln!("daxfs: {e}");
+            return 1;
+        }
+        None => {}
+    }
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

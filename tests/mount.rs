@@ -454,3 +454,97 @@ cat "$MNT/f"; echo
     );
     check_clean(&img);
 }
+
+/// Wait (up to 10 s) until no process has `image` in its command line.
+fn no_daemon_left(image: &Path) -> bool {
+    for _ in 0..100 {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("{} ", image.display())])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Issue 11 item 11: the same image mounted on a second mount point shows the same
+/// filesystem there (a bind mount of the live mount, as mount(8) does for a mounted
+/// device), from `daxfs mount` and from `mount -t fuse.daxfs`; per-mount flags (ro) apply
+/// to the new mount only; a second daemon (foreground) is still refused at once, naming
+/// the mount point; after both are unmounted no daemon is left and check is clean.
+#[test]
+fn same_image_on_two_mountpoints() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let (m1, m2, m3) = (t.path().join("m1"), t.path().join("m2"), t.path().join("m3"));
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let mut a = Mounted::new(&img, &m1);
+        let mut b = Mounted::new(&img, &m2);
+        fs::write(m1.join("one"), b"written at m1").unwrap();
+        fs::write(m2.join("two"), b"written at m2").unwrap();
+        assert_eq!(fs::read(m2.join("one")).unwrap(), b"written at m1");
+        assert_eq!(fs::read(m1.join("two")).unwrap(), b"written at m2");
+        {
+            let _c = Mounted::with(&img, &m3, &["-o", "ro"]);
+            assert_eq!(fs::read(m3.join("one")).unwrap(), b"written at m1");
+            let e = fs::write(m3.join("three"), b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+            fs::write(m1.join("three"), b"still rw at m1").unwrap();
+        }
+        // A second daemon: refused at once, naming where the image is mounted.
+        fs::create_dir_all(&m3).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new("timeout")
+            .args(["10", BIN, "mount", "-f", img.to_str().unwrap(), m3.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second daemon was started: {err}");
+        assert!(err.contains("is mounted read-write on"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+        // The first mount point goes; the filesystem stays at the second.
+        a.unmount();
+        assert_eq!(fs::read(m2.join("three")).unwrap(), b"still rw at m1");
+        b.unmount();
+    }
+    assert!(no_daemon_left(&img), "a daemon is left after both unmounts");
+    check_clean(&img);
+
+    let out = with_helper(
+        t.path(),
+        r#"
+cleanup() {
+    for m in "$M2" "$M1"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+mount -t fuse.daxfs "$IMG" "$M1"
+mount -t fuse.daxfs "$IMG" "$M2"
+echo helper >"$M1/h"
+cat "$M2/h" "$M2/one"; echo
+test "$(pgrep -fc "$IMG ")" = 1 || { echo "more than one daemon"; pgrep -fa "$IMG "; }
+umount "$M1"
+cat "$M2/two"; echo
+umount "$M2"
+"#,
+        &[("IMG", &img), ("M1", &m1), ("M2", &m2)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text == "helper\nwritten at m1\nwritten at m2\n",
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(no_daemon_left(&img), "a daemon is left after the helper's unmounts");
+    check_clean(&img);
+}
