@@ -75,8 +75,12 @@ enum Cmd {
     /// Verify every structure of IMAGE without changing it. Exit 0 clean, 1 damaged,
     /// 2 unreadable.
     Check { image: String },
-    /// Show geometry, usage, features and log state of IMAGE.
-    Info { image: String },
+    /// Show geometry, usage, features and log state of IMAGE, or of the daxfs mounted on
+    /// a MOUNTPOINT (as xfs_info; the usage then comes live from the daemon).
+    Info {
+        #[arg(value_name = "IMAGE|MOUNTPOINT")]
+        image: String,
+    },
     /// Show the counts and live counters (commits, checkpoints, fences, cache) of a mount.
     Stat { mountpoint: String },
     /// Give the free space of a mounted sparse image back to the filesystem that holds the
@@ -191,6 +195,131 @@ fn helper_mode(args: &[String]) -> ExitCode {
     do_mount(&pos[0], &pos[1], &opts, foreground)
 }
 
+/// A mount source as mount(8) passes it: memfd:SIZE, or a path (with a slash, or a file
+/// that exists here).
+fn looks_like_source(a: &str) -> bool {
+    !a.starts_with('-')
+        && (a.starts_with("memfd:") || a.contains('/') || std::path::Path::new(a).exists())
+}
+
+/// The daemon's live counters of the daxfs mount at `mountpoint`, as "key value" lines
+/// (read through the root's virtual attribute `trusted.daxfs.stats`).
+fn live_stats(mountpoint: &str) -> Result<String, String> {
+    let name = std::ffi::CString::new(daxfs::fs::STATS_XATTR).unwrap();
+    let path = std::ffi::CString::new(mountpoint)
+        .map_err(|_| format!("{mountpoint}: not a path"))?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(format!(
+            "{mountpoint}: no live counters ({}): not a daxfs mount?",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+fn stat_value<'a>(stats: &'a str, key: &str) -> Option<&'a str> {
+    stats.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(str::trim)
+    })
+}
+
+/// `daxfs info MOUNTPOINT` (as `xfs_info`), and `daxfs info IMAGE` of a mounted image: the
+/// geometry from the image, the usage from the daemon.
+fn info_mounted(mountpoint: &str) -> ExitCode {
+    let stats = match live_stats(mountpoint) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daxfs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(image) = stat_value(&stats, "source") else {
+        eprintln!("daxfs: {mountpoint}: the daemon does not say which image it serves");
+        return ExitCode::from(2);
+    };
+    let num = |k: &str| stat_value(&stats, k).and_then(|v| v.parse::<u64>().ok());
+    let ro = stat_value(&stats, "read_only") == Some("true");
+    let geometry = if image.starts_with("memfd:") {
+        Ok(format!("source:        {image}"))
+    } else {
+        Device::open_live(image)
+            .map_err(|e| e.to_string())
+            .and_then(|d| daxfs::check::info(&d).map_err(|e| e.to_string()))
+    };
+    let text = match geometry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("daxfs: {image}: geometry not readable while mounted: {e}");
+            format!("source:        {image}")
+        }
+    };
+    let total = text.lines().find_map(|l| {
+        l.strip_prefix("blocks:")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    let mib = |b: u64| (b * daxfs::format::BLOCK_SIZE as u64) >> 20;
+    for line in text.lines() {
+        let key = line.split(':').next().unwrap_or("");
+        match key {
+            // The media lags the daemon: these come from the daemon.
+            "state" => println!(
+                "state:         mounted {} on {mountpoint} (usage below is live)",
+                if ro { "read-only" } else { "read-write" }
+            ),
+            "free blocks" => {
+                if let Some(f) = num("free_blocks") {
+                    println!("free blocks:   {f} ({} MiB)", mib(f));
+                }
+            }
+            "used blocks" => {
+                if let (Some(t), Some(f)) = (total, num("free_blocks")) {
+                    let u = t.saturating_sub(f);
+                    println!("used blocks:   {u} ({} MiB)", mib(u));
+                }
+            }
+            "inodes" => {
+                if let (Some(a), Some(f)) = (num("inodes_allocated"), num("inodes_free")) {
+                    println!(
+                        "inodes:        {a} allocated in chunks, {} in use",
+                        a.saturating_sub(f)
+                    );
+                }
+            }
+            "log" => println!(
+                "{}",
+                line.split("; record")
+                    .next()
+                    .unwrap_or(line)
+                    .trim_end_matches("; nothing to replay")
+            ),
+            _ => println!("{line}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The mount point of a daxfs mount named by `arg` (a directory that is a FUSE mount).
+fn as_mountpoint(arg: &str) -> Option<String> {
+    let p = std::fs::canonicalize(arg).ok()?;
+    if !p.is_dir() {
+        return None;
+    }
+    daxfs::imagelock::fuse_mount_at(&p).map(|m| m.mountpoint.to_string_lossy().into_owned())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args
@@ -211,11 +340,23 @@ fn main() -> ExitCode {
         "--version",
         "-V",
     ];
-    if argv0.starts_with("mount.") || (args.len() >= 3 && !subcommands.contains(&args[1].as_str()))
+    // The mount.fuse3 convention, `daxfs SOURCE DIR -o ...`: taken for a mount only when
+    // the first word names a source (a path or memfd:SIZE), so that a mistyped subcommand
+    // (`daxfs chekc IMG`) is an error with a suggestion, not a mount attempt.
+    if argv0.starts_with("mount.")
+        || (args.len() >= 3
+            && !subcommands.contains(&args[1].as_str())
+            && looks_like_source(&args[1]))
     {
         return helper_mode(&args[1..]);
     }
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Mount { .. }) {
+        // A report piped into `head` ends quietly, as other tools do, instead of panicking
+        // on EPIPE. (Not for the daemon, whose output goes elsewhere.)
+        // SAFETY: setting a signal disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Mkfs {
             image,
@@ -256,6 +397,13 @@ fn main() -> ExitCode {
             foreground,
         } => do_mount(&source, &mountpoint, &o, foreground),
         Cmd::Check { image } => {
+            if let Some(m) = as_mountpoint(&image) {
+                eprintln!(
+                    "daxfs: {m} is a mount point; check takes the image, unmounted \
+                     (`daxfs info {m}` names it)"
+                );
+                return ExitCode::from(2);
+            }
             let dev = match Device::open(&image, true) {
                 Ok(d) => d,
                 Err(e) => {
@@ -282,10 +430,25 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Info { image } => {
-            let r = Device::open(&image, true)
-                .map_err(|e| e.to_string())
-                .and_then(|d| daxfs::check::info(&d).map_err(|e| e.to_string()));
-            match r {
+            if let Some(m) = as_mountpoint(&image) {
+                return info_mounted(&m);
+            }
+            let dev = match Device::open(&image, true) {
+                Ok(d) => d,
+                Err(daxfs::device::DeviceError::Busy {
+                    busy:
+                        daxfs::imagelock::Busy::Mounted {
+                            mountpoint: Some(m),
+                            ..
+                        },
+                    ..
+                }) => return info_mounted(&m.to_string_lossy()),
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match daxfs::check::info(&dev) {
                 Ok(s) => {
                     println!("{s}");
                     ExitCode::SUCCESS
@@ -313,30 +476,18 @@ fn main() -> ExitCode {
                 s.blocks_available()
             );
             println!("  inodes: {} total, {} free", s.files(), s.files_free());
-            // The daemon's live counters, through the root's virtual attribute.
-            let name = std::ffi::CString::new(daxfs::fs::STATS_XATTR).unwrap();
-            let path = std::ffi::CString::new(mountpoint.as_str()).unwrap_or_default();
-            let mut buf = vec![0u8; 4096];
-            // SAFETY: valid C strings and a buffer of the given length.
-            let n = unsafe {
-                libc::getxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr() as *mut _,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                eprintln!(
-                    "daxfs: {mountpoint}: no live counters ({}): not a daxfs mount?",
-                    std::io::Error::last_os_error()
-                );
-                return ExitCode::from(1);
+            match live_stats(&mountpoint) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        println!("  {line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    ExitCode::from(1)
+                }
             }
-            for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
-                println!("  {line}");
-            }
-            ExitCode::SUCCESS
         }
         Cmd::Trim {
             mountpoint,

@@ -256,7 +256,13 @@ pub fn serve(
     // which waits for this daemon.
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
     let memfd = source.starts_with("memfd:");
-    let dev = match Device::open(source, opts.read_only && !memfd) {
+    // The daemon names its image by an absolute path (`daxfs stat`, `info MOUNTPOINT` and
+    // the logs read it); the mount table shows SOURCE as given.
+    let image = match std::fs::canonicalize(source) {
+        Ok(p) if !memfd && Path::new(source).is_relative() => p.to_string_lossy().into_owned(),
+        _ => source.to_string(),
+    };
+    let dev = match Device::open(&image, opts.read_only && !memfd) {
         Ok(d) => d,
         Err(e) => return fail(ready, e.to_string()),
     };

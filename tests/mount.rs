@@ -548,3 +548,53 @@ umount "$M2"
     assert!(no_daemon_left(&img), "a daemon is left after the helper's unmounts");
     check_clean(&img);
 }
+
+/// Issue 12 item 6: a mistyped subcommand is an error with a suggestion (not a mount); the
+/// mount.fuse3 form `daxfs SOURCE DIR -o OPTS` still mounts; `info` and `check` of a
+/// mounted image say at once where it is mounted, naming the image once; `info
+/// MOUNTPOINT` shows the filesystem mounted there, as xfs_info does.
+#[test]
+fn cli_subcommands_and_mounted_images() {
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    let (i, m) = (img.to_str().unwrap(), mnt.to_str().unwrap());
+    assert!(daxfs(&["mkfs", i, "--size", "64M"]).status.success());
+    let out = daxfs(&["chekc", i]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("'chekc'") && err.contains("'check'"), "{err}");
+    assert!(!err.contains("mount point"), "{err}");
+    if !can_mount() {
+        return;
+    }
+    fs::create_dir_all(&mnt).unwrap();
+    let out = daxfs(&[i, m, "-o", "rw,noatime"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut guard = Mounted { dir: mnt.clone() };
+    fs::write(mnt.join("f"), b"x").unwrap();
+    for cmd in ["info", "check"] {
+        let started = std::time::Instant::now();
+        let out = daxfs(&[cmd, i]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{cmd}: {text}");
+        assert!(
+            text.contains(&format!("mounted read-write on {m}")),
+            "{cmd}: {text}"
+        );
+        assert_eq!(text.matches(i).count(), 1, "{cmd}: image named more than once: {text}");
+        assert_eq!(out.status.success(), cmd == "info", "{cmd}: {text}");
+    }
+    let out = daxfs(&["info", m]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("source:        {i}")), "{text}");
+    assert!(text.contains("blocks:        16384 (64 MiB)"), "{text}");
+    assert!(text.contains("inodes:        64 allocated in chunks, 2 in use"), "{text}");
+    guard.unmount();
+    check_clean(&img);
+}

@@ -174,6 +174,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
 impl Device {
     /// Open SOURCE: `memfd:SIZE`, a /dev/dax character device, or an image file.
     pub fn open(source: &str, read_only: bool) -> Result<Arc<Device>, DeviceError> {
+        Device::open_with(source, read_only, true)
+    }
+
+    /// Open the image of a live mount read-only without its lock (`daxfs info MOUNTPOINT`):
+    /// what is read may be in the middle of changing, so only for showing.
+    pub fn open_live(source: &str) -> Result<Arc<Device>, DeviceError> {
+        Device::open_with(source, true, false)
+    }
+
+    fn open_with(source: &str, read_only: bool, lock: bool) -> Result<Arc<Device>, DeviceError> {
         if let Some(size) = source.strip_prefix("memfd:") {
             let Some(size) = parse_size(size) else {
                 return msg(format!(
@@ -190,12 +200,14 @@ impl Device {
             .write(!read_only)
             .open(path)
             .map_err(|e| DeviceError::Msg(format!("{source}: cannot open: {e}")))?;
-        crate::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
-            DeviceError::Busy {
-                image: source.to_string(),
-                busy,
-            }
-        })?;
+        if lock {
+            crate::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
+                DeviceError::Busy {
+                    image: source.to_string(),
+                    busy,
+                }
+            })?;
+        }
         if meta.file_type().is_char_device() {
             let len = devdax_size(path)?;
             return Device::map(file, len, source, read_only, true).map(Arc::new);
