@@ -34,8 +34,10 @@ Options (-o, comma separated):
                               as for any filesystem (root mounts default to suid,dev)
   discard | nodiscard         punch blocks freed by each commit out of the image file
                               (sparse images; default nodiscard; see also `daxfs trim`)
-  remount                     with ro/rw etc.: change a live mount (handed to the kernel)
-Generic options mount(8) passes along (defaults, auto, noauto, user, nofail, _netdev,
+  remount                     with ro/rw etc.: change a live mount (handed to the kernel);
+                              dax=, the atime policy, fsname, subtype are refused by name
+  nofail                      a missing image is not an error (exit 0), as in fstab(5)
+Generic options mount(8) passes along (defaults, auto, noauto, user, _netdev,
 x-*, context=...) are accepted and ignored; anything else is refused by name.";
 
 #[derive(Subcommand)]
@@ -137,13 +139,19 @@ fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -
         }
     };
     if parsed.remount {
-        return match mount::remount(mountpoint, &parsed) {
+        return match mount::remount(mountpoint, &parsed, &opts.join(",")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("daxfs: {e}");
                 ExitCode::from(1)
             }
         };
+    }
+    // fstab(5) nofail: a device that does not exist is not an error (`mount -a` goes on).
+    if parsed.nofail && !source.starts_with("memfd:") && !std::path::Path::new(source).exists()
+    {
+        eprintln!("daxfs: {source} does not exist; {mountpoint} not mounted (nofail)");
+        return ExitCode::SUCCESS;
     }
     init_log(foreground);
     if foreground {
@@ -202,38 +210,7 @@ fn looks_like_source(a: &str) -> bool {
         && (a.starts_with("memfd:") || a.contains('/') || std::path::Path::new(a).exists())
 }
 
-/// The daemon's live counters of the daxfs mount at `mountpoint`, as "key value" lines
-/// (read through the root's virtual attribute `trusted.daxfs.stats`).
-fn live_stats(mountpoint: &str) -> Result<String, String> {
-    let name = std::ffi::CString::new(daxfs::fs::STATS_XATTR).unwrap();
-    let path = std::ffi::CString::new(mountpoint)
-        .map_err(|_| format!("{mountpoint}: not a path"))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr() as *mut _,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(format!(
-            "{mountpoint}: no live counters ({}): not a daxfs mount?",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
-}
-
-fn stat_value<'a>(stats: &'a str, key: &str) -> Option<&'a str> {
-    stats.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(' '))
-            .map(str::trim)
-    })
-}
+use mount::{live_stats, stat_value};
 
 /// `daxfs info MOUNTPOINT` (as `xfs_info`), and `daxfs info IMAGE` of a mounted image: the
 /// geometry from the image, the usage from the daemon.

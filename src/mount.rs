@@ -30,6 +30,8 @@ pub struct MountOpts {
     pub remount: bool,
     /// Punch freed extents out of a sparse image file.
     pub discard: bool,
+    /// fstab(5) nofail: a missing image is not an error.
+    pub nofail: bool,
     /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
     pub kernel_remount: Vec<String>,
 }
@@ -42,7 +44,6 @@ const IGNORED: &[&str] = &[
     "user",
     "nouser",
     "users",
-    "nofail",
     "_netdev",
     "loop",
     "nodiratime",
@@ -95,6 +96,7 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
             ("remount", None) => o.remount = true,
             ("discard", None) => o.discard = true,
             ("nodiscard", None) => o.discard = false,
+            ("nofail", None) => o.nofail = true,
             (k, _) if k.starts_with("x-") => {}
             (k, Some(_))
                 if [
@@ -217,20 +219,210 @@ impl MountOpts {
     }
 }
 
+/// The daemon's live counters of the daxfs mount at `mountpoint`, as "key value" lines
+/// (read through the root's virtual attribute `trusted.daxfs.stats`).
+pub fn live_stats(mountpoint: &str) -> Result<String, String> {
+    let name = std::ffi::CString::new(crate::fs::STATS_XATTR).unwrap();
+    let path =
+        std::ffi::CString::new(mountpoint).map_err(|_| format!("{mountpoint}: not a path"))?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(format!(
+            "{mountpoint}: no live counters ({}): not a daxfs mount?",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// The value of `key` in `live_stats` text.
+pub fn stat_value<'a>(stats: &'a str, key: &str) -> Option<&'a str> {
+    stats.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(str::trim)
+    })
+}
+
+/// What a remount may not change, checked against the live mount: the options mount(8)
+/// passes are the mount's current ones merged with the new ones, so an option is refused
+/// only when it differs from what the mount has. `entry` is the mount's line in the mount
+/// table, `stats` the daemon's counters, `writable` whether its daemon opened the image
+/// read-write.
+pub fn check_remount(
+    opts: &str,
+    entry: &crate::imagelock::MountEntry,
+    stats: &str,
+    writable: bool,
+) -> Result<(), String> {
+    let mp = entry.mountpoint.display();
+    let live = |what: &str, now: &str| {
+        format!("{what} cannot be changed on a live mount (it is {now} on {mp}); unmount and mount again with it")
+    };
+    let atime = stat_value(stats, "atime").unwrap_or("relatime");
+    // The per-mount flag mount(8) sees for each policy (the kernel shows strictatime as
+    // relatime on a FUSE mount).
+    let kernel_atime = if atime == "noatime" { "noatime" } else { "relatime" };
+    let super_has = |o: &str| entry.super_opts.split(',').any(|x| x == o);
+    for opt in opts.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (key, val) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, val) {
+            ("rw", None) if !writable => {
+                return Err(format!(
+                    "rw: {mp} was mounted with -o ro and its daemon opened the image \
+                     read-only; unmount it and mount it read-write"
+                ));
+            }
+            ("noatime" | "relatime" | "strictatime" | "atime", None) => {
+                let want = if key == "atime" { "relatime" } else { key };
+                if want != atime && want != kernel_atime {
+                    return Err(live(opt, atime));
+                }
+            }
+            ("dax", v) => {
+                let now = stat_value(stats, "dax").unwrap_or("inode");
+                if v.unwrap_or("always") != now {
+                    return Err(live(opt, &format!("dax={now}")));
+                }
+            }
+            ("fsname", Some(v)) if v != entry.source => {
+                return Err(live(opt, &format!("fsname={}", entry.source)));
+            }
+            ("subtype", Some(v)) => {
+                let now = entry.fstype.strip_prefix("fuse.").unwrap_or("");
+                if v != now {
+                    return Err(live(opt, &format!("subtype={now}")));
+                }
+            }
+            ("allow_other" | "default_permissions", None) if !super_has(key) => {
+                return Err(live(opt, "not set"));
+            }
+            ("allow_root", None) => return Err(live(opt, "not set")),
+            // ro/rw and the per-mount flags are the kernel's to change; FUSE's own
+            // options (user_id=, group_id=, ...) come back from the mount table as they are.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `mount -o remount,...`: the kernel flips the superblock flags (ro/rw, nosuid, ...) of
 /// the live mount; no second daemon starts. `mount -i` keeps mount(8) from calling this
-/// helper again.
-pub fn remount(mountpoint: &str, opts: &MountOpts) -> Result<(), String> {
+/// helper again. What the kernel cannot change for us (dax=, the atime policy, fsname,
+/// subtype, rw of an image opened read-only) is refused by name first. Returns once the
+/// daemon has seen a ro/rw change (its mount-table watcher, `watch_read_only`).
+pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), String> {
+    let canonical = std::fs::canonicalize(mountpoint)
+        .map_err(|e| format!("{mountpoint}: {e}"))?;
+    let entry = crate::imagelock::fuse_mount_at(&canonical)
+        .ok_or_else(|| format!("{mountpoint}: not a daxfs mount"))?;
+    let stats = live_stats(mountpoint)?;
+    let writable = stat_value(&stats, "source")
+        .and_then(|img| crate::imagelock::mount_of_image(Path::new(img)))
+        .is_none_or(|b| {
+            !matches!(
+                b,
+                crate::imagelock::Busy::Mounted {
+                    writable: false,
+                    ..
+                }
+            )
+        });
+    check_remount(raw, &entry, &stats, writable)?;
     let mut list = vec!["remount".to_string()];
     list.extend(opts.kernel_remount.iter().cloned());
     let st = std::process::Command::new("mount")
         .args(["-i", "-o", &list.join(","), mountpoint])
         .status()
         .map_err(|e| format!("cannot run mount(8): {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("remount of {mountpoint} failed ({st})"))
+    if !st.success() {
+        return Err(format!("remount of {mountpoint} failed ({st})"));
+    }
+    let want = opts.kernel_remount.iter().rev().find_map(|o| match o.as_str() {
+        "ro" => Some("true"),
+        "rw" => Some("false"),
+        _ => None,
+    });
+    if let Some(want) = want {
+        let start = std::time::Instant::now();
+        loop {
+            let s = live_stats(mountpoint)?;
+            if stat_value(&s, "read_only") == Some(want) {
+                break;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                return Err(format!(
+                    "{mountpoint}: the kernel remounted it, but its daemon still says \
+                     read_only {}",
+                    stat_value(&s, "read_only").unwrap_or("?")
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon learns ro/rw changes of its mount from the mount table: the kernel does
+/// `mount -o remount,ro` without telling a FUSE daemon, yet the daemon must stop writing
+/// (atime, the unmount commit) and report its state. /proc/self/mountinfo signals POLLPRI
+/// on every change of the mount table; the superblock's ro flag is in the super options of
+/// our mount (device number `mdev`). Going read-only commits what is in memory first.
+fn watch_read_only(fs: std::sync::Weak<Fs>, mdev: u64, source: String) {
+    let name = source.clone();
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-mounts".into())
+        .spawn(move || {
+            let Ok(f) = std::fs::File::open("/proc/self/mountinfo") else {
+                return;
+            };
+            loop {
+                let mut p = libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLPRI,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut p, 1, 1000) } < 0 {
+                    return;
+                }
+                let Some(fs) = fs.upgrade() else { return };
+                let Some(m) = crate::imagelock::mounts()
+                    .into_iter()
+                    .find(|m| m.dev == mdev)
+                else {
+                    continue; // unmounted: the session is ending
+                };
+                let ro = m.super_opts.split(',').any(|o| o == "ro");
+                if ro != fs.is_read_only() {
+                    match fs.set_read_only(ro) {
+                        Ok(()) => log::info!(
+                            "{source}: remounted {} on {}",
+                            if ro { "read-only" } else { "read-write" },
+                            m.mountpoint.display()
+                        ),
+                        Err(e) => log::error!(
+                            "{source}: remount {}: {e}",
+                            if ro { "read-only" } else { "read-write" }
+                        ),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("{name}: no mount-table watcher ({e}): remount ro/rw goes unseen");
     }
 }
 
@@ -292,14 +484,19 @@ pub fn serve(
     let _ = notifier.set(session.notifier());
     // Tell other opens of the image that a live mount serves it, and which one (see
     // src/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
-    if !memfd {
-        let mdev = crate::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
-        if let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
-            log::warn!("{source}: cannot take the serving lock: {e}");
-        }
+    let mdev = crate::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
+    if !memfd
+        && let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only())
+    {
+        log::warn!("{source}: cannot take the serving lock: {e}");
     }
     let unmounter = session.unmount_callable();
+    // First: it blocks SIGTERM/SIGINT/SIGHUP in this thread, and threads started after it
+    // inherit that mask.
     spawn_signal_thread(unmounter);
+    if mdev != 0 {
+        watch_read_only(std::sync::Arc::downgrade(&fs), mdev, image.clone());
+    }
     ready(Ok(()));
     let r = session.run();
     if let Err(e) = &r {

@@ -598,3 +598,67 @@ fn cli_subcommands_and_mounted_images() {
     guard.unmount();
     check_clean(&img);
 }
+
+/// Issue 12 item 7: `remount` refuses, by name, what it cannot change on a live mount
+/// (dax=, the atime policy, rw of an image mounted -o ro) instead of returning 0; after
+/// `remount,ro` the daemon knows it is read-only (`daxfs stat`), and after `remount,rw`
+/// that it is not; `nofail` makes a missing image no error, as in fstab(5), so that
+/// `mount -a` does not fail; without nofail it still fails.
+#[test]
+fn remount_refuses_what_it_cannot_change_and_nofail() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    let missing = t.path().join("no-such-image");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    fs::create_dir_all(&mnt).unwrap();
+    let out = daxfs(&["mount", missing.to_str().unwrap(), mnt.to_str().unwrap(), "-o", "nofail"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nofail"));
+    fs::write(
+        t.path().join("fstab"),
+        format!("{} {} fuse.daxfs nofail 0 0\n", missing.display(), mnt.display()),
+    )
+    .unwrap();
+    let out = with_helper(
+        t.path(),
+        r#"
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+st() { "$BIN" stat "$MNT" | sed -n 's/^ *read_only //p'; }
+mount --fstab "$T/fstab" -a && echo "mount -a: 0"
+mount -t fuse.daxfs "$MISSING" "$MNT" 2>/dev/null || echo "without nofail: failed"
+mount -t fuse.daxfs -o noatime "$IMG" "$MNT"
+echo a >"$MNT/a"
+mount -o remount,dax=always "$MNT" 2>"$T/err" || { echo "dax=always: refused"; grep -c 'dax=always cannot be changed' "$T/err"; }
+mount -o remount,strictatime "$MNT" 2>"$T/err" || { echo "strictatime: refused"; grep -c 'strictatime cannot be changed' "$T/err"; }
+mount -o remount,ro "$MNT"
+echo "after ro: $(st)"
+echo b 2>/dev/null >"$MNT/b" || echo "write refused"
+mount -o remount,rw "$MNT"
+echo "after rw: $(st)"
+echo c >"$MNT/c" && echo "write ok"
+umount "$MNT"
+mount -t fuse.daxfs -o ro "$IMG" "$MNT"
+mount -o remount,rw "$MNT" 2>"$T/err" || { echo "rw of ro: refused"; grep -c '^daxfs: rw: ' "$T/err"; }
+umount "$MNT"
+"#,
+        &[("IMG", &img), ("MNT", &mnt), ("MISSING", &missing)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        "mount -a: 0\nwithout nofail: failed\ndax=always: refused\n1\nstrictatime: refused\n1\n\
+         after ro: true\nwrite refused\nafter rw: false\nwrite ok\nrw of ro: refused\n1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(no_daemon_left(&img));
+    check_clean(&img);
+}

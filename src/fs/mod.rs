@@ -135,6 +135,28 @@ pub enum AtimeMode {
     Strictatime,
 }
 
+impl AtimeMode {
+    /// The mount option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtimeMode::Relatime => "relatime",
+            AtimeMode::Noatime => "noatime",
+            AtimeMode::Strictatime => "strictatime",
+        }
+    }
+}
+
+impl DaxMode {
+    /// The value of the `dax=` mount option.
+    pub fn name(self) -> &'static str {
+        match self {
+            DaxMode::Inode => "inode",
+            DaxMode::Always => "always",
+            DaxMode::Never => "never",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DaxMode {
     /// Per-file FS_XFLAG_DAX decides (the default, as XFS).
@@ -554,7 +576,7 @@ impl Fs {
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
              fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
-             read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
+             read_only {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
@@ -568,6 +590,8 @@ impl Fs {
             mp.ag_waits_out_of_order.load(Ordering::Relaxed),
             mp.is_read_only(),
             mp.is_shutdown(),
+            self.opts.atime.name(),
+            self.opts.dax.name(),
             mp.dev.errtags.describe(),
         )
     }
@@ -579,6 +603,11 @@ impl Fs {
             self.flush_times(&i)?;
         }
         trans::checkpoint(&self.mp)
+    }
+
+    /// Read-only now (mounted so, or remounted)?
+    pub fn is_read_only(&self) -> bool {
+        self.mp.is_read_only()
     }
 
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
