@@ -45,7 +45,8 @@ enum Cmd {
     /// Create (or resize) IMAGE and format it.
     Mkfs {
         image: PathBuf,
-        /// Size like 64M, 8G (at least 16M).
+        /// Size: bytes, or with K/M/G/T or KiB/MiB/GiB/TiB, decimals allowed (1.5G, 8GiB;
+        /// at least 16M).
         #[arg(long, short)]
         size: String,
         /// Filesystem label (up to 32 bytes).
@@ -67,8 +68,8 @@ enum Cmd {
     Mount {
         source: String,
         mountpoint: String,
-        /// Mount options (see below).
-        #[arg(short, long)]
+        /// Mount options, comma separated (see below).
+        #[arg(short = 'o', value_name = "OPTIONS")]
         o: Vec<String>,
         /// Stay in the foreground and log to stderr.
         #[arg(short, long)]
@@ -344,7 +345,7 @@ fn main() -> ExitCode {
             sparse,
         } => {
             let Some(bytes) = parse_size(&size) else {
-                eprintln!("daxfs: cannot parse size {size:?} (try 64M, 8G)");
+                eprintln!("daxfs: cannot parse size {size:?} (try 64M, 1.5G, 8GiB)");
                 return ExitCode::from(1);
             };
             match daxfs::mkfs::mkfs_image(

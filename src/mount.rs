@@ -458,8 +458,9 @@ pub fn serve(
         Ok(d) => d,
         Err(e) => return fail(ready, e.to_string()),
     };
+    // mkfs's messages name the device.
     if memfd && let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
-        return fail(ready, format!("{source}: {e}"));
+        return fail(ready, e.to_string());
     }
     let fs = match Fs::mount(dev.clone(), &opts.fs_options()) {
         Ok(fs) => fs,

@@ -662,3 +662,43 @@ umount "$MNT"
     assert!(no_daemon_left(&img));
     check_clean(&img);
 }
+
+/// Issue 12 item 9: sizes with decimals and IEC units; each message names its subject once
+/// and has one "daxfs:" prefix; `-o` has no `--o` long form in --help.
+#[test]
+fn sizes_messages_and_help() {
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let i = img.to_str().unwrap();
+    for (size, blocks) in [("1.5G", "393216 (1536 MiB)"), ("8GiB", "2097152 (8192 MiB)"), ("16.5 MiB", "4224 (16 MiB)")] {
+        let out = daxfs(&["mkfs", "--force", i, "--size", size]);
+        assert!(out.status.success(), "{size}: {}", String::from_utf8_lossy(&out.stderr));
+        let info = String::from_utf8_lossy(&daxfs(&["info", i]).stdout).into_owned();
+        assert!(info.contains(&format!("blocks:        {blocks}")), "{size}: {info}");
+    }
+    fs::remove_file(&img).unwrap();
+    let tiny = t.path().join("tiny");
+    fs::write(&tiny, vec![0u8; 5000]).unwrap();
+    let ti = tiny.to_str().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let mut cases = vec![
+        (vec!["check", ti], ti),
+        (vec!["info", ti], ti),
+        (vec!["mkfs", i, "--size", "1.5X"], "1.5X"),
+    ];
+    if can_mount() {
+        cases.push((vec!["mount", ti, m], ti));
+        cases.push((vec!["mount", "memfd:8M", m], "memfd:"));
+    }
+    for (args, subject) in cases {
+        let out = daxfs(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.matches("daxfs:").count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches(subject).count(), 1, "{args:?}: {err}");
+    }
+    let help = String::from_utf8_lossy(&daxfs(&["mount", "--help"]).stdout).into_owned();
+    assert!(help.contains("-o <OPTIONS>") && !help.contains("--o"), "{help}");
+}

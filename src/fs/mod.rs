@@ -276,10 +276,10 @@ impl Fs {
     pub fn mount(dev: Arc<Device>, opts: &FsOptions) -> Result<Arc<Fs>> {
         let mut b = new_block();
         if dev.len() < BS {
-            return Err(FsError::Corrupt(format!(
-                "{}: too small to hold a daxfs superblock",
-                dev.source()
-            )));
+            // The caller names the device.
+            return Err(FsError::Corrupt(
+                "too small to hold a daxfs superblock".into(),
+            ));
         }
         dev.read(0, &mut b[..]);
         let sb = Superblock::decode(&b[..], dev.blocks())?;

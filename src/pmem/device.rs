@@ -158,17 +158,32 @@ fn msg<T>(s: String) -> Result<T, DeviceError> {
     Err(DeviceError::Msg(s))
 }
 
-/// Parse a size like 64M, 8G, 4096, 1T (binary units).
+/// Parse a size: a number of bytes, or a decimal number with a binary unit, as mkfs.xfs
+/// takes them: K/M/G/T, KiB/MiB/GiB/TiB, KB/MB/GB/TB (all powers of 1024; any case), with
+/// an optional space: 4096, 64M, 1.5G, 8GiB, 0.5 TiB. A fraction of a byte is dropped.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        (i, 't' | 'T') => (&s[..i], 1 << 40),
-        _ => (s, 1),
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = (&s[..split], s[split..].trim_start());
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
     };
-    num.parse::<u64>().ok()?.checked_mul(mul)
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.len() > 18 || frac.contains('.') {
+        return None;
+    }
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac_val: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let scale = 10u128.pow(frac.len() as u32);
+    let bytes = (int << shift) + ((frac_val << shift) / scale);
+    u64::try_from(bytes).ok()
 }
 
 impl Device {
@@ -951,6 +966,18 @@ mod tests {
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("99999999999T"), None);
+        // Decimals and the IEC and SI-looking spellings, all binary (issue 12 item 9).
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("8GiB"), Some(8 << 30));
+        assert_eq!(parse_size("8 GiB"), Some(8 << 30));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("0.5TiB"), Some(1 << 39));
+        assert_eq!(parse_size(".25k"), Some(256));
+        assert_eq!(parse_size("16384kib"), Some(16 << 20));
+        assert_eq!(parse_size("1.5"), Some(1));
+        for bad in ["", ".", "1.2.3G", "G", "1.5X", "1GiBs", "-1G", "1e3"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
