@@ -71,7 +71,9 @@ enum Cmd {
         /// Mount options, comma separated (see below).
         #[arg(short = 'o', value_name = "OPTIONS")]
         o: Vec<String>,
-        /// Stay in the foreground and log to stderr.
+        /// Stay in the foreground and log to stderr. (In the background the daemon logs
+        /// to syslog, or to /var/log/daxfs.log or ~/.local/state/daxfs.log without one;
+        /// DAXFS_LOG_FILE overrides, RUST_LOG sets the level, default info.)
         #[arg(short, long)]
         foreground: bool,
     },
@@ -124,11 +126,22 @@ fn trim(mountpoint: &str, minlen: u64) -> Result<u64, String> {
     Ok(range[1])
 }
 
+/// Foreground: to stderr. Background: syslog or a log file (src/daemonlog.rs), chosen
+/// and opened here, before the fork, so that a failure is seen.
 fn init_log(foreground: bool) {
-    let default = if foreground { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
+    if foreground {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .init();
+        return;
+    }
+    use daxfs::daemonlog::{DaemonLogger, Sink, level_from_env};
+    match Sink::for_daemon() {
+        Ok(sink) => {
+            let _ = DaemonLogger::new(sink, level_from_env()).install();
+        }
+        Err(e) => eprintln!("daxfs: warning: {e}; the daemon's log is lost"),
+    }
 }
 
 fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -> ExitCode {

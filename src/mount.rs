@@ -466,10 +466,6 @@ pub fn serve(
         Ok(fs) => fs,
         Err(e) => return fail(ready, format!("{source}: cannot mount: {e}")),
     };
-    log::info!(
-        "{source}: mounted on {mountpoint}; {}",
-        fs.persistence().describe()
-    );
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let config = opts.fuser_config(source, root);
@@ -494,27 +490,49 @@ pub fn serve(
     let unmounter = session.unmount_callable();
     // First: it blocks SIGTERM/SIGINT/SIGHUP in this thread, and threads started after it
     // inherit that mask.
-    spawn_signal_thread(unmounter);
+    spawn_signal_thread(unmounter, mountpoint.to_string());
     if mdev != 0 {
         watch_read_only(std::sync::Arc::downgrade(&fs), mdev, image.clone());
     }
     ready(Ok(()));
+    log::info!(
+        "{image}: mounted on {mountpoint} ({}{}, atime {}, dax={}); {}",
+        if dev.read_only() { "ro" } else { "rw" },
+        if memfd { ", volatile memfd" } else { "" },
+        opts.atime.name(),
+        opts.dax.name(),
+        fs.persistence().describe()
+    );
     let r = session.run();
     if let Err(e) = &r {
         log::error!("{mountpoint}: FUSE session ended: {e}");
     }
     // The mount is gone: a new mount of the image now waits for our commit below.
     crate::imagelock::end_serving(dev.file());
-    fs.unmount()
-        .map_err(|e| format!("{source}: unmount: {e}"))?;
-    log::info!("{source}: unmounted cleanly");
+    if let Err(e) = fs.unmount() {
+        log::error!(
+            "{image}: unmount of {mountpoint} could not commit: {e}; what the log holds is \
+             replayed at the next mount; run `daxfs check {image}`"
+        );
+        return Err(format!("{image}: unmount: {e}"));
+    }
+    if fs.is_shutdown() {
+        log::warn!(
+            "{image}: unmounted from {mountpoint} after a shutdown: nothing was committed \
+             since; the image holds the last committed state (run `daxfs check {image}`)"
+        );
+    } else if fs.is_read_only() {
+        log::info!("{image}: unmounted from {mountpoint} (read-only: nothing to commit)");
+    } else {
+        log::info!("{image}: unmounted from {mountpoint}, committed and marked clean");
+    }
     drop(fs);
     Ok(())
 }
 
 /// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then
 /// commits and marks the image clean.
-fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
+fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter, mountpoint: String) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
@@ -526,9 +544,12 @@ fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
         .name("daxfs-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
-                log::info!("{sig}: unmounting");
+                log::info!("{sig}: unmounting {mountpoint}");
                 if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount on {sig} failed: {e}");
+                    log::error!(
+                        "{mountpoint}: unmount on {sig} failed: {e}; is it busy? \
+                         (`fuser -vm {mountpoint}`), or `umount -l {mountpoint}`"
+                    );
                 }
             }
         })
@@ -652,7 +673,18 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
         let mut msg = String::new();
         let _ = r.read_to_string(&mut msg);
         return match msg.strip_prefix("ok") {
-            Some(_) => 0,
+            Some(_) => {
+                // Name the daemon's log file to a user at a terminal (scripts compare
+                // output; syslog needs no naming).
+                // SAFETY: isatty on a standard descriptor.
+                if unsafe { libc::isatty(2) } == 1
+                    && let Some(f) = crate::daemonlog::destination()
+                    && !f.starts_with("syslog")
+                {
+                    eprintln!("daxfs: {mountpoint}: the daemon logs to {f}");
+                }
+                0
+            }
             None if msg.is_empty() => {
                 eprintln!("daxfs: the mount daemon exited before the mount was live");
                 1
@@ -693,25 +725,20 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
     }
 }
 
-/// Point stdin/stdout at /dev/null, and stderr at $DAXFS_LOG_FILE if set.
+/// Point stdin/stdout at /dev/null, and stderr at the daemon's log file if it has one
+/// (src/daemonlog.rs), so that what reaches stderr (a panic) is kept.
 fn detach_stdio() {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null");
-    let log = std::env::var("DAXFS_LOG_FILE").ok().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
+    let log = crate::daemonlog::log_file();
     if let Ok(n) = null {
         // SAFETY: dup2 onto the standard descriptors.
         unsafe {
             libc::dup2(n.as_raw_fd(), 0);
             libc::dup2(n.as_raw_fd(), 1);
-            match &log {
+            match log {
                 Some(l) => libc::dup2(l.as_raw_fd(), 2),
                 None => libc::dup2(n.as_raw_fd(), 2),
             };

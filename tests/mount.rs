@@ -702,3 +702,57 @@ fn sizes_messages_and_help() {
     let help = String::from_utf8_lossy(&daxfs(&["mount", "--help"]).stdout).into_owned();
     assert!(help.contains("-o <OPTIONS>") && !help.contains("--o"), "{help}");
 }
+
+/// Issue 12 item 3: the background daemon's log is kept: with no syslog, in
+/// /var/log/daxfs.log (root; a tmpfs there, in a private mount namespace, for the test),
+/// and a shutdown is logged with what happened, where, and what to do; so are the mount
+/// and the unmount.
+#[test]
+fn daemon_log_is_kept() {
+    if !can_mount() {
+        return;
+    }
+    if Path::new("/dev/log").exists() {
+        eprintln!("skipping: this machine has syslog (/dev/log); the daemon logs there");
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    fs::create_dir_all(&mnt).unwrap();
+    let out = with_helper(
+        t.path(),
+        r#"
+mount -t tmpfs tmpfs /var/log
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+unset DAXFS_LOG_FILE RUST_LOG
+"$BIN" mount "$IMG" "$MNT"
+echo a >"$MNT/a"
+setfattr -n trusted.daxfs.errortag.log_write -v 1 "$MNT"
+mkdir "$MNT/d" 2>/dev/null && echo "mkdir worked?"
+umount "$MNT"
+for _ in $(seq 100); do pgrep -f "$IMG " >/dev/null || break; sleep 0.1; done
+cat /var/log/daxfs.log
+"#,
+        &[("IMG", &img), ("MNT", &mnt)],
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{log}{}", String::from_utf8_lossy(&out.stderr));
+    let (i, m) = (img.display().to_string(), mnt.display().to_string());
+    for want in [
+        format!("INFO: {i}: mounted on {m} (rw"),
+        format!("ERROR: {i}: filesystem shut down: transaction commit failed"),
+        "unmount and run `daxfs check`".to_string(),
+        format!("WARN: {i}: unmounted from {m} after a shutdown"),
+    ] {
+        assert!(log.contains(&want), "{want:?} not in the log:\n{log}");
+    }
+    assert!(!log.contains("Failed to umount"), "{log}");
+    assert!(no_daemon_left(&img));
+    check_clean(&img);
+}

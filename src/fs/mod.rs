@@ -610,6 +610,11 @@ impl Fs {
         self.mp.is_read_only()
     }
 
+    /// Shut down (after a failure that left the in-core state unsure)?
+    pub fn is_shutdown(&self) -> bool {
+        self.mp.is_shutdown()
+    }
+
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
     pub fn set_read_only(&self, ro: bool) -> Result<()> {
         if !ro && self.mp.dev.read_only() {
