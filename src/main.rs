@@ -332,12 +332,13 @@ fn main() -> ExitCode {
         "-V",
     ];
     // The mount.fuse3 convention, `daxfs SOURCE DIR -o ...`: taken for a mount only when
-    // the first word names a source (a path or memfd:SIZE), so that a mistyped subcommand
-    // (`daxfs chekc IMG`) is an error with a suggestion, not a mount attempt.
+    // the first word names a source (a path or memfd:SIZE) or mount options follow, so
+    // that a mistyped subcommand (`daxfs chekc IMG`) is an error with a suggestion, not a
+    // mount attempt.
     if argv0.starts_with("mount.")
         || (args.len() >= 3
             && !subcommands.contains(&args[1].as_str())
-            && looks_like_source(&args[1]))
+            && (looks_like_source(&args[1]) || args[2..].iter().any(|a| a.starts_with("-o"))))
     {
         return helper_mode(&args[1..]);
     }

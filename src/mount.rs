@@ -395,8 +395,12 @@ fn watch_read_only(fs: std::sync::Weak<Fs>, mdev: u64, source: String) {
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd.
-                if unsafe { libc::poll(&mut p, 1, 1000) } < 0 {
+                let n = unsafe { libc::poll(&mut p, 1, 1000) };
+                if n < 0 || fs.strong_count() == 0 {
                     return;
+                }
+                if n == 0 {
+                    continue; // no change to the mount table
                 }
                 let Some(fs) = fs.upgrade() else { return };
                 let Some(m) = crate::imagelock::mounts()
