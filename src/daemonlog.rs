@@ -143,7 +143,10 @@ impl DaemonLogger {
         let level = self.level;
         let (what, file) = {
             let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-            (sink.describe(), sink.file().and_then(|f| f.try_clone().ok()))
+            (
+                sink.describe(),
+                sink.file().and_then(|f| f.try_clone().ok()),
+            )
         };
         log::set_boxed_logger(Box::new(self))?;
         let _ = DESTINATION.set((what, file));
@@ -296,6 +299,9 @@ mod tests {
                 .build(),
         );
         let t = std::fs::read_to_string(&p).unwrap();
-        assert!(t.ends_with(&format!("Z daxfs[{}] WARN: w\n", std::process::id())), "{t}");
+        assert!(
+            t.ends_with(&format!("Z daxfs[{}] WARN: w\n", std::process::id())),
+            "{t}"
+        );
     }
 }

@@ -161,7 +161,10 @@ fn serving_lock(file: &File) -> Option<(u64, bool)> {
     if fl.l_type == libc::F_UNLCK as i16 {
         return None;
     }
-    Some(((fl.l_start - SERVE_BASE) as u64, fl.l_type == libc::F_WRLCK as i16))
+    Some((
+        (fl.l_start - SERVE_BASE) as u64,
+        fl.l_type == libc::F_WRLCK as i16,
+    ))
 }
 
 /// Announce that the daemon holding `file` serves the FUSE mount with device number `dev`
@@ -266,12 +269,9 @@ pub fn mounts() -> Vec<MountEntry> {
 /// mounts are stacked there). Reads only the mount table: safe to call from the daemon
 /// before it serves its own mount (a stat of the mount point would wait for it).
 pub fn fuse_mount_at(mountpoint: &Path) -> Option<MountEntry> {
-    mounts()
-        .into_iter()
-        .filter(|m| {
-            m.mountpoint == mountpoint && (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
-        })
-        .last()
+    mounts().into_iter().rfind(|m| {
+        m.mountpoint == mountpoint && (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+    })
 }
 
 /// The mount an image is served at, if a daemon serves it (for `daxfs info IMAGE` and
@@ -312,7 +312,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("img");
         std::fs::write(&p, b"x").unwrap();
-        let a = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
         let b = File::open(&p).unwrap();
         lock_image(&a, "img", false).unwrap();
         assert_eq!(serving_lock(&b), None);

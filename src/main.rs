@@ -162,8 +162,7 @@ fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -
         };
     }
     // fstab(5) nofail: a device that does not exist is not an error (`mount -a` goes on).
-    if parsed.nofail && !source.starts_with("memfd:") && !std::path::Path::new(source).exists()
-    {
+    if parsed.nofail && !source.starts_with("memfd:") && !std::path::Path::new(source).exists() {
         eprintln!("daxfs: {source} does not exist; {mountpoint} not mounted (nofail)");
         return ExitCode::SUCCESS;
     }

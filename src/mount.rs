@@ -266,12 +266,18 @@ pub fn check_remount(
 ) -> Result<(), String> {
     let mp = entry.mountpoint.display();
     let live = |what: &str, now: &str| {
-        format!("{what} cannot be changed on a live mount (it is {now} on {mp}); unmount and mount again with it")
+        format!(
+            "{what} cannot be changed on a live mount (it is {now} on {mp}); unmount and mount again with it"
+        )
     };
     let atime = stat_value(stats, "atime").unwrap_or("relatime");
     // The per-mount flag mount(8) sees for each policy (the kernel shows strictatime as
     // relatime on a FUSE mount).
-    let kernel_atime = if atime == "noatime" { "noatime" } else { "relatime" };
+    let kernel_atime = if atime == "noatime" {
+        "noatime"
+    } else {
+        "relatime"
+    };
     let super_has = |o: &str| entry.super_opts.split(',').any(|x| x == o);
     for opt in opts.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         let (key, val) = match opt.split_once('=') {
@@ -324,8 +330,7 @@ pub fn check_remount(
 /// subtype, rw of an image opened read-only) is refused by name first. Returns once the
 /// daemon has seen a ro/rw change (its mount-table watcher, `watch_read_only`).
 pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), String> {
-    let canonical = std::fs::canonicalize(mountpoint)
-        .map_err(|e| format!("{mountpoint}: {e}"))?;
+    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| format!("{mountpoint}: {e}"))?;
     let entry = crate::imagelock::fuse_mount_at(&canonical)
         .ok_or_else(|| format!("{mountpoint}: not a daxfs mount"))?;
     let stats = live_stats(mountpoint)?;
@@ -350,11 +355,15 @@ pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), Stri
     if !st.success() {
         return Err(format!("remount of {mountpoint} failed ({st})"));
     }
-    let want = opts.kernel_remount.iter().rev().find_map(|o| match o.as_str() {
-        "ro" => Some("true"),
-        "rw" => Some("false"),
-        _ => None,
-    });
+    let want = opts
+        .kernel_remount
+        .iter()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" => Some("true"),
+            "rw" => Some("false"),
+            _ => None,
+        });
     if let Some(want) = want {
         let start = std::time::Instant::now();
         loop {
@@ -486,9 +495,7 @@ pub fn serve(
     // Tell other opens of the image that a live mount serves it, and which one (see
     // src/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
     let mdev = crate::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
-    if !memfd
-        && let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only())
-    {
+    if !memfd && let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
         log::warn!("{source}: cannot take the serving lock: {e}");
     }
     let unmounter = session.unmount_callable();
@@ -567,7 +574,11 @@ fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter, mountpoint: Strin
 /// options (dax=, the atime policy, fsname, subtype) are the first mount's. A read-write
 /// mount of a filesystem that is read-only is refused, as the kernel refuses it.
 /// None: SOURCE is not mounted (or its mount is not in our mount table).
-pub fn bind_existing(source: &str, mountpoint: &str, opts: &MountOpts) -> Option<Result<(), String>> {
+pub fn bind_existing(
+    source: &str,
+    mountpoint: &str,
+    opts: &MountOpts,
+) -> Option<Result<(), String>> {
     use crate::imagelock::{Busy, mounts};
     use nix::mount::MsFlags;
     if source.starts_with("memfd:") {
@@ -580,7 +591,10 @@ pub fn bind_existing(source: &str, mountpoint: &str, opts: &MountOpts) -> Option
     else {
         return None;
     };
-    let entry = mounts().into_iter().rev().find(|m| m.mountpoint == existing)?;
+    let entry = mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == existing)?;
     let sb_ro = entry.super_opts.split(',').any(|o| o == "ro");
     if sb_ro && !opts.read_only {
         return Some(Err(format!(

@@ -482,7 +482,11 @@ fn same_image_on_two_mountpoints() {
     }
     let t = tmpdir();
     let img = t.path().join("img");
-    let (m1, m2, m3) = (t.path().join("m1"), t.path().join("m2"), t.path().join("m3"));
+    let (m1, m2, m3) = (
+        t.path().join("m1"),
+        t.path().join("m2"),
+        t.path().join("m3"),
+    );
     assert!(
         daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
             .status
@@ -506,7 +510,14 @@ fn same_image_on_two_mountpoints() {
         fs::create_dir_all(&m3).unwrap();
         let started = std::time::Instant::now();
         let out = Command::new("timeout")
-            .args(["10", BIN, "mount", "-f", img.to_str().unwrap(), m3.to_str().unwrap()])
+            .args([
+                "10",
+                BIN,
+                "mount",
+                "-f",
+                img.to_str().unwrap(),
+                m3.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -545,7 +556,10 @@ umount "$M2"
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(no_daemon_left(&img), "a daemon is left after the helper's unmounts");
+    assert!(
+        no_daemon_left(&img),
+        "a daemon is left after the helper's unmounts"
+    );
     check_clean(&img);
 }
 
@@ -570,7 +584,11 @@ fn cli_subcommands_and_mounted_images() {
     }
     fs::create_dir_all(&mnt).unwrap();
     let out = daxfs(&[i, m, "-o", "rw,noatime"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut guard = Mounted { dir: mnt.clone() };
     fs::write(mnt.join("f"), b"x").unwrap();
     for cmd in ["info", "check"] {
@@ -586,15 +604,26 @@ fn cli_subcommands_and_mounted_images() {
             text.contains(&format!("mounted read-write on {m}")),
             "{cmd}: {text}"
         );
-        assert_eq!(text.matches(i).count(), 1, "{cmd}: image named more than once: {text}");
+        assert_eq!(
+            text.matches(i).count(),
+            1,
+            "{cmd}: image named more than once: {text}"
+        );
         assert_eq!(out.status.success(), cmd == "info", "{cmd}: {text}");
     }
     let out = daxfs(&["info", m]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(&format!("source:        {i}")), "{text}");
     assert!(text.contains("blocks:        16384 (64 MiB)"), "{text}");
-    assert!(text.contains("inodes:        64 allocated in chunks, 2 in use"), "{text}");
+    assert!(
+        text.contains("inodes:        64 allocated in chunks, 2 in use"),
+        "{text}"
+    );
     guard.unmount();
     check_clean(&img);
 }
@@ -619,12 +648,26 @@ fn remount_refuses_what_it_cannot_change_and_nofail() {
             .success()
     );
     fs::create_dir_all(&mnt).unwrap();
-    let out = daxfs(&["mount", missing.to_str().unwrap(), mnt.to_str().unwrap(), "-o", "nofail"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = daxfs(&[
+        "mount",
+        missing.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        "nofail",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nofail"));
     fs::write(
         t.path().join("fstab"),
-        format!("{} {} fuse.daxfs nofail 0 0\n", missing.display(), mnt.display()),
+        format!(
+            "{} {} fuse.daxfs nofail 0 0\n",
+            missing.display(),
+            mnt.display()
+        ),
     )
     .unwrap();
     let out = with_helper(
@@ -670,11 +713,22 @@ fn sizes_messages_and_help() {
     let t = tmpdir();
     let img = t.path().join("img");
     let i = img.to_str().unwrap();
-    for (size, blocks) in [("1.5G", "393216 (1536 MiB)"), ("8GiB", "2097152 (8192 MiB)"), ("16.5 MiB", "4224 (16 MiB)")] {
+    for (size, blocks) in [
+        ("1.5G", "393216 (1536 MiB)"),
+        ("8GiB", "2097152 (8192 MiB)"),
+        ("16.5 MiB", "4224 (16 MiB)"),
+    ] {
         let out = daxfs(&["mkfs", "--force", i, "--size", size]);
-        assert!(out.status.success(), "{size}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{size}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let info = String::from_utf8_lossy(&daxfs(&["info", i]).stdout).into_owned();
-        assert!(info.contains(&format!("blocks:        {blocks}")), "{size}: {info}");
+        assert!(
+            info.contains(&format!("blocks:        {blocks}")),
+            "{size}: {info}"
+        );
     }
     fs::remove_file(&img).unwrap();
     let tiny = t.path().join("tiny");
@@ -700,7 +754,10 @@ fn sizes_messages_and_help() {
         assert_eq!(err.matches(subject).count(), 1, "{args:?}: {err}");
     }
     let help = String::from_utf8_lossy(&daxfs(&["mount", "--help"]).stdout).into_owned();
-    assert!(help.contains("-o <OPTIONS>") && !help.contains("--o"), "{help}");
+    assert!(
+        help.contains("-o <OPTIONS>") && !help.contains("--o"),
+        "{help}"
+    );
 }
 
 /// Issue 12 item 3: the background daemon's log is kept: with no syslog, in
@@ -742,7 +799,11 @@ cat /var/log/daxfs.log
         &[("IMG", &img), ("MNT", &mnt)],
     );
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{log}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (i, m) = (img.display().to_string(), mnt.display().to_string());
     for want in [
         format!("INFO: {i}: mounted on {m} (rw"),

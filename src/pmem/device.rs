@@ -180,7 +180,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
         return None;
     }
     let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let frac_val: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac_val: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let scale = 10u128.pow(frac.len() as u32);
     let bytes = (int << shift) + ((frac_val << shift) / scale);
     u64::try_from(bytes).ok()
