@@ -19,7 +19,6 @@ pub mod fs; // the POSIX operations over the core, one file per family
 pub mod mkfs; // tool: make a filesystem
 pub mod check; // tool: verify a filesystem
 pub mod fuse; // the thin FUSE adapter
-pub mod imagelock; // who else holds an image (moved into pmem/ at the end of this rebase)
 pub mod daemonlog; // where the background daemon logs: syslog, else a file
 pub mod mount; // mount options, daemon, mount helper
 #[cfg(feature = "testing")]

@@ -307,7 +307,7 @@ fn as_mountpoint(arg: &str) -> Option<String> {
     if !p.is_dir() {
         return None;
     }
-    daxfs::imagelock::fuse_mount_at(&p).map(|m| m.mountpoint.to_string_lossy().into_owned())
+    daxfs::pmem::imagelock::fuse_mount_at(&p).map(|m| m.mountpoint.to_string_lossy().into_owned())
 }
 
 fn main() -> ExitCode {
@@ -426,9 +426,9 @@ fn main() -> ExitCode {
             }
             let dev = match Device::open(&image, true) {
                 Ok(d) => d,
-                Err(daxfs::device::DeviceError::Busy {
+                Err(daxfs::pmem::device::DeviceError::Busy {
                     busy:
-                        daxfs::imagelock::Busy::Mounted {
+                        daxfs::pmem::imagelock::Busy::Mounted {
                             mountpoint: Some(m),
                             ..
                         },

@@ -260,7 +260,7 @@ pub fn stat_value<'a>(stats: &'a str, key: &str) -> Option<&'a str> {
 /// read-write.
 pub fn check_remount(
     opts: &str,
-    entry: &crate::imagelock::MountEntry,
+    entry: &crate::pmem::imagelock::MountEntry,
     stats: &str,
     writable: bool,
 ) -> Result<(), String> {
@@ -331,15 +331,15 @@ pub fn check_remount(
 /// daemon has seen a ro/rw change (its mount-table watcher, `watch_read_only`).
 pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), String> {
     let canonical = std::fs::canonicalize(mountpoint).map_err(|e| format!("{mountpoint}: {e}"))?;
-    let entry = crate::imagelock::fuse_mount_at(&canonical)
+    let entry = crate::pmem::imagelock::fuse_mount_at(&canonical)
         .ok_or_else(|| format!("{mountpoint}: not a daxfs mount"))?;
     let stats = live_stats(mountpoint)?;
     let writable = stat_value(&stats, "source")
-        .and_then(|img| crate::imagelock::mount_of_image(Path::new(img)))
+        .and_then(|img| crate::pmem::imagelock::mount_of_image(Path::new(img)))
         .is_none_or(|b| {
             !matches!(
                 b,
-                crate::imagelock::Busy::Mounted {
+                crate::pmem::imagelock::Busy::Mounted {
                     writable: false,
                     ..
                 }
@@ -412,7 +412,7 @@ fn watch_read_only(fs: std::sync::Weak<Fs>, mdev: u64, source: String) {
                     continue; // no change to the mount table
                 }
                 let Some(fs) = fs.upgrade() else { return };
-                let Some(m) = crate::imagelock::mounts()
+                let Some(m) = crate::pmem::imagelock::mounts()
                     .into_iter()
                     .find(|m| m.dev == mdev)
                 else {
@@ -493,9 +493,9 @@ pub fn serve(
     };
     let _ = notifier.set(session.notifier());
     // Tell other opens of the image that a live mount serves it, and which one (see
-    // src/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
-    let mdev = crate::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
-    if !memfd && let Err(e) = crate::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
+    // src/pmem/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
+    let mdev = crate::pmem::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
+    if !memfd && let Err(e) = crate::pmem::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
         log::warn!("{source}: cannot take the serving lock: {e}");
     }
     let unmounter = session.unmount_callable();
@@ -519,7 +519,7 @@ pub fn serve(
         log::error!("{mountpoint}: FUSE session ended: {e}");
     }
     // The mount is gone: a new mount of the image now waits for our commit below.
-    crate::imagelock::end_serving(dev.file());
+    crate::pmem::imagelock::end_serving(dev.file());
     if let Err(e) = fs.unmount() {
         log::error!(
             "{image}: unmount of {mountpoint} could not commit: {e}; what the log holds is \
@@ -579,7 +579,7 @@ pub fn bind_existing(
     mountpoint: &str,
     opts: &MountOpts,
 ) -> Option<Result<(), String>> {
-    use crate::imagelock::{Busy, mounts};
+    use crate::pmem::imagelock::{Busy, mounts};
     use nix::mount::MsFlags;
     if source.starts_with("memfd:") {
         return None;
@@ -587,7 +587,7 @@ pub fn bind_existing(
     let Busy::Mounted {
         mountpoint: Some(existing),
         ..
-    } = crate::imagelock::mount_of_image(Path::new(source))?
+    } = crate::pmem::imagelock::mount_of_image(Path::new(source))?
     else {
         return None;
     };

@@ -292,7 +292,7 @@ fn sigkill_of_the_daemon_loses_nothing_fsynced() {
         );
         let _ = writer.join();
         m.unmount();
-        // The image lock goes with the process; check waits for it (bounded, src/imagelock.rs).
+        // The image lock goes with the process; check waits for it (bounded, src/pmem/imagelock.rs).
         check_clean(&img);
     }
     eprintln!(

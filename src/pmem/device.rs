@@ -146,11 +146,11 @@ thread_local! {
 pub enum DeviceError {
     #[error("{0}")]
     Msg(String),
-    /// The image lock is held (src/imagelock.rs): by a live mount, or still after waiting.
+    /// The image lock is held (src/pmem/imagelock.rs): by a live mount, or still after waiting.
     #[error("{}", busy.describe(image))]
     Busy {
         image: String,
-        busy: crate::imagelock::Busy,
+        busy: crate::pmem::imagelock::Busy,
     },
 }
 
@@ -220,7 +220,7 @@ impl Device {
             .open(path)
             .map_err(|e| DeviceError::Msg(format!("{source}: cannot open: {e}")))?;
         if lock {
-            crate::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
+            crate::pmem::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
                 DeviceError::Busy {
                     image: source.to_string(),
                     busy,
