@@ -495,7 +495,9 @@ pub fn serve(
     // Tell other opens of the image that a live mount serves it, and which one (see
     // src/pmem/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
     let mdev = crate::pmem::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
-    if !memfd && let Err(e) = crate::pmem::imagelock::start_serving(dev.file(), mdev, !dev.read_only()) {
+    if !memfd
+        && let Err(e) = crate::pmem::imagelock::start_serving(dev.file(), mdev, !dev.read_only())
+    {
         log::warn!("{source}: cannot take the serving lock: {e}");
     }
     let unmounter = session.unmount_callable();
