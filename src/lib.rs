@@ -20,6 +20,7 @@ pub mod mkfs; // tool: make a filesystem
 pub mod check; // tool: verify a filesystem
 pub mod fuse; // the thin FUSE adapter
 pub mod daxserver; // the direct-access control socket (clients' layouts), beside fuse
+pub mod daemonlog; // where the background daemon logs: syslog, else a file
 pub mod mount; // mount options, daemon, mount helper
 #[cfg(feature = "testing")]
 pub mod testing; // crash simulator/checker and fuzzing entry points (feature "testing")

@@ -136,6 +136,28 @@ pub enum AtimeMode {
     Strictatime,
 }
 
+impl AtimeMode {
+    /// The mount option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtimeMode::Relatime => "relatime",
+            AtimeMode::Noatime => "noatime",
+            AtimeMode::Strictatime => "strictatime",
+        }
+    }
+}
+
+impl DaxMode {
+    /// The value of the `dax=` mount option.
+    pub fn name(self) -> &'static str {
+        match self {
+            DaxMode::Inode => "inode",
+            DaxMode::Always => "always",
+            DaxMode::Never => "never",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DaxMode {
     /// Per-file FS_XFLAG_DAX decides (the default, as XFS).
@@ -151,6 +173,8 @@ pub struct FsOptions {
     pub read_only: bool,
     pub atime: AtimeMode,
     pub dax: DaxMode,
+    /// Punch freed extents out of a sparse image file (`-o discard`).
+    pub discard: bool,
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
@@ -255,10 +279,10 @@ impl Fs {
     pub fn mount(dev: Arc<Device>, opts: &FsOptions) -> Result<Arc<Fs>> {
         let mut b = new_block();
         if dev.len() < BS {
-            return Err(FsError::Corrupt(format!(
-                "{}: too small to hold a daxfs superblock",
-                dev.source()
-            )));
+            // The caller names the device.
+            return Err(FsError::Corrupt(
+                "too small to hold a daxfs superblock".into(),
+            ));
         }
         dev.read(0, &mut b[..]);
         let sb = Superblock::decode(&b[..], dev.blocks())?;
@@ -275,6 +299,15 @@ impl Fs {
             ));
         }
         let mp = Mp::new(dev, sb, read_only, &crate::space::SPACE);
+        if opts.discard && !read_only {
+            if !mp.dev.can_discard() {
+                return Err(FsError::Invalid(format!(
+                    "{}: -o discard needs an image file (not memfd or device-DAX)",
+                    mp.dev.source()
+                )));
+            }
+            mp.discard.store(true, Ordering::Release);
+        }
         if read_only {
             let dev = &mp.dev;
             let log_off = mp.sb.log_start * BS;
@@ -292,7 +325,10 @@ impl Fs {
                     r.lsn
                 )));
             }
-        } else if let Some(lsn) = trans::recover(&mp)? {
+        } else if let Some(lsn) = {
+            crate::space::alloc::make_fixed_real(&mp)?;
+            trans::recover(&mp)?
+        } {
             log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
         }
         let fs = Arc::new(Fs {
@@ -546,13 +582,14 @@ impl Fs {
         let cached = self.icache.lock().unwrap().len();
         format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
-             fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
+             fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
-             read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
+             read_only {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
             mp.dev.stats.flushed_bytes.load(Ordering::Relaxed),
+            mp.dev.stats.discarded_bytes.load(Ordering::Relaxed),
             mp.free_blocks.load(Ordering::Relaxed),
             mp.reserved.load(Ordering::Relaxed),
             mp.inodes_count.load(Ordering::Relaxed),
@@ -561,6 +598,8 @@ impl Fs {
             mp.ag_waits_out_of_order.load(Ordering::Relaxed),
             mp.is_read_only(),
             mp.is_shutdown(),
+            self.opts.atime.name(),
+            self.opts.dax.name(),
             mp.dev.errtags.describe(),
         ) + &self.dax.stats_text()
     }
@@ -572,6 +611,16 @@ impl Fs {
             self.flush_times(&i)?;
         }
         trans::checkpoint(&self.mp)
+    }
+
+    /// Read-only now (mounted so, or remounted)?
+    pub fn is_read_only(&self) -> bool {
+        self.mp.is_read_only()
+    }
+
+    /// Shut down (after a failure that left the in-core state unsure)?
+    pub fn is_shutdown(&self) -> bool {
+        self.mp.is_shutdown()
     }
 
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
@@ -587,6 +636,15 @@ impl Fs {
     }
 
     /// Commit everything and mark the image clean. Called once, at unmount.
+    /// FITRIM / `daxfs trim`: give the free space in bytes [start, start + len), in free
+    /// extents of at least `minlen` bytes, back to the image file's filesystem. Returns
+    /// the bytes given back.
+    pub fn trim(&self, start: u64, len: u64, minlen: u64) -> Result<u64> {
+        let end = start.saturating_add(len) / BS;
+        let blocks = crate::space::alloc::trim(&self.mp, start / BS, end, minlen.div_ceil(BS))?;
+        Ok(blocks * BS)
+    }
+
     pub fn unmount(&self) -> Result<()> {
         if self.mp.is_read_only() || self.mp.is_shutdown() {
             return Ok(());

@@ -50,6 +50,8 @@ pub struct Mp {
     /// AG lock out of order (the bounded wait in `Trans::lock_ag`): `daxfs stat`.
     pub pending_frees: AtomicU64,
     pub ag_waits_out_of_order: AtomicU64,
+    /// `-o discard`: extents a commit frees are punched out of the image file (trans.rs).
+    pub discard: AtomicBool,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -87,6 +89,7 @@ impl Mp {
             ag_rotor: AtomicU64::new(0),
             pending_frees: AtomicU64::new(0),
             ag_waits_out_of_order: AtomicU64::new(0),
+            discard: AtomicBool::new(false),
         }
     }
 
