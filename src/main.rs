@@ -574,11 +574,10 @@ fn cmd_layout(file: &std::path::Path, range: Option<&str>, write: bool, hold: f6
         if m.is_direct() {
             let _p = m.pin()?;
             println!(
-                "lease {} {}:{} {}; file size {}",
+                "lease {} {}:{} mapped; file size {}",
                 if write { "write" } else { "read" },
                 m.offset(),
                 m.len(),
-                "mapped",
                 f.size()
             );
         }

@@ -89,13 +89,13 @@ impl LeaseTable {
     pub fn insert(
         &self,
         client: ClientId,
+        who: super::ClientInfo,
         ino: u64,
         off: u64,
         len: u64,
         write: bool,
-        pid: u32,
-        uid: u32,
     ) -> Result<LeaseId, LeaseError> {
+        let super::ClientInfo { pid, uid } = who;
         let mut t = self.inner.lock().unwrap();
         let n = t.per_client.get(&client).copied().unwrap_or(0);
         if n >= LEASES_PER_CLIENT_MAX || t.by_id.len() >= LEASES_MAX {
@@ -222,12 +222,16 @@ impl LeaseTable {
 mod tests {
     use super::*;
 
+    fn who(pid: u32, uid: u32) -> super::super::ClientInfo {
+        super::super::ClientInfo { pid, uid }
+    }
+
     #[test]
     fn insert_remove_and_indexes() {
         let t = LeaseTable::default();
-        let a = t.insert(1, 100, 0, 8192, true, 10, 0).unwrap();
-        let b = t.insert(1, 100, 8192, 4096, false, 10, 0).unwrap();
-        let c = t.insert(2, 200, 0, 4096, false, 11, 0).unwrap();
+        let a = t.insert(1, who(10, 0), 100, 0, 8192, true).unwrap();
+        let b = t.insert(1, who(10, 0), 100, 8192, 4096, false).unwrap();
+        let c = t.insert(2, who(11, 0), 200, 0, 4096, false).unwrap();
         assert!(a < b && b < c);
         assert_eq!(t.overlapping(100, 4096, 8192).len(), 2);
         assert_eq!(t.overlapping(100, 12288, 4096).len(), 0);
@@ -252,20 +256,23 @@ mod tests {
     fn per_client_bound() {
         let t = LeaseTable::default();
         for i in 0..LEASES_PER_CLIENT_MAX as u64 {
-            t.insert(7, 1, i * 4096, 4096, false, 1, 0).unwrap();
+            t.insert(7, who(1, 0), 1, i * 4096, 4096, false).unwrap();
         }
-        assert_eq!(t.insert(7, 1, 0, 4096, false, 1, 0), Err(LeaseError::Full));
+        assert_eq!(
+            t.insert(7, who(1, 0), 1, 0, 4096, false),
+            Err(LeaseError::Full)
+        );
         // Another client is not affected.
-        assert!(t.insert(8, 1, 0, 4096, false, 1, 0).is_ok());
+        assert!(t.insert(8, who(1, 0), 1, 0, 4096, false).is_ok());
         assert_eq!(t.remove_client(7).len(), LEASES_PER_CLIENT_MAX);
-        assert!(t.insert(7, 1, 0, 4096, false, 1, 0).is_ok());
+        assert!(t.insert(7, who(1, 0), 1, 0, 4096, false).is_ok());
     }
 
     #[test]
     fn list_pages() {
         let t = LeaseTable::default();
         let ids: Vec<_> = (0..5)
-            .map(|i| t.insert(1, i, 0, 4096, false, 1, 0).unwrap())
+            .map(|i| t.insert(1, who(1, 0), i, 0, 4096, false).unwrap())
             .collect();
         let (p, more) = t.list(0, 2);
         assert!(more);

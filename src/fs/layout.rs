@@ -131,7 +131,7 @@ impl Fs {
         let lease = self
             .dax
             .table
-            .insert(client, inode.ino, aoff, granted, write, info.pid, info.uid)
+            .insert(client, info, inode.ino, aoff, granted, write)
             .map_err(|e| match e {
                 LeaseError::Full => lerr(
                     libc::ENOSPC,
