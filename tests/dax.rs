@@ -41,9 +41,10 @@ fn daxfs(args: &[&str]) -> std::process::Output {
 /// A temporary directory others may traverse (an unprivileged client must reach the
 /// mount), holding a root-only image and the mount point.
 struct Setup {
-    _t: tempfile::TempDir,
-    img: PathBuf,
+    // Dropped in this order: unmount before the temporary directory goes.
     mnt: Mounted,
+    img: PathBuf,
+    _t: tempfile::TempDir,
 }
 
 struct Mounted {
