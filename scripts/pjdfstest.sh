@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 "$DAXFS" install-helper >/dev/null
-"$DAXFS" mkfs "$tmp/img" --size 1G >/dev/null
+"$DAXFS" mkfs "$tmp/img" --size 1G --sparse >/dev/null
 "$DAXFS" mount "$tmp/img" "$tmp/mnt"
 chmod 755 "$tmp/mnt"
 

@@ -35,7 +35,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-"$DAXFS" mkfs "$tmp/img" --size "$size" >/dev/null
+"$DAXFS" mkfs "$tmp/img" --size "$size" --sparse >/dev/null
 "$DAXFS" mount "$tmp/img" "$mnt"
 free0=$(stat -f -c '%f' "$mnt")
 mkdir "$mnt/dbench" "$mnt/ng"

@@ -43,6 +43,7 @@ else
     echo "cargo-nextest not found; using cargo test"
     run_part "cargo tests" cargo test --release --no-fail-fast
 fi
+run_part "layers (no import cycle)" scripts/layers.sh
 if [ $quick = 0 ]; then
     run_part "xfst" scripts/xfst/run
     run_part "pjdfstest" scripts/pjdfstest.sh

@@ -108,10 +108,10 @@ impl BlockIo for CheckIo<'_> {
 
 fn read_sb(dev: &Device) -> Result<Superblock> {
     if dev.len() < BLOCK_SIZE as u64 {
-        return Err(FsError::Corrupt(format!(
-            "{}: too small to hold a daxfs superblock",
-            dev.source()
-        )));
+        // The caller names the device.
+        return Err(FsError::Corrupt(
+            "too small to hold a daxfs superblock".into(),
+        ));
     }
     let mut b = new_block();
     dev.read(0, &mut b[..]);

@@ -25,6 +25,10 @@ const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 const FS_XFLAG_DAX: u32 = 0x8000;
 const FSXATTR_SIZE: usize = 28;
+/// FITRIM (linux/fs.h: _IOWR('X', 121, struct fstrim_range)): fstrim(8) and `daxfs trim`.
+pub const FITRIM: u32 = 0xc018_5879;
+/// struct fstrim_range { u64 start; u64 len; u64 minlen; }
+const FSTRIM_RANGE_SIZE: usize = 24;
 
 pub struct DaxFuse {
     fs: Arc<Fs>,
@@ -589,7 +593,7 @@ impl fuser::Filesystem for DaxFuse {
 
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
@@ -621,6 +625,29 @@ impl fuser::Filesystem for DaxFuse {
                 let flags = u32::from_le_bytes(in_data[..4].try_into().unwrap());
                 match self.fs.set_dax_flag(ino, flags & FS_XFLAG_DAX != 0) {
                     Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            FITRIM => {
+                if in_data.len() < FSTRIM_RANGE_SIZE || (out_size as usize) < FSTRIM_RANGE_SIZE {
+                    return reply.error(Errno::EINVAL);
+                }
+                // As for any filesystem, only the administrator may trim.
+                if req.uid() != 0 {
+                    return reply.error(Errno::EPERM);
+                }
+                let word =
+                    |i: usize| u64::from_le_bytes(in_data[8 * i..8 * i + 8].try_into().unwrap());
+                let (start, len, minlen) = (word(0), word(1), word(2));
+                match self.fs.trim(start, len, minlen) {
+                    Ok(trimmed) => {
+                        // The kernel's convention: range.len comes back as the bytes trimmed.
+                        let mut out = [0u8; FSTRIM_RANGE_SIZE];
+                        out[..8].copy_from_slice(&start.to_le_bytes());
+                        out[8..16].copy_from_slice(&trimmed.to_le_bytes());
+                        out[16..].copy_from_slice(&minlen.to_le_bytes());
+                        reply.ioctl(0, &out)
+                    }
                     Err(e) => reply.error(errno(&e)),
                 }
             }

@@ -12,13 +12,15 @@ pub mod btree; // the one generic B+tree
 pub mod log; // the mount context, transactions, commit, log recovery
 pub mod space; // free space and inode allocation per AG
 pub mod inode; // in-core inodes, their locks and lock order, extent map and data fork
-pub mod dax; // the fault path: file ranges to device blocks; layout leases next
+pub mod dax; // the fault path: file ranges to device blocks; the layout lease table
 pub mod dir; // directories: short form, data blocks, hash index
 pub mod xattr; // extended attributes
 pub mod fs; // the POSIX operations over the core, one file per family
 pub mod mkfs; // tool: make a filesystem
 pub mod check; // tool: verify a filesystem
 pub mod fuse; // the thin FUSE adapter
+pub mod daxserver; // the direct-access control socket (clients' layouts), beside fuse
+pub mod daemonlog; // where the background daemon logs: syslog, else a file
 pub mod mount; // mount options, daemon, mount helper
 #[cfg(feature = "testing")]
 pub mod testing; // crash simulator/checker and fuzzing entry points (feature "testing")

@@ -32,13 +32,17 @@ Options (-o, comma separated):
                               Past it the daemon reclaims unreferenced inodes; what the
                               kernel still holds stays, and `daxfs stat` says so
   fsname=NAME                 mount source shown by findmnt/df (default SOURCE)
-  subtype=NAME                type shown as fuse.NAME (default daxfs)
+  subtype=NAME                type shown as fuse.NAME (default daxfs; empty: plain fuse)
   allow_other | allow_root    who may use the mount (root mounts: allow_other)
   default_permissions         permission checks by the kernel (always on)
   suid|nosuid, dev|nodev, exec|noexec, sync, dirsync
                               as for any filesystem (root mounts default to suid,dev)
-  remount                     with ro/rw etc.: change a live mount (handed to the kernel)
-Generic options mount(8) passes along (defaults, auto, noauto, user, nofail, _netdev,
+  discard | nodiscard         punch blocks freed by each commit out of the image file
+                              (sparse images; default nodiscard; see also `daxfs trim`)
+  remount                     with ro/rw etc.: change a live mount (handed to the kernel);
+                              dax=, the atime policy, fsname, subtype are refused by name
+  nofail                      a missing image is not an error (exit 0), as in fstab(5)
+Generic options mount(8) passes along (defaults, auto, noauto, user, _netdev,
 x-*, context=...) are accepted and ignored; anything else is refused by name.";
 
 #[derive(Subcommand)]
@@ -46,7 +50,8 @@ enum Cmd {
     /// Create (or resize) IMAGE and format it.
     Mkfs {
         image: PathBuf,
-        /// Size like 64M, 8G (at least 16M).
+        /// Size: bytes, or with K/M/G/T or KiB/MiB/GiB/TiB, decimals allowed (1.5G, 8GiB;
+        /// at least 16M).
         #[arg(long, short)]
         size: String,
         /// Filesystem label (up to 32 bytes).
@@ -58,35 +63,106 @@ enum Cmd {
         /// Number of allocation groups (default: 4, or one per GiB above 4 GiB).
         #[arg(long)]
         agcount: Option<u32>,
+        /// Leave the image file sparse: its blocks are allocated as they are used
+        /// (default: all at once, and a size that does not fit is refused).
+        #[arg(long)]
+        sparse: bool,
     },
     /// Mount SOURCE (image file, /dev/daxX.Y, or memfd:SIZE) on MOUNTPOINT.
     #[command(after_help = MOUNT_HELP)]
     Mount {
         source: String,
         mountpoint: String,
-        /// Mount options (see below).
-        #[arg(short, long)]
+        /// Mount options, comma separated (see below).
+        #[arg(short = 'o', value_name = "OPTIONS")]
         o: Vec<String>,
-        /// Stay in the foreground and log to stderr.
+        /// Stay in the foreground and log to stderr. (In the background the daemon logs
+        /// to syslog, or to /var/log/daxfs.log or ~/.local/state/daxfs.log without one;
+        /// DAXFS_LOG_FILE overrides, RUST_LOG sets the level, default info.)
         #[arg(short, long)]
         foreground: bool,
     },
     /// Verify every structure of IMAGE without changing it. Exit 0 clean, 1 damaged,
     /// 2 unreadable.
     Check { image: String },
-    /// Show geometry, usage, features and log state of IMAGE.
-    Info { image: String },
+    /// Show geometry, usage, features and log state of IMAGE, or of the daxfs mounted on
+    /// a MOUNTPOINT (as xfs_info; the usage then comes live from the daemon).
+    Info {
+        #[arg(value_name = "IMAGE|MOUNTPOINT")]
+        image: String,
+    },
     /// Show the counts and live counters (commits, checkpoints, fences, cache) of a mount.
     Stat { mountpoint: String },
+    /// Give the free space of a mounted sparse image back to the filesystem that holds the
+    /// image file (as fstrim; `fstrim MOUNTPOINT` works too). Root only.
+    Trim {
+        mountpoint: String,
+        /// Only free extents of at least this size (like 64K, 1M; default: all).
+        #[arg(long, short, default_value = "0")]
+        minimum: String,
+    },
     /// Install /sbin/mount.fuse.daxfs so that `mount -t fuse.daxfs` works.
     InstallHelper,
+    /// Take a layout lease on FILE through the direct-access client library, print what
+    /// was granted, and hold it (for scripts and tests).
+    Layout {
+        file: PathBuf,
+        /// Byte range OFF:LEN (default: the first 4096 bytes).
+        #[arg(long)]
+        range: Option<String>,
+        /// A write lease (allocates holes, also past EOF).
+        #[arg(long)]
+        write: bool,
+        /// Hold the lease this many seconds before returning it.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
+    },
+    /// List the layout leases of a mount: inode, range, mode, client pid, state.
+    Leases { mountpoint: String },
 }
 
+/// FITRIM on the mount's root directory, which the daemon answers (fuse.rs).
+fn trim(mountpoint: &str, minlen: u64) -> Result<u64, String> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(mountpoint).map_err(|e| e.to_string())?;
+    let mut range = [0u64, u64::MAX, minlen];
+    // SAFETY: FITRIM reads and writes a struct fstrim_range (three u64), which `range` is.
+    let r = unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            daxfs::fuse::FITRIM as _,
+            range.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOTTY) => "not a daxfs mount (it does not answer FITRIM)".to_string(),
+            Some(libc::EOPNOTSUPP) => {
+                "the mount is not on an image file (memfd and device-DAX cannot trim)".into()
+            }
+            _ => format!("trim failed: {e}"),
+        });
+    }
+    Ok(range[1])
+}
+
+/// Foreground: to stderr. Background: syslog or a log file (src/daemonlog.rs), chosen
+/// and opened here, before the fork, so that a failure is seen.
 fn init_log(foreground: bool) {
-    let default = if foreground { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
+    if foreground {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .init();
+        return;
+    }
+    use daxfs::daemonlog::{DaemonLogger, Sink, level_from_env};
+    match Sink::for_daemon() {
+        Ok(sink) => {
+            let _ = DaemonLogger::new(sink, level_from_env()).install();
+        }
+        Err(e) => eprintln!("daxfs: warning: {e}; the daemon's log is lost"),
+    }
 }
 
 fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -> ExitCode {
@@ -98,13 +174,18 @@ fn do_mount(source: &str, mountpoint: &str, opts: &[String], foreground: bool) -
         }
     };
     if parsed.remount {
-        return match mount::remount(mountpoint, &parsed) {
+        return match mount::remount(mountpoint, &parsed, &opts.join(",")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("daxfs: {e}");
                 ExitCode::from(1)
             }
         };
+    }
+    // fstab(5) nofail: a device that does not exist is not an error (`mount -a` goes on).
+    if parsed.nofail && !source.starts_with("memfd:") && !std::path::Path::new(source).exists() {
+        eprintln!("daxfs: {source} does not exist; {mountpoint} not mounted (nofail)");
+        return ExitCode::SUCCESS;
     }
     init_log(foreground);
     if foreground {
@@ -156,6 +237,100 @@ fn helper_mode(args: &[String]) -> ExitCode {
     do_mount(&pos[0], &pos[1], &opts, foreground)
 }
 
+/// A mount source as mount(8) passes it: memfd:SIZE, or a path (with a slash, or a file
+/// that exists here).
+fn looks_like_source(a: &str) -> bool {
+    !a.starts_with('-')
+        && (a.starts_with("memfd:") || a.contains('/') || std::path::Path::new(a).exists())
+}
+
+use mount::{live_stats, stat_value};
+
+/// `daxfs info MOUNTPOINT` (as `xfs_info`), and `daxfs info IMAGE` of a mounted image: the
+/// geometry from the image, the usage from the daemon.
+fn info_mounted(mountpoint: &str) -> ExitCode {
+    let stats = match live_stats(mountpoint) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daxfs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(image) = stat_value(&stats, "source") else {
+        eprintln!("daxfs: {mountpoint}: the daemon does not say which image it serves");
+        return ExitCode::from(2);
+    };
+    let num = |k: &str| stat_value(&stats, k).and_then(|v| v.parse::<u64>().ok());
+    let ro = stat_value(&stats, "read_only") == Some("true");
+    let geometry = if image.starts_with("memfd:") {
+        Ok(format!("source:        {image}"))
+    } else {
+        Device::open_live(image)
+            .map_err(|e| e.to_string())
+            .and_then(|d| daxfs::check::info(&d).map_err(|e| e.to_string()))
+    };
+    let text = match geometry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("daxfs: {image}: geometry not readable while mounted: {e}");
+            format!("source:        {image}")
+        }
+    };
+    let total = text.lines().find_map(|l| {
+        l.strip_prefix("blocks:")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    let mib = |b: u64| (b * daxfs::format::BLOCK_SIZE as u64) >> 20;
+    for line in text.lines() {
+        let key = line.split(':').next().unwrap_or("");
+        match key {
+            // The media lags the daemon: these come from the daemon.
+            "state" => println!(
+                "state:         mounted {} on {mountpoint} (usage below is live)",
+                if ro { "read-only" } else { "read-write" }
+            ),
+            "free blocks" => {
+                if let Some(f) = num("free_blocks") {
+                    println!("free blocks:   {f} ({} MiB)", mib(f));
+                }
+            }
+            "used blocks" => {
+                if let (Some(t), Some(f)) = (total, num("free_blocks")) {
+                    let u = t.saturating_sub(f);
+                    println!("used blocks:   {u} ({} MiB)", mib(u));
+                }
+            }
+            "inodes" => {
+                if let (Some(a), Some(f)) = (num("inodes_allocated"), num("inodes_free")) {
+                    println!(
+                        "inodes:        {a} allocated in chunks, {} in use",
+                        a.saturating_sub(f)
+                    );
+                }
+            }
+            "log" => println!(
+                "{}",
+                line.split("; record")
+                    .next()
+                    .unwrap_or(line)
+                    .trim_end_matches("; nothing to replay")
+            ),
+            _ => println!("{line}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The mount point of a daxfs mount named by `arg` (a directory that is a FUSE mount).
+fn as_mountpoint(arg: &str) -> Option<String> {
+    let p = std::fs::canonicalize(arg).ok()?;
+    if !p.is_dir() {
+        return None;
+    }
+    daxfs::pmem::imagelock::fuse_mount_at(&p).map(|m| m.mountpoint.to_string_lossy().into_owned())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args
@@ -168,18 +343,34 @@ fn main() -> ExitCode {
         "check",
         "info",
         "stat",
+        "trim",
         "install-helper",
+        "layout",
+        "leases",
         "help",
         "--help",
         "-h",
         "--version",
         "-V",
     ];
-    if argv0.starts_with("mount.") || (args.len() >= 3 && !subcommands.contains(&args[1].as_str()))
+    // The mount.fuse3 convention, `daxfs SOURCE DIR -o ...`: taken for a mount only when
+    // the first word names a source (a path or memfd:SIZE) or mount options follow, so
+    // that a mistyped subcommand (`daxfs chekc IMG`) is an error with a suggestion, not a
+    // mount attempt.
+    if argv0.starts_with("mount.")
+        || (args.len() >= 3
+            && !subcommands.contains(&args[1].as_str())
+            && (looks_like_source(&args[1]) || args[2..].iter().any(|a| a.starts_with("-o"))))
     {
         return helper_mode(&args[1..]);
     }
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Mount { .. }) {
+        // A report piped into `head` ends quietly, as other tools do, instead of panicking
+        // on EPIPE. (Not for the daemon, whose output goes elsewhere.)
+        // SAFETY: setting a signal disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Mkfs {
             image,
@@ -187,9 +378,10 @@ fn main() -> ExitCode {
             label,
             force,
             agcount,
+            sparse,
         } => {
             let Some(bytes) = parse_size(&size) else {
-                eprintln!("daxfs: cannot parse size {size:?} (try 64M, 8G)");
+                eprintln!("daxfs: cannot parse size {size:?} (try 64M, 1.5G, 8GiB)");
                 return ExitCode::from(1);
             };
             match daxfs::mkfs::mkfs_image(
@@ -199,6 +391,7 @@ fn main() -> ExitCode {
                     label,
                     force,
                     ag_count: agcount,
+                    sparse,
                 },
             ) {
                 Ok(summary) => {
@@ -218,6 +411,13 @@ fn main() -> ExitCode {
             foreground,
         } => do_mount(&source, &mountpoint, &o, foreground),
         Cmd::Check { image } => {
+            if let Some(m) = as_mountpoint(&image) {
+                eprintln!(
+                    "daxfs: {m} is a mount point; check takes the image, unmounted \
+                     (`daxfs info {m}` names it)"
+                );
+                return ExitCode::from(2);
+            }
             let dev = match Device::open(&image, true) {
                 Ok(d) => d,
                 Err(e) => {
@@ -244,10 +444,25 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Info { image } => {
-            let r = Device::open(&image, true)
-                .map_err(|e| e.to_string())
-                .and_then(|d| daxfs::check::info(&d).map_err(|e| e.to_string()));
-            match r {
+            if let Some(m) = as_mountpoint(&image) {
+                return info_mounted(&m);
+            }
+            let dev = match Device::open(&image, true) {
+                Ok(d) => d,
+                Err(daxfs::pmem::device::DeviceError::Busy {
+                    busy:
+                        daxfs::pmem::imagelock::Busy::Mounted {
+                            mountpoint: Some(m),
+                            ..
+                        },
+                    ..
+                }) => return info_mounted(&m.to_string_lossy()),
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match daxfs::check::info(&dev) {
                 Ok(s) => {
                     println!("{s}");
                     ExitCode::SUCCESS
@@ -275,31 +490,45 @@ fn main() -> ExitCode {
                 s.blocks_available()
             );
             println!("  inodes: {} total, {} free", s.files(), s.files_free());
-            // The daemon's live counters, through the root's virtual attribute.
-            let name = std::ffi::CString::new(daxfs::fs::STATS_XATTR).unwrap();
-            let path = std::ffi::CString::new(mountpoint.as_str()).unwrap_or_default();
-            let mut buf = vec![0u8; 4096];
-            // SAFETY: valid C strings and a buffer of the given length.
-            let n = unsafe {
-                libc::getxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr() as *mut _,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                eprintln!(
-                    "daxfs: {mountpoint}: no live counters ({}): not a daxfs mount?",
-                    std::io::Error::last_os_error()
-                );
-                return ExitCode::from(1);
+            match live_stats(&mountpoint) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        println!("  {line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {e}");
+                    ExitCode::from(1)
+                }
             }
-            for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
-                println!("  {line}");
-            }
-            ExitCode::SUCCESS
         }
+        Cmd::Trim {
+            mountpoint,
+            minimum,
+        } => {
+            let Some(minlen) = parse_size(&minimum) else {
+                eprintln!("daxfs: cannot parse size {minimum:?} (try 64K, 1M)");
+                return ExitCode::from(1);
+            };
+            match trim(&mountpoint, minlen) {
+                Ok(bytes) => {
+                    println!("{mountpoint}: {} MiB ({bytes} bytes) trimmed", bytes >> 20);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("daxfs: {mountpoint}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Layout {
+            file,
+            range,
+            write,
+            hold,
+        } => cmd_layout(&file, range.as_deref(), write, hold),
+        Cmd::Leases { mountpoint } => cmd_leases(&mountpoint),
         Cmd::InstallHelper => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
@@ -320,6 +549,86 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn parse_range(r: Option<&str>) -> Option<(u64, u64)> {
+    let Some(r) = r else { return Some((0, 4096)) };
+    let (o, l) = r.split_once(':')?;
+    Some((parse_size(o)?, parse_size(l)?))
+}
+
+fn cmd_layout(file: &std::path::Path, range: Option<&str>, write: bool, hold: f64) -> ExitCode {
+    use daxfs_client::{Client, Mode};
+    let Some((off, len)) = parse_range(range) else {
+        eprintln!("daxfs: --range wants OFF:LEN, like 0:2M");
+        return ExitCode::from(1);
+    };
+    let r = (|| -> daxfs_client::Result<()> {
+        let client = Client::connect(file)?;
+        let f = client.open(file, write)?;
+        match f.mode() {
+            Mode::Direct => println!(
+                "mode direct; persistence {:?}",
+                client.persistence().expect("direct has a device")
+            ),
+            Mode::Fallback { reason } => println!("mode fallback: {reason}"),
+        }
+        let m = f.map(off, len, write)?;
+        if m.is_direct() {
+            let _p = m.pin()?;
+            println!(
+                "lease {} {}:{} mapped; file size {}",
+                if write { "write" } else { "read" },
+                m.offset(),
+                m.len(),
+                f.size()
+            );
+        }
+        // SAFETY: getpid cannot fail.
+        println!("pid {}; holding {hold} s", unsafe { libc::getpid() });
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(std::time::Duration::from_secs_f64(hold.max(0.0)));
+        drop(m);
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daxfs: {}: {e}", file.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn cmd_leases(mountpoint: &str) -> ExitCode {
+    let r = daxfs_client::Client::connect(mountpoint).and_then(|c| c.list_leases());
+    match r {
+        Ok(list) => {
+            println!(
+                "{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}",
+                "lease", "inode", "offset", "length", "mode", "pid", "state", "quarantined"
+            );
+            for l in list {
+                println!(
+                    "{:>8} {:>10} {:>14} {:>12} {:>5} {:>8} {:>8} {:>11}",
+                    l.lease,
+                    l.ino,
+                    l.off,
+                    l.len,
+                    if l.write { "write" } else { "read" },
+                    l.pid,
+                    l.state.name(),
+                    l.quarantined_blocks
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("daxfs: {mountpoint}: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct MkfsOptions {
     pub force: bool,
     /// Number of AGs (default: 4 up to 4 GiB, then one per GiB, as XFS does).
     pub ag_count: Option<u32>,
+    /// Leave an image file sparse: its blocks are allocated as the filesystem uses them
+    /// (device.rs), instead of all at mkfs.
+    pub sparse: bool,
 }
 
 /// Default AG size: 1 GiB.
@@ -96,6 +99,104 @@ pub fn holds_daxfs(dev: &Device) -> bool {
     get_u32(&b, 0) == SB_MAGIC
 }
 
+/// What a target holds, when it is something mkfs must not overwrite without --force
+/// (as mkfs.xfs refuses "an existing filesystem"): the name of a filesystem, swap area,
+/// encrypted volume or partition table found by its signature, like libblkid, from a
+/// table of well-known magic numbers. None: nothing known (zeros, random data, a fresh
+/// file), and mkfs proceeds, as mkfs.xfs does.
+pub fn foreign_signature(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    // Everything the table looks at lies in the first 68 KiB.
+    let mut head = vec![0u8; 69632];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read_at(&mut head[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    head.truncate(n);
+    signature_in(&head).map(str::to_string)
+}
+
+/// The signature table (offsets and magics as in libblkid's probers).
+fn signature_in(h: &[u8]) -> Option<&'static str> {
+    let at = |off: usize, magic: &[u8]| h.get(off..off + magic.len()) == Some(magic);
+    let le32 = |off: usize| {
+        h.get(off..off + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    if at(0, b"LUKS\xba\xbe") {
+        return Some("LUKS encrypted volume");
+    }
+    if at(0, b"XFSB") {
+        return Some("xfs filesystem");
+    }
+    if at(1080, &[0x53, 0xef]) {
+        // ext2/3/4 superblock at 1024: which one, by its feature flags.
+        let (compat, incompat) = (le32(1024 + 0x5c)?, le32(1024 + 0x60)?);
+        const EXT4_INCOMPAT: u32 = 0x40 | 0x80 | 0x200 | 0x8000; // extents, 64bit, flex_bg, inline data
+        return Some(if incompat & EXT4_INCOMPAT != 0 {
+            "ext4 filesystem"
+        } else if compat & 0x4 != 0 {
+            "ext3 filesystem"
+        } else {
+            "ext2 filesystem"
+        });
+    }
+    if at(65600, b"_BHRfS_M") {
+        return Some("btrfs filesystem");
+    }
+    if at(0, b"hsqs") || at(0, b"sqsh") {
+        return Some("squashfs filesystem");
+    }
+    if at(32769, b"CD001") {
+        return Some("iso9660 filesystem");
+    }
+    if le32(1024) == Some(0xf2f5_2010) {
+        return Some("f2fs filesystem");
+    }
+    if at(65536 + 52, b"ReIsEr") {
+        return Some("reiserfs filesystem");
+    }
+    if at(32768, b"JFS1") {
+        return Some("jfs filesystem");
+    }
+    if at(512, b"LABELONE") && at(536, b"LVM2 001") {
+        return Some("LVM2 physical volume");
+    }
+    if le32(4096) == Some(0xa92b_4efc) || le32(0) == Some(0xa92b_4efc) {
+        return Some("Linux RAID (md) member");
+    }
+    for page in [4096usize, 8192, 16384, 65536] {
+        if at(page - 10, b"SWAPSPACE2") || at(page - 10, b"SWAP-SPACE") {
+            return Some("swap area");
+        }
+    }
+    if at(510, &[0x55, 0xaa]) {
+        // A boot sector: FAT, NTFS and exFAT carry one too, so they are asked first.
+        if at(3, b"NTFS    ") {
+            return Some("ntfs filesystem");
+        }
+        if at(3, b"EXFAT   ") {
+            return Some("exfat filesystem");
+        }
+        if at(54, b"FAT12   ") || at(54, b"FAT16   ") || at(82, b"FAT32   ") {
+            return Some("vfat filesystem");
+        }
+        if at(512, b"EFI PART") {
+            return Some("gpt partition table");
+        }
+        // An MBR's four entries each start with a boot flag of 0x00 or 0x80 (random data
+        // with 0x55AA at 510 rarely has that too).
+        if (0..4).all(|i| matches!(h[446 + 16 * i], 0x00 | 0x80)) {
+            return Some("dos partition table");
+        }
+    }
+    None
+}
+
 /// Format `dev`. Refuses a device too small for the format, and an existing daxfs image
 /// unless `opts.force`. Returns a one-paragraph summary of the geometry.
 pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
@@ -164,6 +265,10 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         clean: 0,
         label,
     };
+    // A sparse image: what is written below must be real first (device.rs).
+    let mp0 = Mp::new(dev.clone(), sb.clone(), false, &crate::space::SPACE);
+    crate::space::alloc::make_fixed_real(&mp0)?;
+    drop(mp0);
     // The superblock goes last: a crash during mkfs leaves no valid daxfs image.
     dev.zero(0, BLOCK_SIZE as u64);
     for agno in 0..ag_count as u32 {
@@ -202,6 +307,88 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         log_blocks,
         uuid_string(&sb.uuid)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signature_in;
+
+    /// A 68 KiB head of zeros with `magic` at `off`.
+    fn with(parts: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut h = vec![0u8; 69632];
+        for (off, magic) in parts {
+            h[*off..off + magic.len()].copy_from_slice(magic);
+        }
+        h
+    }
+
+    #[test]
+    fn signatures() {
+        let cases: &[(&[(usize, &[u8])], &str)] = &[
+            (&[(0, b"LUKS\xba\xbe")], "LUKS encrypted volume"),
+            (&[(0, b"XFSB")], "xfs filesystem"),
+            (&[(1080, &[0x53, 0xef])], "ext2 filesystem"),
+            (
+                &[(1080, &[0x53, 0xef]), (1024 + 0x5c, &[4])],
+                "ext3 filesystem",
+            ),
+            (
+                &[(1080, &[0x53, 0xef]), (1024 + 0x60, &[0x40])],
+                "ext4 filesystem",
+            ),
+            (&[(65600, b"_BHRfS_M")], "btrfs filesystem"),
+            (&[(0, b"hsqs")], "squashfs filesystem"),
+            (&[(32769, b"CD001")], "iso9660 filesystem"),
+            (&[(4086, b"SWAPSPACE2")], "swap area"),
+            (&[(65526, b"SWAP-SPACE")], "swap area"),
+            (
+                &[(510, &[0x55, 0xaa]), (82, b"FAT32   ")],
+                "vfat filesystem",
+            ),
+            (&[(510, &[0x55, 0xaa]), (3, b"NTFS    ")], "ntfs filesystem"),
+            (
+                &[(510, &[0x55, 0xaa]), (512, b"EFI PART")],
+                "gpt partition table",
+            ),
+            (
+                &[(510, &[0x55, 0xaa]), (446, &[0x80])],
+                "dos partition table",
+            ),
+            (
+                &[(512, b"LABELONE"), (536, b"LVM2 001")],
+                "LVM2 physical volume",
+            ),
+        ];
+        for (parts, name) in cases {
+            assert_eq!(signature_in(&with(parts)), Some(*name), "{parts:?}");
+        }
+        assert_eq!(signature_in(&with(&[])), None, "zeros");
+        assert_eq!(signature_in(&[]), None, "empty");
+        assert_eq!(signature_in(&[0u8; 1081]), None, "short");
+        // 0x55AA with boot flags that no MBR has: random data, not a partition table.
+        let mut junk = with(&[(510, &[0x55, 0xaa])]);
+        junk[446] = 0x17;
+        assert_eq!(signature_in(&junk), None);
+        // Random data (a fixed xorshift stream): nothing known.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let rnd: Vec<u8> = (0..69632)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(signature_in(&rnd), None);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(64 << 20), "64 MiB");
+        assert_eq!(super::human(1 << 40), "1 TiB");
+        assert_eq!(super::human(3 << 29), "1.5 GiB");
+        assert_eq!(super::human(100), "100 bytes");
+    }
 }
 
 pub fn uuid_string(u: &[u8; 16]) -> String {
@@ -338,8 +525,10 @@ fn make_root(mp: &Mp) -> Result<u64> {
     Ok(ino)
 }
 
-/// `daxfs mkfs IMAGE --size SIZE`: create or resize the file, then format it. Refuses (and
-/// changes nothing) when the file already holds a daxfs image and `opts.force` is false.
+/// `daxfs mkfs IMAGE --size SIZE`: create or resize the file, allocate its blocks (unless
+/// `opts.sparse`), then format it. Refuses (and changes nothing) when the file already
+/// holds a daxfs image and `opts.force` is false, and when the filesystem that holds the
+/// file has not the room for it. Returns the summary, after any warnings (one per line).
 pub fn mkfs_image(
     path: &Path,
     size: u64,
@@ -362,26 +551,120 @@ pub fn mkfs_image(
             "{shown} already holds a daxfs filesystem; use --force to overwrite it"
         ));
     }
+    if existed
+        && !opts.force
+        && let Some(what) = foreign_signature(path)
+    {
+        return Err(format!(
+            "{shown} appears to contain an existing {what}; use --force to overwrite it"
+        ));
+    }
     let meta = std::fs::metadata(path).ok();
+    let mut notes = String::new();
     if meta.as_ref().is_none_or(|m| m.is_file()) {
+        let room = room_for(path, meta.as_ref(), size, opts.sparse)?;
+        if let Some(w) = room {
+            notes.push_str(&w);
+            notes.push('\n');
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(|e| format!("{shown}: cannot create: {e}"))?;
+        let fail = |msg: String| {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            msg
+        };
         f.set_len(size)
-            .map_err(|e| format!("{shown}: cannot set size {size}: {e}"))?;
+            .map_err(|e| fail(format!("{shown}: cannot set size {size}: {e}")))?;
+        if opts.sparse {
+            // An old image's blocks are given back: the new filesystem allocates its own.
+            let _ = crate::pmem::device::punch_all(&f, size);
+        } else {
+            match crate::pmem::device::preallocate(&f, size) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => notes.push_str(&format!(
+                    "warning: {shown}: the filesystem that holds it cannot preallocate \
+                     (fallocate: {e}): the image stays sparse\n"
+                )),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "{shown}: cannot allocate {size} bytes for the image: {e}"
+                    )));
+                }
+            }
+        }
     }
     let dev = Device::open(&path.to_string_lossy(), false).map_err(|e| e.to_string())?;
     let o = MkfsOptions {
         force: true,
         ..opts.clone()
     };
-    mkfs(&dev, &o).map_err(|e| {
+    let summary = mkfs(&dev, &o).map_err(|e| {
         if !existed {
             let _ = std::fs::remove_file(path);
         }
         e.to_string()
-    })
+    })?;
+    Ok(notes + &summary)
+}
+
+/// Can the filesystem that holds (or will hold) image file `path` take `size` bytes of
+/// it? Preallocated: refused when its free space (plus what the file has allocated
+/// already) is short. Sparse: allowed, with a warning when the size exceeds that space.
+fn room_for(
+    path: &Path,
+    meta: Option<&std::fs::Metadata>,
+    size: u64,
+    sparse: bool,
+) -> std::result::Result<Option<String>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(p) if meta.is_none() && !p.as_os_str().is_empty() => p,
+        _ if meta.is_none() => Path::new("."),
+        _ => path,
+    };
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| format!("{}: cannot look at its filesystem: {e}", dir.display()))?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let have = meta.map_or(0, |m| (m.blocks() * 512).min(size));
+    let need = size - have;
+    if need <= avail {
+        return Ok(None);
+    }
+    if sparse {
+        return Ok(Some(format!(
+            "warning: {shown}: a sparse image of {} on a filesystem with {} free: writes \
+             fail with ENOSPC once that is used up",
+            human(size),
+            human(avail + have)
+        )));
+    }
+    Err(format!(
+        "{shown}: {} does not fit: the filesystem that holds it has {} free; choose a \
+         smaller --size, free space, or use --sparse to allocate the image as it is used",
+        human(size),
+        human(avail + have)
+    ))
+}
+
+/// A byte count for people: 64 MiB, 1.5 GiB, 78.2 GiB.
+fn human(b: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || v.fract() < 0.05 {
+        format!("{v:.0} {}", units[u])
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }

@@ -31,6 +31,10 @@ pub struct MountOpts {
     /// `mem=SIZE`: the memory budget of the in-core caches (None: the default, see
     /// `default_mem_budget`).
     pub mem: Option<u64>,
+    /// Punch freed extents out of a sparse image file.
+    pub discard: bool,
+    /// fstab(5) nofail: a missing image is not an error.
+    pub nofail: bool,
     /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
     pub kernel_remount: Vec<String>,
 }
@@ -43,7 +47,6 @@ const IGNORED: &[&str] = &[
     "user",
     "nouser",
     "users",
-    "nofail",
     "_netdev",
     "loop",
     "nodiratime",
@@ -126,6 +129,9 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
                     ));
                 }
             },
+            ("discard", None) => o.discard = true,
+            ("nodiscard", None) => o.discard = false,
+            ("nofail", None) => o.nofail = true,
             (k, _) if k.starts_with("x-") => {}
             (k, Some(_))
                 if [
@@ -175,6 +181,7 @@ impl MountOpts {
             atime: self.atime,
             dax: self.dax,
             mem_limit: self.mem,
+            discard: self.discard,
         }
     }
 
@@ -184,13 +191,15 @@ impl MountOpts {
     pub fn fuser_config(&self, source: &str, root: bool) -> Config {
         let mut m = vec![
             MountOption::FSName(self.fsname.clone().unwrap_or_else(|| source.to_string())),
-            // fuser's own mount(2) drops Subtype; the kernel takes it as a data option.
-            MountOption::CUSTOM(format!(
-                "subtype={}",
-                self.subtype.as_deref().unwrap_or("daxfs")
-            )),
             MountOption::DefaultPermissions,
         ];
+        // fuser's own mount(2) drops Subtype; the kernel takes it as a data option. An
+        // empty `subtype=` means none: the type shows as plain `fuse` (the kernel refuses
+        // an empty subtype with EINVAL).
+        match self.subtype.as_deref().unwrap_or("daxfs") {
+            "" => {}
+            t => m.push(MountOption::CUSTOM(format!("subtype={t}"))),
+        }
         m.push(if self.read_only {
             MountOption::RO
         } else {
@@ -246,20 +255,223 @@ impl MountOpts {
     }
 }
 
+/// The daemon's live counters of the daxfs mount at `mountpoint`, as "key value" lines
+/// (read through the root's virtual attribute `trusted.daxfs.stats`).
+pub fn live_stats(mountpoint: &str) -> Result<String, String> {
+    let name = std::ffi::CString::new(crate::fs::STATS_XATTR).unwrap();
+    let path =
+        std::ffi::CString::new(mountpoint).map_err(|_| format!("{mountpoint}: not a path"))?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(format!(
+            "{mountpoint}: no live counters ({}): not a daxfs mount?",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// The value of `key` in `live_stats` text.
+pub fn stat_value<'a>(stats: &'a str, key: &str) -> Option<&'a str> {
+    stats.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(str::trim)
+    })
+}
+
+/// What a remount may not change, checked against the live mount: the options mount(8)
+/// passes are the mount's current ones merged with the new ones, so an option is refused
+/// only when it differs from what the mount has. `entry` is the mount's line in the mount
+/// table, `stats` the daemon's counters, `writable` whether its daemon opened the image
+/// read-write.
+pub fn check_remount(
+    opts: &str,
+    entry: &crate::pmem::imagelock::MountEntry,
+    stats: &str,
+    writable: bool,
+) -> Result<(), String> {
+    let mp = entry.mountpoint.display();
+    let live = |what: &str, now: &str| {
+        format!(
+            "{what} cannot be changed on a live mount (it is {now} on {mp}); unmount and mount again with it"
+        )
+    };
+    let atime = stat_value(stats, "atime").unwrap_or("relatime");
+    // The per-mount flag mount(8) sees for each policy (the kernel shows strictatime as
+    // relatime on a FUSE mount).
+    let kernel_atime = if atime == "noatime" {
+        "noatime"
+    } else {
+        "relatime"
+    };
+    let super_has = |o: &str| entry.super_opts.split(',').any(|x| x == o);
+    for opt in opts.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (key, val) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, val) {
+            ("rw", None) if !writable => {
+                return Err(format!(
+                    "rw: {mp} was mounted with -o ro and its daemon opened the image \
+                     read-only; unmount it and mount it read-write"
+                ));
+            }
+            ("noatime" | "relatime" | "strictatime" | "atime", None) => {
+                let want = if key == "atime" { "relatime" } else { key };
+                if want != atime && want != kernel_atime {
+                    return Err(live(opt, atime));
+                }
+            }
+            ("dax", v) => {
+                let now = stat_value(stats, "dax").unwrap_or("inode");
+                if v.unwrap_or("always") != now {
+                    return Err(live(opt, &format!("dax={now}")));
+                }
+            }
+            ("fsname", Some(v)) if v != entry.source => {
+                return Err(live(opt, &format!("fsname={}", entry.source)));
+            }
+            ("subtype", Some(v)) => {
+                let now = entry.fstype.strip_prefix("fuse.").unwrap_or("");
+                if v != now {
+                    return Err(live(opt, &format!("subtype={now}")));
+                }
+            }
+            ("allow_other" | "default_permissions", None) if !super_has(key) => {
+                return Err(live(opt, "not set"));
+            }
+            ("allow_root", None) => return Err(live(opt, "not set")),
+            // ro/rw and the per-mount flags are the kernel's to change; FUSE's own
+            // options (user_id=, group_id=, ...) come back from the mount table as they are.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `mount -o remount,...`: the kernel flips the superblock flags (ro/rw, nosuid, ...) of
 /// the live mount; no second daemon starts. `mount -i` keeps mount(8) from calling this
-/// helper again.
-pub fn remount(mountpoint: &str, opts: &MountOpts) -> Result<(), String> {
+/// helper again. What the kernel cannot change for us (dax=, the atime policy, fsname,
+/// subtype, rw of an image opened read-only) is refused by name first. Returns once the
+/// daemon has seen a ro/rw change (its mount-table watcher, `watch_read_only`).
+pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), String> {
+    let canonical = std::fs::canonicalize(mountpoint).map_err(|e| format!("{mountpoint}: {e}"))?;
+    let entry = crate::pmem::imagelock::fuse_mount_at(&canonical)
+        .ok_or_else(|| format!("{mountpoint}: not a daxfs mount"))?;
+    let stats = live_stats(mountpoint)?;
+    let writable = stat_value(&stats, "source")
+        .and_then(|img| crate::pmem::imagelock::mount_of_image(Path::new(img)))
+        .is_none_or(|b| {
+            !matches!(
+                b,
+                crate::pmem::imagelock::Busy::Mounted {
+                    writable: false,
+                    ..
+                }
+            )
+        });
+    check_remount(raw, &entry, &stats, writable)?;
     let mut list = vec!["remount".to_string()];
     list.extend(opts.kernel_remount.iter().cloned());
     let st = std::process::Command::new("mount")
         .args(["-i", "-o", &list.join(","), mountpoint])
         .status()
         .map_err(|e| format!("cannot run mount(8): {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("remount of {mountpoint} failed ({st})"))
+    if !st.success() {
+        return Err(format!("remount of {mountpoint} failed ({st})"));
+    }
+    let want = opts
+        .kernel_remount
+        .iter()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" => Some("true"),
+            "rw" => Some("false"),
+            _ => None,
+        });
+    if let Some(want) = want {
+        let start = std::time::Instant::now();
+        loop {
+            let s = live_stats(mountpoint)?;
+            if stat_value(&s, "read_only") == Some(want) {
+                break;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                return Err(format!(
+                    "{mountpoint}: the kernel remounted it, but its daemon still says \
+                     read_only {}",
+                    stat_value(&s, "read_only").unwrap_or("?")
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon learns ro/rw changes of its mount from the mount table: the kernel does
+/// `mount -o remount,ro` without telling a FUSE daemon, yet the daemon must stop writing
+/// (atime, the unmount commit) and report its state. /proc/self/mountinfo signals POLLPRI
+/// on every change of the mount table; the superblock's ro flag is in the super options of
+/// our mount (device number `mdev`). Going read-only commits what is in memory first.
+fn watch_read_only(fs: std::sync::Weak<Fs>, mdev: u64, source: String) {
+    let name = source.clone();
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-mounts".into())
+        .spawn(move || {
+            let Ok(f) = std::fs::File::open("/proc/self/mountinfo") else {
+                return;
+            };
+            loop {
+                let mut p = libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLPRI,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let n = unsafe { libc::poll(&mut p, 1, 1000) };
+                if n < 0 || fs.strong_count() == 0 {
+                    return;
+                }
+                if n == 0 {
+                    continue; // no change to the mount table
+                }
+                let Some(fs) = fs.upgrade() else { return };
+                let Some(m) = crate::pmem::imagelock::mounts()
+                    .into_iter()
+                    .find(|m| m.dev == mdev)
+                else {
+                    continue; // unmounted: the session is ending
+                };
+                let ro = m.super_opts.split(',').any(|o| o == "ro");
+                if ro != fs.is_read_only() {
+                    match fs.set_read_only(ro) {
+                        Ok(()) => log::info!(
+                            "{source}: remounted {} on {}",
+                            if ro { "read-only" } else { "read-write" },
+                            m.mountpoint.display()
+                        ),
+                        Err(e) => log::error!(
+                            "{source}: remount {}: {e}",
+                            if ro { "read-only" } else { "read-write" }
+                        ),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("{name}: no mount-table watcher ({e}): remount ro/rw goes unseen");
     }
 }
 
@@ -281,13 +493,23 @@ pub fn serve(
             format!("{mountpoint}: mount point is not a directory"),
         );
     }
+    // Before mounting: once the FUSE mount is there, resolving its path would stat its root,
+    // which waits for this daemon.
+    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.into());
     let memfd = source.starts_with("memfd:");
-    let dev = match Device::open(source, opts.read_only && !memfd) {
+    // The daemon names its image by an absolute path (`daxfs stat`, `info MOUNTPOINT` and
+    // the logs read it); the mount table shows SOURCE as given.
+    let image = match std::fs::canonicalize(source) {
+        Ok(p) if !memfd && Path::new(source).is_relative() => p.to_string_lossy().into_owned(),
+        _ => source.to_string(),
+    };
+    let dev = match Device::open(&image, opts.read_only && !memfd) {
         Ok(d) => d,
         Err(e) => return fail(ready, e.to_string()),
     };
+    // mkfs's messages name the device.
     if memfd && let Err(e) = crate::mkfs::mkfs(&dev, &crate::mkfs::MkfsOptions::default()) {
-        return fail(ready, format!("{source}: {e}"));
+        return fail(ready, e.to_string());
     }
     let mut fs_opts = opts.fs_options();
     let budget = fs_opts
@@ -298,10 +520,6 @@ pub fn serve(
         Ok(fs) => fs,
         Err(e) => return fail(ready, format!("{source}: cannot mount: {e}")),
     };
-    log::info!(
-        "{source}: mounted on {mountpoint}; {}",
-        fs.persistence().describe()
-    );
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let config = opts.fuser_config(source, root);
@@ -315,23 +533,92 @@ pub fn serve(
         }
     };
     let _ = notifier.set(session.notifier());
+    // Tell other opens of the image that a live mount serves it, and which one (see
+    // src/pmem/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
+    let mdev = crate::pmem::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
+    if !memfd
+        && let Err(e) = crate::pmem::imagelock::start_serving(dev.file(), mdev, !dev.read_only())
+    {
+        log::warn!("{source}: cannot take the serving lock: {e}");
+    }
     let unmounter = session.unmount_callable();
-    spawn_signal_thread(unmounter);
+    // First: it blocks SIGTERM/SIGINT/SIGHUP in this thread, and threads started after it
+    // inherit that mask.
+    spawn_signal_thread(unmounter, mountpoint.to_string());
+    if mdev != 0 {
+        watch_read_only(std::sync::Arc::downgrade(&fs), mdev, image.clone());
+    }
+    // Before the mount is reported live, so a client that starts right after `daxfs mount`
+    // returns finds the socket.
+    let dax = start_dax_server(&fs, &image, mountpoint, notifier.clone());
     ready(Ok(()));
+    let dax = match dax {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("{mountpoint}: no direct access for clients: {e}");
+            None
+        }
+    };
+    log::info!(
+        "{image}: mounted on {mountpoint} ({}{}, atime {}, dax={}); {}",
+        if dev.read_only() { "ro" } else { "rw" },
+        if memfd { ", volatile memfd" } else { "" },
+        opts.atime.name(),
+        opts.dax.name(),
+        fs.persistence().describe()
+    );
     let r = session.run();
     if let Err(e) = &r {
         log::error!("{mountpoint}: FUSE session ended: {e}");
     }
-    fs.unmount()
-        .map_err(|e| format!("{source}: unmount: {e}"))?;
-    log::info!("{source}: unmounted cleanly");
+    // Clients' leases go before the filesystem does.
+    drop(dax);
+    // The mount is gone: a new mount of the image now waits for our commit below.
+    crate::pmem::imagelock::end_serving(dev.file());
+    if let Err(e) = fs.unmount() {
+        log::error!(
+            "{image}: unmount of {mountpoint} could not commit: {e}; what the log holds is \
+             replayed at the next mount; run `daxfs check {image}`"
+        );
+        return Err(format!("{image}: unmount: {e}"));
+    }
+    if fs.is_shutdown() {
+        log::warn!(
+            "{image}: unmounted from {mountpoint} after a shutdown: nothing was committed \
+             since; the image holds the last committed state (run `daxfs check {image}`)"
+        );
+    } else if fs.is_read_only() {
+        log::info!("{image}: unmounted from {mountpoint} (read-only: nothing to commit)");
+    } else {
+        log::info!("{image}: unmounted from {mountpoint}, committed and marked clean");
+    }
     drop(fs);
     Ok(())
 }
 
+/// The direct-access control socket (src/daxserver.rs); without it clients fall back to
+/// pread/pwrite, so a failure is logged, not fatal.
+fn start_dax_server(
+    fs: &std::sync::Arc<Fs>,
+    source: &str,
+    mountpoint: &str,
+    notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
+) -> Result<crate::daxserver::Server, String> {
+    let cfg = crate::daxserver::ServerConfig {
+        mountpoint: mountpoint.into(),
+        source: source.to_string(),
+        size_changed: Box::new(move |ino| {
+            if let Some(n) = notifier.get() {
+                let _ = n.inval_inode(fuser::INodeNo(ino), -1, 0);
+            }
+        }),
+    };
+    crate::daxserver::Server::start(fs.clone(), cfg)
+}
+
 /// SIGTERM/SIGINT unmount the filesystem, which ends the session loop; `serve` then
 /// commits and marks the image clean.
-fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
+fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter, mountpoint: String) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
@@ -343,18 +630,123 @@ fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) {
         .name("daxfs-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
-                log::info!("{sig}: unmounting");
+                log::info!("{sig}: unmounting {mountpoint}");
                 if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount on {sig} failed: {e}");
+                    log::error!(
+                        "{mountpoint}: unmount on {sig} failed: {e}; is it busy? \
+                         (`fuser -vm {mountpoint}`), or `umount -l {mountpoint}`"
+                    );
                 }
             }
         })
         .expect("spawn signal thread");
 }
 
+/// SOURCE is already served by a live daemon: show that filesystem at MOUNTPOINT too, as
+/// mount(8) does for a device that is already mounted (a bind mount of the existing mount;
+/// one daemon, one filesystem, so a second writer never exists). The per-mount flags asked
+/// for (ro, nosuid, nodev, noexec, noatime) apply to the new mount; the filesystem's own
+/// options (dax=, the atime policy, fsname, subtype) are the first mount's. A read-write
+/// mount of a filesystem that is read-only is refused, as the kernel refuses it.
+/// None: SOURCE is not mounted (or its mount is not in our mount table).
+pub fn bind_existing(
+    source: &str,
+    mountpoint: &str,
+    opts: &MountOpts,
+) -> Option<Result<(), String>> {
+    use crate::pmem::imagelock::{Busy, mounts};
+    use nix::mount::MsFlags;
+    if source.starts_with("memfd:") {
+        return None;
+    }
+    let Busy::Mounted {
+        mountpoint: Some(existing),
+        ..
+    } = crate::pmem::imagelock::mount_of_image(Path::new(source))?
+    else {
+        return None;
+    };
+    let entry = mounts()
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == existing)?;
+    let sb_ro = entry.super_opts.split(',').any(|o| o == "ro");
+    if sb_ro && !opts.read_only {
+        return Some(Err(format!(
+            "{source} is mounted read-only on {}; mount it with -o ro here too, or remount              that mount read-write first",
+            existing.display()
+        )));
+    }
+    let mut flags = MsFlags::empty();
+    for o in entry.mount_opts.split(',') {
+        flags |= match o {
+            "ro" => MsFlags::MS_RDONLY,
+            "nosuid" => MsFlags::MS_NOSUID,
+            "nodev" => MsFlags::MS_NODEV,
+            "noexec" => MsFlags::MS_NOEXEC,
+            "noatime" => MsFlags::MS_NOATIME,
+            "nodiratime" => MsFlags::MS_NODIRATIME,
+            "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            _ => MsFlags::empty(),
+        };
+    }
+    let inherited = flags;
+    let mut set = |on: Option<bool>, f: MsFlags| match on {
+        Some(true) => flags |= f,
+        Some(false) => flags &= !f,
+        None => {}
+    };
+    set(opts.read_only.then_some(true), MsFlags::MS_RDONLY);
+    set(opts.suid.map(|s| !s), MsFlags::MS_NOSUID);
+    set(opts.dev.map(|d| !d), MsFlags::MS_NODEV);
+    set(opts.exec.map(|e| !e), MsFlags::MS_NOEXEC);
+    if opts.atime == AtimeMode::Noatime {
+        flags = (flags - MsFlags::MS_RELATIME - MsFlags::MS_STRICTATIME) | MsFlags::MS_NOATIME;
+    }
+    let none: Option<&str> = None;
+    if let Err(e) = nix::mount::mount(
+        Some(existing.as_path()),
+        mountpoint,
+        none,
+        MsFlags::MS_BIND,
+        none,
+    ) {
+        return Some(Err(format!(
+            "{source} is mounted on {}; cannot bind-mount it on {mountpoint}: {e}",
+            existing.display()
+        )));
+    }
+    if flags != inherited
+        && let Err(e) = nix::mount::mount(
+            none,
+            mountpoint,
+            none,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            none,
+        )
+    {
+        let _ = nix::mount::umount(mountpoint);
+        return Some(Err(format!(
+            "{mountpoint}: cannot set the mount flags of the bind mount of {}: {e}",
+            existing.display()
+        )));
+    }
+    Some(Ok(()))
+}
+
 /// Daemon mode: fork; the child serves, the parent waits until the mount is live and exits
-/// 0, or prints why it failed and exits 1.
+/// 0, or prints why it failed and exits 1. An image that a live daemon already serves is
+/// bind-mounted from its mount instead (`bind_existing`).
 pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
+    match bind_existing(source, mountpoint, opts) {
+        Some(Ok(())) => return 0,
+        Some(Err(e)) => {
+            eprintln!("daxfs: {e}");
+            return 1;
+        }
+        None => {}
+    }
     let mut fds = [0i32; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -374,7 +766,18 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
         let mut msg = String::new();
         let _ = r.read_to_string(&mut msg);
         return match msg.strip_prefix("ok") {
-            Some(_) => 0,
+            Some(_) => {
+                // Name the daemon's log file to a user at a terminal (scripts compare
+                // output; syslog needs no naming).
+                // SAFETY: isatty on a standard descriptor.
+                if unsafe { libc::isatty(2) } == 1
+                    && let Some(f) = crate::daemonlog::destination()
+                    && !f.starts_with("syslog")
+                {
+                    eprintln!("daxfs: {mountpoint}: the daemon logs to {f}");
+                }
+                0
+            }
             None if msg.is_empty() => {
                 eprintln!("daxfs: the mount daemon exited before the mount was live");
                 1
@@ -415,25 +818,20 @@ pub fn mount_daemon(source: &str, mountpoint: &str, opts: &MountOpts) -> i32 {
     }
 }
 
-/// Point stdin/stdout at /dev/null, and stderr at $DAXFS_LOG_FILE if set.
+/// Point stdin/stdout at /dev/null, and stderr at the daemon's log file if it has one
+/// (src/daemonlog.rs), so that what reaches stderr (a panic) is kept.
 fn detach_stdio() {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null");
-    let log = std::env::var("DAXFS_LOG_FILE").ok().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
+    let log = crate::daemonlog::log_file();
     if let Ok(n) = null {
         // SAFETY: dup2 onto the standard descriptors.
         unsafe {
             libc::dup2(n.as_raw_fd(), 0);
             libc::dup2(n.as_raw_fd(), 1);
-            match &log {
+            match log {
                 Some(l) => libc::dup2(l.as_raw_fd(), 2),
                 None => libc::dup2(n.as_raw_fd(), 2),
             };
@@ -495,5 +893,25 @@ mod tests {
         );
         let c = o.fuser_config("/tmp/img", false);
         assert_eq!(c.acl, SessionACL::Owner);
+    }
+
+    /// `subtype=` with an empty value: no subtype option reaches the kernel (type `fuse`).
+    #[test]
+    fn empty_subtype_means_none() {
+        let o = parse_options("subtype=").unwrap();
+        let c = o.fuser_config("/tmp/img", true);
+        assert!(
+            !c.mount_options
+                .iter()
+                .any(|m| matches!(m, MountOption::CUSTOM(s) if s.starts_with("subtype"))),
+            "{:?}",
+            c.mount_options
+        );
+        let o = parse_options("subtype=pmem").unwrap();
+        let c = o.fuser_config("/tmp/img", true);
+        assert!(
+            c.mount_options
+                .contains(&MountOption::CUSTOM("subtype=pmem".into()))
+        );
     }
 }

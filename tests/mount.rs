@@ -49,8 +49,14 @@ struct Mounted {
 
 impl Mounted {
     fn new(image: &Path, dir: &Path) -> Mounted {
+        Mounted::with(image, dir, &[])
+    }
+    /// Mount with extra arguments (`-o ...`).
+    fn with(image: &Path, dir: &Path, extra: &[&str]) -> Mounted {
         fs::create_dir_all(dir).unwrap();
-        let out = daxfs(&["mount", image.to_str().unwrap(), dir.to_str().unwrap()]);
+        let mut args = vec!["mount", image.to_str().unwrap(), dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = daxfs(&args);
         assert!(
             out.status.success(),
             "mount failed: {}",
@@ -286,12 +292,528 @@ fn sigkill_of_the_daemon_loses_nothing_fsynced() {
         );
         let _ = writer.join();
         m.unmount();
-        // The image lock goes with the process; check waits for it (up to 10 s).
+        // The image lock goes with the process; check waits for it (bounded, src/pmem/imagelock.rs).
         check_clean(&img);
     }
     eprintln!(
         "{rounds} SIGKILL rounds, {} files fsynced and alive at the end, {checked} file checks",
         acked.lock().unwrap().len()
     );
+    check_clean(&img);
+}
+
+/// Runs `script` (bash) in a private mount namespace in which /sbin/mount.fuse.daxfs is
+/// this build's binary (an overlay on /usr/sbin, seen by nothing outside), so that
+/// `mount -t fuse.daxfs` runs it without touching the machine's /sbin. The script must
+/// unmount what it mounts (its mounts are invisible outside); `T` is a scratch directory.
+fn with_helper(t: &Path, script: &str, env: &[(&str, &Path)]) -> std::process::Output {
+    let sbin = t.join("sbin");
+    fs::create_dir_all(&sbin).unwrap();
+    let _ = std::os::unix::fs::symlink(BIN, sbin.join("mount.fuse.daxfs"));
+    let prologue = r#"set -eu
+mount -t overlay overlay -o "lowerdir=$T/sbin:/usr/sbin" /usr/sbin
+"#;
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "bash", "-c"])
+        .arg(format!("{prologue}{script}"))
+        .env("T", t)
+        .env("BIN", BIN);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Issue 11 item 1: mounting the moment umount returns works, as for a kernel filesystem,
+/// through `daxfs mount` and through `mount -t fuse.daxfs` (20 rounds each, each round
+/// sees the files of all earlier ones). The old daemon is still committing its unmount for
+/// some milliseconds after umount returns; the new mount must wait for it, not refuse. A
+/// live second writer is still refused at once, naming the mount point.
+#[test]
+fn mount_again_right_after_umount() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    for round in 0..20 {
+        let mut m = Mounted::new(&img, &mnt);
+        for earlier in 0..round {
+            assert_eq!(
+                fs::read(mnt.join(format!("d{earlier}"))).unwrap(),
+                format!("round {earlier}").as_bytes()
+            );
+        }
+        fs::write(mnt.join(format!("d{round}")), format!("round {round}")).unwrap();
+        if round == 0 {
+            // A second writer while the mount is live: refused at once, with the place.
+            let started = std::time::Instant::now();
+            let out = daxfs(&["mkfs", "--force", img.to_str().unwrap(), "-s", "64M"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "mkfs over a live mount succeeded");
+            assert!(
+                err.contains(&format!("mounted read-write on {}", mnt.display())),
+                "{err}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+        }
+        m.unmount();
+    }
+    check_clean(&img);
+
+    let out = with_helper(
+        t.path(),
+        r#"
+cleanup() {
+    umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+    for _ in $(seq 100); do pgrep -f "$IMG " >/dev/null || return 0; sleep 0.1; done
+    echo "a daemon is still running"; return 1
+}
+trap cleanup EXIT
+for i in $(seq 20); do
+    mount -t fuse.daxfs "$IMG" "$MNT" || { echo "round $i: mount failed"; exit 1; }
+    findmnt -n -o FSTYPE "$MNT" | grep -qx fuse.daxfs
+    for f in $(seq -f d%g 0 19) $(seq -f h%g 1 $((i - 1))); do
+        test -f "$MNT/$f" || { echo "round $i: $f missing"; exit 1; }
+    done
+    echo "helper $i" >"$MNT/h$i"
+    umount "$MNT"
+done
+echo done
+"#,
+        &[("IMG", &img), ("MNT", &mnt)],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("done"), "{text}");
+    check_clean(&img);
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("{} ", img.display())])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "daemon left behind");
+}
+
+fn fstype(dir: &Path) -> String {
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "--mountpoint", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 11 item 12: `-o subtype=` (empty) mounts with no subtype, type plain `fuse`, from
+/// `daxfs mount` and from `mount -t fuse.daxfs`; `subtype=NAME` still gives fuse.NAME.
+#[test]
+fn empty_subtype_mounts_as_plain_fuse() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let _m = Mounted::with(&img, &mnt, &["-o", "subtype="]);
+        assert_eq!(fstype(&mnt), "fuse");
+        fs::write(mnt.join("f"), b"plain fuse").unwrap();
+    }
+    {
+        let _m = Mounted::with(&img, &mnt, &["-o", "subtype=pmem"]);
+        assert_eq!(fstype(&mnt), "fuse.pmem");
+        assert_eq!(fs::read(mnt.join("f")).unwrap(), b"plain fuse");
+    }
+    let out = with_helper(
+        t.path(),
+        r#"
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+mount -t fuse.daxfs -o subtype= "$IMG" "$MNT"
+findmnt -n -o FSTYPE --mountpoint "$MNT"
+cat "$MNT/f"; echo
+"#,
+        &[("IMG", &img), ("MNT", &mnt)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text == "fuse\nplain fuse\n",
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_clean(&img);
+}
+
+/// Wait (up to 10 s) until no process has `image` in its command line.
+fn no_daemon_left(image: &Path) -> bool {
+    for _ in 0..100 {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("{} ", image.display())])
+            .output()
+            .unwrap();
+        if out.stdout.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Issue 11 item 11: the same image mounted on a second mount point shows the same
+/// filesystem there (a bind mount of the live mount, as mount(8) does for a mounted
+/// device), from `daxfs mount` and from `mount -t fuse.daxfs`; per-mount flags (ro) apply
+/// to the new mount only; a second daemon (foreground) is still refused at once, naming
+/// the mount point; after both are unmounted no daemon is left and check is clean.
+#[test]
+fn same_image_on_two_mountpoints() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let (m1, m2, m3) = (
+        t.path().join("m1"),
+        t.path().join("m2"),
+        t.path().join("m3"),
+    );
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let mut a = Mounted::new(&img, &m1);
+        let mut b = Mounted::new(&img, &m2);
+        fs::write(m1.join("one"), b"written at m1").unwrap();
+        fs::write(m2.join("two"), b"written at m2").unwrap();
+        assert_eq!(fs::read(m2.join("one")).unwrap(), b"written at m1");
+        assert_eq!(fs::read(m1.join("two")).unwrap(), b"written at m2");
+        {
+            let _c = Mounted::with(&img, &m3, &["-o", "ro"]);
+            assert_eq!(fs::read(m3.join("one")).unwrap(), b"written at m1");
+            let e = fs::write(m3.join("three"), b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+            fs::write(m1.join("three"), b"still rw at m1").unwrap();
+        }
+        // A second daemon: refused at once, naming where the image is mounted.
+        fs::create_dir_all(&m3).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new("timeout")
+            .args([
+                "10",
+                BIN,
+                "mount",
+                "-f",
+                img.to_str().unwrap(),
+                m3.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second daemon was started: {err}");
+        assert!(err.contains("is mounted read-write on"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+        // The first mount point goes; the filesystem stays at the second.
+        a.unmount();
+        assert_eq!(fs::read(m2.join("three")).unwrap(), b"still rw at m1");
+        b.unmount();
+    }
+    assert!(no_daemon_left(&img), "a daemon is left after both unmounts");
+    check_clean(&img);
+
+    let out = with_helper(
+        t.path(),
+        r#"
+cleanup() {
+    for m in "$M2" "$M1"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+mount -t fuse.daxfs "$IMG" "$M1"
+mount -t fuse.daxfs "$IMG" "$M2"
+echo helper >"$M1/h"
+cat "$M2/h" "$M2/one"; echo
+test "$(pgrep -fc "$IMG ")" = 1 || { echo "more than one daemon"; pgrep -fa "$IMG "; }
+umount "$M1"
+cat "$M2/two"; echo
+umount "$M2"
+"#,
+        &[("IMG", &img), ("M1", &m1), ("M2", &m2)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text == "helper\nwritten at m1\nwritten at m2\n",
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        no_daemon_left(&img),
+        "a daemon is left after the helper's unmounts"
+    );
+    check_clean(&img);
+}
+
+/// Issue 12 item 6: a mistyped subcommand is an error with a suggestion (not a mount); the
+/// mount.fuse3 form `daxfs SOURCE DIR -o OPTS` still mounts; `info` and `check` of a
+/// mounted image say at once where it is mounted, naming the image once; `info
+/// MOUNTPOINT` shows the filesystem mounted there, as xfs_info does.
+#[test]
+fn cli_subcommands_and_mounted_images() {
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    let (i, m) = (img.to_str().unwrap(), mnt.to_str().unwrap());
+    assert!(daxfs(&["mkfs", i, "--size", "64M"]).status.success());
+    let out = daxfs(&["chekc", i]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("'chekc'") && err.contains("'check'"), "{err}");
+    assert!(!err.contains("mount point"), "{err}");
+    if !can_mount() {
+        return;
+    }
+    fs::create_dir_all(&mnt).unwrap();
+    let out = daxfs(&[i, m, "-o", "rw,noatime"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut guard = Mounted { dir: mnt.clone() };
+    fs::write(mnt.join("f"), b"x").unwrap();
+    for cmd in ["info", "check"] {
+        let started = std::time::Instant::now();
+        let out = daxfs(&[cmd, i]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{cmd}: {text}");
+        assert!(
+            text.contains(&format!("mounted read-write on {m}")),
+            "{cmd}: {text}"
+        );
+        assert_eq!(
+            text.matches(i).count(),
+            1,
+            "{cmd}: image named more than once: {text}"
+        );
+        assert_eq!(out.status.success(), cmd == "info", "{cmd}: {text}");
+    }
+    let out = daxfs(&["info", m]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("source:        {i}")), "{text}");
+    assert!(text.contains("blocks:        16384 (64 MiB)"), "{text}");
+    assert!(
+        text.contains("inodes:        64 allocated in chunks, 2 in use"),
+        "{text}"
+    );
+    guard.unmount();
+    check_clean(&img);
+}
+
+/// Issue 12 item 7: `remount` refuses, by name, what it cannot change on a live mount
+/// (dax=, the atime policy, rw of an image mounted -o ro) instead of returning 0; after
+/// `remount,ro` the daemon knows it is read-only (`daxfs stat`), and after `remount,rw`
+/// that it is not; `nofail` makes a missing image no error, as in fstab(5), so that
+/// `mount -a` does not fail; without nofail it still fails.
+#[test]
+fn remount_refuses_what_it_cannot_change_and_nofail() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    let missing = t.path().join("no-such-image");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    fs::create_dir_all(&mnt).unwrap();
+    let out = daxfs(&[
+        "mount",
+        missing.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        "nofail",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nofail"));
+    fs::write(
+        t.path().join("fstab"),
+        format!(
+            "{} {} fuse.daxfs nofail 0 0\n",
+            missing.display(),
+            mnt.display()
+        ),
+    )
+    .unwrap();
+    let out = with_helper(
+        t.path(),
+        r#"
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+st() { "$BIN" stat "$MNT" | sed -n 's/^ *read_only //p'; }
+mount --fstab "$T/fstab" -a && echo "mount -a: 0"
+mount -t fuse.daxfs "$MISSING" "$MNT" 2>/dev/null || echo "without nofail: failed"
+mount -t fuse.daxfs -o noatime "$IMG" "$MNT"
+echo a >"$MNT/a"
+mount -o remount,dax=always "$MNT" 2>"$T/err" || { echo "dax=always: refused"; grep -c 'dax=always cannot be changed' "$T/err"; }
+mount -o remount,strictatime "$MNT" 2>"$T/err" || { echo "strictatime: refused"; grep -c 'strictatime cannot be changed' "$T/err"; }
+mount -o remount,ro "$MNT"
+echo "after ro: $(st)"
+echo b 2>/dev/null >"$MNT/b" || echo "write refused"
+mount -o remount,rw "$MNT"
+echo "after rw: $(st)"
+echo c >"$MNT/c" && echo "write ok"
+umount "$MNT"
+mount -t fuse.daxfs -o ro "$IMG" "$MNT"
+mount -o remount,rw "$MNT" 2>"$T/err" || { echo "rw of ro: refused"; grep -c '^daxfs: rw: ' "$T/err"; }
+umount "$MNT"
+"#,
+        &[("IMG", &img), ("MNT", &mnt), ("MISSING", &missing)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        "mount -a: 0\nwithout nofail: failed\ndax=always: refused\n1\nstrictatime: refused\n1\n\
+         after ro: true\nwrite refused\nafter rw: false\nwrite ok\nrw of ro: refused\n1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(no_daemon_left(&img));
+    check_clean(&img);
+}
+
+/// Issue 12 item 9: sizes with decimals and IEC units; each message names its subject once
+/// and has one "daxfs:" prefix; `-o` has no `--o` long form in --help.
+#[test]
+fn sizes_messages_and_help() {
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let i = img.to_str().unwrap();
+    for (size, blocks) in [
+        ("1.5G", "393216 (1536 MiB)"),
+        ("8GiB", "2097152 (8192 MiB)"),
+        ("16.5 MiB", "4224 (16 MiB)"),
+    ] {
+        let out = daxfs(&["mkfs", "--force", i, "--size", size]);
+        assert!(
+            out.status.success(),
+            "{size}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = String::from_utf8_lossy(&daxfs(&["info", i]).stdout).into_owned();
+        assert!(
+            info.contains(&format!("blocks:        {blocks}")),
+            "{size}: {info}"
+        );
+    }
+    fs::remove_file(&img).unwrap();
+    let tiny = t.path().join("tiny");
+    fs::write(&tiny, vec![0u8; 5000]).unwrap();
+    let ti = tiny.to_str().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let mut cases = vec![
+        (vec!["check", ti], ti),
+        (vec!["info", ti], ti),
+        (vec!["mkfs", i, "--size", "1.5X"], "1.5X"),
+    ];
+    if can_mount() {
+        cases.push((vec!["mount", ti, m], ti));
+        cases.push((vec!["mount", "memfd:8M", m], "memfd:"));
+    }
+    for (args, subject) in cases {
+        let out = daxfs(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.matches("daxfs:").count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches(subject).count(), 1, "{args:?}: {err}");
+    }
+    let help = String::from_utf8_lossy(&daxfs(&["mount", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("-o <OPTIONS>") && !help.contains("--o"),
+        "{help}"
+    );
+}
+
+/// Issue 12 item 3: the background daemon's log is kept: with no syslog, in
+/// /var/log/daxfs.log (root; a tmpfs there, in a private mount namespace, for the test),
+/// and a shutdown is logged with what happened, where, and what to do; so are the mount
+/// and the unmount.
+#[test]
+fn daemon_log_is_kept() {
+    if !can_mount() {
+        return;
+    }
+    if Path::new("/dev/log").exists() {
+        eprintln!("skipping: this machine has syslog (/dev/log); the daemon logs there");
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    fs::create_dir_all(&mnt).unwrap();
+    let out = with_helper(
+        t.path(),
+        r#"
+mount -t tmpfs tmpfs /var/log
+trap 'umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true' EXIT
+unset DAXFS_LOG_FILE RUST_LOG
+"$BIN" mount "$IMG" "$MNT"
+echo a >"$MNT/a"
+setfattr -n trusted.daxfs.errortag.log_write -v 1 "$MNT"
+mkdir "$MNT/d" 2>/dev/null && echo "mkdir worked?"
+umount "$MNT"
+for _ in $(seq 100); do pgrep -f "$IMG " >/dev/null || break; sleep 0.1; done
+cat /var/log/daxfs.log
+"#,
+        &[("IMG", &img), ("MNT", &mnt)],
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (i, m) = (img.display().to_string(), mnt.display().to_string());
+    for want in [
+        format!("INFO: {i}: mounted on {m} (rw"),
+        format!("ERROR: {i}: filesystem shut down: transaction commit failed"),
+        "unmount and run `daxfs check`".to_string(),
+        format!("WARN: {i}: unmounted from {m} after a shutdown"),
+    ] {
+        assert!(log.contains(&want), "{want:?} not in the log:\n{log}");
+    }
+    assert!(!log.contains("Failed to umount"), "{log}");
+    assert!(no_daemon_left(&img));
     check_clean(&img);
 }

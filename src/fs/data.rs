@@ -12,6 +12,8 @@ impl Fs {
             return err(libc::EFBIG);
         }
         let _io = inode.iolock_excl();
+        let keep_bytes = size.div_ceil(BS) * BS;
+        self.layout_guard(inode, keep_bytes, u64::MAX - keep_bytes)?;
         let _mm = inode.mmaplock_excl();
         let mut first = true;
         loop {

@@ -130,6 +130,7 @@ impl Fs {
 
     pub(super) fn falloc_punch(&self, inode: &Inode, off: u64, end: u64) -> Result<()> {
         let _io = inode.iolock_excl();
+        self.layout_guard(inode, off, end - off)?;
         let _mm = inode.mmaplock_excl();
         self.zero_partial_edges(&inode.ilock_shared(), off, end);
         self.remove_blocks(inode, off.div_ceil(BS), end / BS, &mut |_, _| Ok(()))
@@ -137,6 +138,7 @@ impl Fs {
 
     pub(super) fn falloc_zero(&self, inode: &Inode, off: u64, end: u64, keep: bool) -> Result<()> {
         let _io = inode.iolock_excl();
+        self.layout_guard(inode, off, end - off)?;
         let _mm = inode.mmaplock_excl();
         self.zero_partial_edges(&inode.ilock_shared(), off, end);
         {
@@ -158,6 +160,7 @@ impl Fs {
             return err(libc::EINVAL);
         }
         let _io = inode.iolock_excl();
+        self.layout_guard(inode, off, u64::MAX - off)?;
         let _mm = inode.mmaplock_excl();
         if off + len >= inode.ilock_shared().di.size {
             return err(libc::EINVAL);
@@ -175,6 +178,7 @@ impl Fs {
             return err(libc::EINVAL);
         }
         let _io = inode.iolock_excl();
+        self.layout_guard(inode, off, u64::MAX - off)?;
         let _mm = inode.mmaplock_excl();
         let mut tx = self.mp.trans(2 * BTREE_LEVELS_MAX as u64)?;
         let mut d = inode.ilock_excl();

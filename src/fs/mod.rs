@@ -20,6 +20,7 @@
 mod attr;
 mod data;
 mod falloc;
+mod layout;
 mod namespace;
 
 use std::collections::{HashMap, VecDeque};
@@ -141,6 +142,28 @@ pub enum AtimeMode {
     Strictatime,
 }
 
+impl AtimeMode {
+    /// The mount option's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtimeMode::Relatime => "relatime",
+            AtimeMode::Noatime => "noatime",
+            AtimeMode::Strictatime => "strictatime",
+        }
+    }
+}
+
+impl DaxMode {
+    /// The value of the `dax=` mount option.
+    pub fn name(self) -> &'static str {
+        match self {
+            DaxMode::Inode => "inode",
+            DaxMode::Always => "always",
+            DaxMode::Never => "never",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DaxMode {
     /// Per-file FS_XFLAG_DAX decides (the default, as XFS).
@@ -159,6 +182,8 @@ pub struct FsOptions {
     /// The memory budget in bytes for the in-core caches (`mem=SIZE`); None: unbounded
     /// (the library's default; the daemon always sets one, see mount.rs).
     pub mem_limit: Option<u64>,
+    /// Punch freed extents out of a sparse image file (`-o discard`).
+    pub discard: bool,
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
@@ -178,6 +203,8 @@ pub struct Fs {
     generation: AtomicU64,
     /// Serialises renames (see `rename`).
     rename_lock: Mutex<()>,
+    /// Layout leases of direct-access clients (dax/lease.rs, fs/layout.rs).
+    pub(crate) dax: dax::DaxState,
 }
 
 const LINK_MAX: u32 = 65000;
@@ -268,10 +295,10 @@ impl Fs {
     pub fn mount(dev: Arc<Device>, opts: &FsOptions) -> Result<Arc<Fs>> {
         let mut b = new_block();
         if dev.len() < BS {
-            return Err(FsError::Corrupt(format!(
-                "{}: too small to hold a daxfs superblock",
-                dev.source()
-            )));
+            // The caller names the device.
+            return Err(FsError::Corrupt(
+                "too small to hold a daxfs superblock".into(),
+            ));
         }
         dev.read(0, &mut b[..]);
         let sb = Superblock::decode(&b[..], dev.blocks())?;
@@ -288,6 +315,15 @@ impl Fs {
             ));
         }
         let mp = Mp::new(dev, sb, read_only, &crate::space::SPACE);
+        if opts.discard && !read_only {
+            if !mp.dev.can_discard() {
+                return Err(FsError::Invalid(format!(
+                    "{}: -o discard needs an image file (not memfd or device-DAX)",
+                    mp.dev.source()
+                )));
+            }
+            mp.discard.store(true, Ordering::Release);
+        }
         if read_only {
             let dev = &mp.dev;
             let log_off = mp.sb.log_start * BS;
@@ -305,7 +341,10 @@ impl Fs {
                     r.lsn
                 )));
             }
-        } else if let Some(lsn) = trans::recover(&mp)? {
+        } else if let Some(lsn) = {
+            crate::space::alloc::make_fixed_real(&mp)?;
+            trans::recover(&mp)?
+        } {
             log::info!("{}: replayed the log up to record {lsn}", mp.dev.source());
         }
         if let Some(limit) = opts.mem_limit {
@@ -321,6 +360,7 @@ impl Fs {
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
             rename_lock: Mutex::new(()),
+            dax: Default::default(),
             generation: AtomicU64::new(inode::now().nsec as u64),
         });
         fs.mp
@@ -419,6 +459,10 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    pub fn dax_mode(&self) -> DaxMode {
+        self.opts.dax
     }
 
     pub fn persistence(&self) -> Persistence {
@@ -788,13 +832,14 @@ impl Fs {
         let cached = self.icache.lock().unwrap().len();
         let mut out = format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
-             fences {}\nflushed_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
+             fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
-             read_only {}\nshutdown {}\nerrortags (frequency/fired) {}\n",
+             read_only {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
             mp.dev.stats.flushed_bytes.load(Ordering::Relaxed),
+            mp.dev.stats.discarded_bytes.load(Ordering::Relaxed),
             mp.free_blocks.load(Ordering::Relaxed),
             mp.reserved.load(Ordering::Relaxed),
             mp.inodes_count.load(Ordering::Relaxed),
@@ -803,8 +848,11 @@ impl Fs {
             mp.ag_waits_out_of_order.load(Ordering::Relaxed),
             mp.is_read_only(),
             mp.is_shutdown(),
+            self.opts.atime.name(),
+            self.opts.dax.name(),
             mp.dev.errtags.describe(),
         );
+        out.push_str(&self.dax.stats_text());
         out.push_str(&self.mem_stats());
         out
     }
@@ -879,6 +927,16 @@ impl Fs {
         trans::checkpoint(&self.mp)
     }
 
+    /// Read-only now (mounted so, or remounted)?
+    pub fn is_read_only(&self) -> bool {
+        self.mp.is_read_only()
+    }
+
+    /// Shut down (after a failure that left the in-core state unsure)?
+    pub fn is_shutdown(&self) -> bool {
+        self.mp.is_shutdown()
+    }
+
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.
     pub fn set_read_only(&self, ro: bool) -> Result<()> {
         if !ro && self.mp.dev.read_only() {
@@ -892,6 +950,15 @@ impl Fs {
     }
 
     /// Commit everything and mark the image clean. Called once, at unmount.
+    /// FITRIM / `daxfs trim`: give the free space in bytes [start, start + len), in free
+    /// extents of at least `minlen` bytes, back to the image file's filesystem. Returns
+    /// the bytes given back.
+    pub fn trim(&self, start: u64, len: u64, minlen: u64) -> Result<u64> {
+        let end = start.saturating_add(len) / BS;
+        let blocks = crate::space::alloc::trim(&self.mp, start / BS, end, minlen.div_ceil(BS))?;
+        Ok(blocks * BS)
+    }
+
     pub fn unmount(&self) -> Result<()> {
         // Nothing may write after the last checkpoint: the background reclaimer ends first.
         self.mp.mem.stop_background();

@@ -53,6 +53,8 @@ pub struct Mp {
     /// The memory budget and reclaimer of this mount (mem/): unlimited until the
     /// filesystem sets a limit (fs/mod.rs), so mkfs and check run unbounded.
     pub mem: Arc<crate::mem::Mem>,
+    /// `-o discard`: extents a commit frees are punched out of the image file (trans.rs).
+    pub discard: AtomicBool,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -91,6 +93,7 @@ impl Mp {
             pending_frees: AtomicU64::new(0),
             ag_waits_out_of_order: AtomicU64::new(0),
             mem: Arc::new(crate::mem::Mem::default()),
+            discard: AtomicBool::new(false),
         }
     }
 

@@ -161,6 +161,10 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
     let replayed = records.last().map(|r| r.lsn);
     for rec in &records {
         for (blk, off, data) in &rec.regions {
+            // Normally real already (metadata, or freed and never punched while the log
+            // could replay into it); never stored to as a hole of a sparse image.
+            dev.make_real(blk * BLOCK_SIZE as u64, BLOCK_SIZE as u64)
+                .map_err(|e| backing_error(mp, e))?;
             let at = blk * BLOCK_SIZE as u64 + *off as u64;
             dev.write(at, data);
             dev.flush(at, data.len() as u64);
@@ -202,4 +206,13 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
     log.next_lsn = max_lsn;
     (log.tail_lsn, log.tail_off) = (max_lsn, 0);
     Ok(replayed)
+}
+
+pub(crate) fn backing_error(mp: &Mp, e: crate::pmem::device::BackingFull) -> FsError {
+    FsError::Io(format!(
+        "{}: cannot allocate space in the image ({}): free space on the filesystem that \
+         holds it",
+        mp.dev.source(),
+        std::io::Error::from_raw_os_error(e.0)
+    ))
 }

@@ -194,6 +194,11 @@ pub struct Trans<'a> {
     pending_done: Vec<(u64, u64)>,
     /// Blocks reserved at start; what is not used is given back at the end.
     reserved: u64,
+    /// Backing space promised at start (`Device::reserve_backing`), given back at the end.
+    backing: u64,
+    /// With `-o discard`: extents this transaction put into the free-space trees, to be
+    /// punched out of the image once the commit is durable.
+    pub(crate) freed: Vec<(u64, u64)>,
     /// Blocks taken from the free pool (allocations) and returned (frees) so far.
     pub(crate) blocks_allocated: u64,
     pub(crate) blocks_freed: u64,
@@ -237,7 +242,19 @@ impl Mp {
             std::thread::sleep(std::time::Duration::from_millis(1));
             waits += 1;
         }
-        Ok(self.new_trans(resblks, nofs))
+        // A sparse image: the backing filesystem must hold whatever this transaction may
+        // allocate, or it fails now, before it has changed anything (device.rs).
+        let used = self.sb.total_blocks as i64 - self.free_blocks.load(Relaxed);
+        let Ok(backing) = self
+            .dev
+            .reserve_backing(resblks, use_set_aside, used.max(0) as u64)
+        else {
+            self.unreserve(resblks);
+            return err(libc::ENOSPC);
+        };
+        let mut tx = self.new_trans(resblks, nofs);
+        tx.backing = backing;
+        Ok(tx)
     }
 
     fn new_trans(&self, reserved: u64, nofs: NofsGuard) -> Trans<'_> {
@@ -249,6 +266,8 @@ impl Mp {
             pending_new: Vec::new(),
             pending_done: Vec::new(),
             reserved,
+            backing: 0,
+            freed: Vec::new(),
             blocks_allocated: 0,
             blocks_freed: 0,
             inodes_delta: 0,
@@ -448,6 +467,21 @@ impl<'a> Trans<'a> {
             || !self.deferred_frees.is_empty()
             || !self.pending_new.is_empty()
             || !self.pending_done.is_empty()
+    }
+
+    /// Make blocks [blk, blk + len) real in a sparse image before they are handed out
+    /// (device.rs module doc). Called by the allocator before it takes the blocks out of
+    /// the free-space trees. Ok(false): the backing filesystem is full (nothing changed).
+    pub(crate) fn claim_blocks(&mut self, blk: u64, len: u64) -> Result<bool> {
+        let bs = BLOCK_SIZE as u64;
+        match self.mp.dev.make_real(blk * bs, len * bs) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.0, libc::ENOSPC | libc::EDQUOT) => Ok(false),
+            Err(e) => Err(FsError::Io(format!(
+                "cannot allocate blocks {blk}+{len} in the image: {}",
+                std::io::Error::from_raw_os_error(e.0)
+            ))),
+        }
     }
 
     /// Blocks this transaction may still allocate.
@@ -657,8 +691,15 @@ impl<'a> Trans<'a> {
         log.next_lsn += 1;
         log.pending = pending;
         log.commits += 1;
+        let discards = not_busy(&log, &std::mem::take(&mut self.freed));
         drop(log);
         self.settle_counters();
+        // `-o discard`: the frees are durable now (the record is), their AGs are still
+        // locked by this transaction (nobody can allocate the blocks in between), and
+        // blocks an unreplayed record still names were left out above.
+        for (blk, len) in discards {
+            discard_blocks(self.mp, blk, len);
+        }
         Ok(())
     }
 
@@ -721,6 +762,7 @@ impl Drop for Trans<'_> {
             self.mp.force_shutdown("a dirty transaction was cancelled");
         }
         self.mp.unreserve(self.reserved);
+        self.mp.dev.release_backing(self.backing);
     }
 }
 
@@ -889,6 +931,52 @@ pub fn unbusy(mp: &Mp, blk: u64, len: u64) -> Result<()> {
     checkpoint_locked(mp, &mut log)
 }
 
+/// The parts of `extents` that no record recovery would replay names (`LogState::logged`):
+/// those may be punched; a replay would write into the others again.
+fn not_busy(log: &LogState, extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(blk, len) in extents {
+        let mut start = blk;
+        for &b in log.logged.range(blk..blk + len) {
+            if b > start {
+                out.push((start, b - start));
+            }
+            start = b + 1;
+        }
+        if start < blk + len {
+            out.push((start, blk + len - start));
+        }
+    }
+    out
+}
+
+/// Punch free blocks [blk, blk + len) out of the image (`Device::discard`, whose
+/// conditions the caller meets). A failure costs only space: logged, not returned.
+fn discard_blocks(mp: &Mp, blk: u64, len: u64) {
+    let bs = BLOCK_SIZE as u64;
+    if let Err(e) = mp.dev.discard(blk * bs, len * bs) {
+        log::warn!(
+            "{}: discard of blocks {blk}+{len} failed: {e}",
+            mp.dev.source()
+        );
+    }
+}
+
+/// Punch the parts of free extents `extents` that no record recovery would replay
+/// names out of the image (trim). The caller holds the AG locks of the extents, so none
+/// of them can be allocated meanwhile. Returns the blocks punched.
+pub fn discard_free(mp: &Mp, extents: &[(u64, u64)]) -> u64 {
+    let log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+    let punch = not_busy(&log, extents);
+    drop(log);
+    let mut done = 0;
+    for (blk, len) in punch {
+        discard_blocks(mp, blk, len);
+        done += len;
+    }
+    done
+}
+
 /// Checkpoint now (fsync, sync, unmount): afterwards no record needs replay.
 #[track_caller]
 pub fn checkpoint(mp: &Mp) -> Result<()> {
@@ -919,6 +1007,16 @@ pub fn writable_device(mp: &Mp) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discard_leaves_out_blocks_the_log_may_replay_into() {
+        let mut log = LogState::default();
+        log.logged.extend([10, 11, 15, 40]);
+        assert_eq!(
+            not_busy(&log, &[(8, 10), (30, 5), (40, 1)]),
+            vec![(8, 2), (12, 3), (16, 2), (30, 5)]
+        );
+    }
 
     #[test]
     fn masks_and_regions() {

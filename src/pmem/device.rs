@@ -12,14 +12,32 @@
 //!
 //! Only aligned 8-byte stores are atomic. No `&[u8]` into the mapping escapes except through
 //! `slice()`, whose callers hold the invalidate lock that keeps the blocks in place.
+//!
+//! Sparse image files (`Backing`): a store into a hole of a shared file mapping makes the
+//! backing filesystem allocate the page at fault time, and when it is full the kernel
+//! answers with SIGBUS, which kills the daemon. So no block of a sparse image is stored to
+//! before it is real: the allocator calls `make_real` (fallocate) on every extent before it
+//! hands it out, and the fixed metadata (headers, log) is made real at mkfs and mount. A
+//! fallocate that fails mid-transaction would leave a dirty transaction that can only shut
+//! down, so backing space is also *reserved* when a transaction begins (`reserve_backing`):
+//! blocks preallocated past the end of the image file (FALLOC_FL_KEEP_SIZE, invisible to the
+//! filesystem), as many as the running transactions may still allocate, or, when the
+//! backing filesystem is full, free blocks inside the image that are real already (freed
+//! by earlier deletes). A transaction that can get neither fails with ENOSPC before it
+//! changes anything. When a fallocate fails later, the reserve is punched by as much and
+//! the fallocate retried; failing that, the allocator takes free blocks that are real
+//! instead of the hole it chose (alloc.rs). What is left is a race with other processes
+//! filling the backing filesystem in that instant: the allocation then fails, and a
+//! transaction that had changed something shuts the mount down (logged) - an error, never
+//! a signal.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::pmem::errtag::{ErrorTag, ErrorTags};
 
@@ -69,12 +87,49 @@ pub struct Device {
     /// A flush failed since the last `take_error` (sticky, like the kernel's errseq: the
     /// next commit or fsync that waits on a fence reports it).
     io_error: AtomicBool,
+    /// A writable image file: its holes and the backing-space reserve (module doc).
+    backing: Option<Backing>,
 }
+
+/// Backing space of a writable image file (module doc).
+struct Backing {
+    /// The file may have holes inside the filesystem: set at open when it has fewer
+    /// allocated bytes than its size, and whenever a hole is punched. While clear, making
+    /// blocks real and reserving are skipped (a fully preallocated image costs nothing).
+    sparse: AtomicBool,
+    /// Where the reserve starts: the file size rounded up to a page.
+    base: u64,
+    reserve: Mutex<Reserve>,
+    /// "The backing filesystem is full" was logged and not yet taken back.
+    full_logged: AtomicBool,
+}
+
+/// Blocks preallocated past the end of the image file, and how many of them running
+/// transactions may still claim.
+#[derive(Debug, Default)]
+struct Reserve {
+    have: u64,
+    promised: u64,
+}
+
+/// The reserve grows and shrinks in steps of this many blocks (1 MiB), so that most
+/// transactions leave it alone.
+const RESERVE_STEP: u64 = 256;
+/// Kept beyond what is promised, for removals (which never fail for want of a reserve:
+/// deleting must work when the backing filesystem is full) and for the few blocks an
+/// operation takes that its transaction did not reserve (AGFL refills).
+const RESERVE_STANDING: u64 = 256;
+
+/// The backing filesystem could not provide the space: ENOSPC (or EDQUOT) from fallocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackingFull(pub i32);
 
 #[derive(Default, Debug)]
 pub struct DeviceStats {
     pub fences: AtomicU64,
     pub flushed_bytes: AtomicU64,
+    /// Bytes of freed blocks given back to the image file's filesystem (discard, trim).
+    pub discarded_bytes: AtomicU64,
 }
 
 // SAFETY: the mapping is shared memory; all access goes through raw-pointer copies whose
@@ -91,28 +146,63 @@ thread_local! {
 pub enum DeviceError {
     #[error("{0}")]
     Msg(String),
+    /// The image lock is held (src/pmem/imagelock.rs): by a live mount, or still after waiting.
+    #[error("{}", busy.describe(image))]
+    Busy {
+        image: String,
+        busy: crate::pmem::imagelock::Busy,
+    },
 }
 
 fn msg<T>(s: String) -> Result<T, DeviceError> {
     Err(DeviceError::Msg(s))
 }
 
-/// Parse a size like 64M, 8G, 4096, 1T (binary units).
+/// Parse a size: a number of bytes, or a decimal number with a binary unit, as mkfs.xfs
+/// takes them: K/M/G/T, KiB/MiB/GiB/TiB, KB/MB/GB/TB (all powers of 1024; any case), with
+/// an optional space: 4096, 64M, 1.5G, 8GiB, 0.5 TiB. A fraction of a byte is dropped.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        (i, 't' | 'T') => (&s[..i], 1 << 40),
-        _ => (s, 1),
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = (&s[..split], s[split..].trim_start());
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
     };
-    num.parse::<u64>().ok()?.checked_mul(mul)
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.len() > 18 || frac.contains('.') {
+        return None;
+    }
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac_val: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let scale = 10u128.pow(frac.len() as u32);
+    let bytes = (int << shift) + ((frac_val << shift) / scale);
+    u64::try_from(bytes).ok()
 }
 
 impl Device {
     /// Open SOURCE: `memfd:SIZE`, a /dev/dax character device, or an image file.
     pub fn open(source: &str, read_only: bool) -> Result<Arc<Device>, DeviceError> {
+        Device::open_with(source, read_only, true)
+    }
+
+    /// Open the image of a live mount read-only without its lock (`daxfs info MOUNTPOINT`):
+    /// what is read may be in the middle of changing, so only for showing.
+    pub fn open_live(source: &str) -> Result<Arc<Device>, DeviceError> {
+        Device::open_with(source, true, false)
+    }
+
+    fn open_with(source: &str, read_only: bool, lock: bool) -> Result<Arc<Device>, DeviceError> {
         if let Some(size) = source.strip_prefix("memfd:") {
             let Some(size) = parse_size(size) else {
                 return msg(format!(
@@ -129,7 +219,14 @@ impl Device {
             .write(!read_only)
             .open(path)
             .map_err(|e| DeviceError::Msg(format!("{source}: cannot open: {e}")))?;
-        lock_image(&file, source, read_only)?;
+        if lock {
+            crate::pmem::imagelock::lock_image(&file, source, read_only).map_err(|busy| {
+                DeviceError::Busy {
+                    image: source.to_string(),
+                    busy,
+                }
+            })?;
+        }
         if meta.file_type().is_char_device() {
             let len = devdax_size(path)?;
             return Device::map(file, len, source, read_only, true).map(Arc::new);
@@ -140,7 +237,11 @@ impl Device {
             ));
         }
         let len = meta.len();
-        Device::map(file, len, source, read_only, false).map(Arc::new)
+        let mut dev = Device::map(file, len, source, read_only, false)?;
+        if !read_only {
+            dev.backing = Some(Backing::open(&dev.file, len, source));
+        }
+        Ok(Arc::new(dev))
     }
 
     /// A memfd of `size` bytes, emulating device-DAX (volatile).
@@ -246,6 +347,7 @@ impl Device {
             stats: DeviceStats::default(),
             errtags: ErrorTags::default(),
             io_error: AtomicBool::new(false),
+            backing: None,
         })
     }
 
@@ -505,39 +607,309 @@ impl Device {
     }
 }
 
+fn fallocate(file: &File, mode: i32, off: u64, len: u64) -> std::io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as i64, len as i64) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Allocate every byte of `file` up to `len` (mkfs without --sparse).
+pub fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    fallocate(file, 0, 0, len)
+}
+
+/// Give back every allocated byte of `file` up to `len` (mkfs --sparse over an old image).
+pub fn punch_all(file: &File, len: u64) -> std::io::Result<()> {
+    fallocate(
+        file,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        0,
+        len,
+    )
+}
+
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+const BS: u64 = BLOCK_SIZE as u64;
+
+impl Backing {
+    fn open(file: &File, len: u64, source: &str) -> Backing {
+        let base = len.div_ceil(4096) * 4096;
+        // A reserve left behind by a daemon that died: give it back. (Not supported by
+        // the backing filesystem: then there is nothing past the end either.)
+        let _ = fallocate(
+            file,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            base,
+            i64::MAX as u64 - base,
+        );
+        use std::os::unix::fs::MetadataExt;
+        let sparse = file
+            .metadata()
+            .map(|m| m.blocks() * 512 < len)
+            .unwrap_or(true);
+        if sparse {
+            log::info!("{source}: sparse image: blocks are allocated in it as they are used");
+        }
+        Backing {
+            sparse: AtomicBool::new(sparse),
+            base,
+            reserve: Mutex::new(Reserve::default()),
+            full_logged: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reserve> {
+        self.reserve.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resize the reserve to `blocks`: Err when growing it failed (it is unchanged then).
+    fn resize(&self, file: &File, r: &mut Reserve, blocks: u64) -> std::io::Result<()> {
+        if blocks > r.have {
+            fallocate(
+                file,
+                libc::FALLOC_FL_KEEP_SIZE,
+                self.base + r.have * BS,
+                (blocks - r.have) * BS,
+            )?;
+        } else if blocks < r.have {
+            // Punching cannot fail for want of space; if it fails otherwise the blocks
+            // stay allocated past the end, which costs space but nothing else.
+            let _ = fallocate(
+                file,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                self.base + blocks * BS,
+                (r.have - blocks) * BS,
+            );
+        }
+        r.have = blocks;
+        Ok(())
+    }
+}
+
+impl Device {
+    /// The backing-space state, when this is a writable image file that may have holes.
+    fn sparse_backing(&self) -> Option<&Backing> {
+        self.backing
+            .as_ref()
+            .filter(|b| b.sparse.load(Ordering::Acquire))
+    }
+
+    /// Is this a writable image file with holes (so that `make_real` has work to do)?
+    pub fn is_sparse(&self) -> bool {
+        self.sparse_backing().is_some()
+    }
+
+    /// Promise a transaction that it can make `blocks` blocks real (module doc). The
+    /// promise is kept by the reserve past the end of the file, or, when that cannot grow
+    /// (the backing filesystem is full), by blocks of the image that are real and free:
+    /// the allocator takes those when a hole cannot be filled (alloc.rs). `used_blocks`:
+    /// the filesystem's blocks in use (all real). A removal (`removal`) never fails.
+    /// Returns what was promised, for `release_backing` (0 where nothing is sparse).
+    pub fn reserve_backing(
+        &self,
+        blocks: u64,
+        removal: bool,
+        used_blocks: u64,
+    ) -> Result<u64, BackingFull> {
+        let Some(b) = self.sparse_backing().filter(|_| blocks > 0) else {
+            return Ok(0);
+        };
+        let mut r = b.lock();
+        r.promised += blocks;
+        let need = r.promised + if removal { 0 } else { RESERVE_STANDING };
+        if r.have >= need {
+            return Ok(blocks);
+        }
+        let grown = b
+            .resize(&self.file, &mut r, need + RESERVE_STEP)
+            .or_else(|_| b.resize(&self.file, &mut r, need));
+        let e = match grown {
+            Ok(()) => {
+                b.full_logged.store(false, Ordering::Relaxed);
+                return Ok(blocks);
+            }
+            Err(e) => e,
+        };
+        if removal || r.have + self.real_free_blocks(r.have, used_blocks) >= need {
+            return Ok(blocks);
+        }
+        r.promised -= blocks;
+        if !b.full_logged.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "{}: the filesystem that holds the image is full ({e}): writes fail with \
+                 ENOSPC until space is freed on it",
+                self.source
+            );
+        }
+        Err(BackingFull(e.raw_os_error().unwrap_or(libc::ENOSPC)))
+    }
+
+    /// Free blocks of the filesystem that are real in the image: what the image file has
+    /// allocated (less the reserve) beyond the blocks in use.
+    fn real_free_blocks(&self, reserve: u64, used_blocks: u64) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let allocated = self.file.metadata().map_or(0, |m| m.blocks() * 512 / BS);
+        allocated
+            .saturating_sub(reserve)
+            .saturating_sub(used_blocks)
+    }
+
+    /// A transaction that was promised `blocks` (`reserve_backing`) ends.
+    pub fn release_backing(&self, blocks: u64) {
+        let Some(b) = self.backing.as_ref().filter(|_| blocks > 0) else {
+            return;
+        };
+        let mut r = b.lock();
+        r.promised = r.promised.saturating_sub(blocks);
+        if r.have > r.promised + RESERVE_STANDING + 3 * RESERVE_STEP {
+            let keep = r.promised + RESERVE_STANDING + RESERVE_STEP;
+            let _ = b.resize(&self.file, &mut r, keep);
+        }
+    }
+
+    /// Make device bytes [off, off + len) real in the image before anything is stored
+    /// there, in a transaction's promise (`reserve_backing`); their contents are unchanged. Err(BackingFull(ENOSPC or EDQUOT)): the backing
+    /// filesystem and the reserve could not provide the space (nothing changed; the
+    /// allocator then looks for free blocks that are real already). Other errors are the
+    /// backing filesystem's own.
+    pub fn make_real(&self, off: u64, len: u64) -> Result<(), BackingFull> {
+        let Some(b) = self.sparse_backing() else {
+            return Ok(());
+        };
+        self.check(off, len as usize);
+        let e = match fallocate(&self.file, 0, off, len) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                return self.write_zeros_to_file(off, len);
+            }
+            Err(e) => e,
+        };
+        if !is_full(&e) {
+            log::error!(
+                "{}: cannot allocate {len} bytes at {off} in the image: {e}",
+                self.source
+            );
+            return Err(BackingFull(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+        // The backing filesystem is full: take the space from the reserve.
+        let mut r = b.lock();
+        if r.have == 0 {
+            return Err(BackingFull(libc::ENOSPC));
+        }
+        let keep = r.have.saturating_sub(len.div_ceil(BS));
+        let _ = b.resize(&self.file, &mut r, keep);
+        fallocate(&self.file, 0, off, len)
+            .map_err(|e| BackingFull(e.raw_os_error().unwrap_or(libc::ENOSPC)))
+    }
+
+    /// Can freed blocks be given back to the backing filesystem (`discard`)? Writable
+    /// image files only: memfd and device-DAX are left alone.
+    pub fn can_discard(&self) -> bool {
+        self.backing.is_some()
+    }
+
+    /// Give device bytes [off, off + len) back to the image file's filesystem (a hole
+    /// punched; it reads as zeros). The caller guarantees the blocks are free, that the
+    /// free is durable, that no log record recovery may replay writes into them, and that
+    /// nobody can allocate them meanwhile (it holds their AG's lock). From now on the
+    /// image has holes, so blocks are made real again before they are handed out.
+    pub fn discard(&self, off: u64, len: u64) -> std::io::Result<()> {
+        let Some(b) = &self.backing else {
+            return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        };
+        self.check(off, len as usize);
+        b.sparse.store(true, Ordering::Release);
+        fallocate(
+            &self.file,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )?;
+        self.stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The first run of device bytes in [off, end) that is real in the image (all of it
+    /// where the image has no holes), as (start, len).
+    pub fn real_run(&self, off: u64, end: u64) -> Option<(u64, u64)> {
+        if off >= end {
+            return None;
+        }
+        if self.sparse_backing().is_none() {
+            return Some((off, end - off));
+        }
+        let fd = self.file.as_raw_fd();
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(fd, off as i64, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= end {
+            return None;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let stop = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
+        Some((data as u64, stop - data as u64))
+    }
+
+    /// `make_real` where the backing filesystem has no fallocate: write zeros through the
+    /// file into the holes of the range (a write into a hole fails with ENOSPC, where a
+    /// store would raise SIGBUS; zeros are what a hole reads as, so nothing changes).
+    fn write_zeros_to_file(&self, off: u64, len: u64) -> Result<(), BackingFull> {
+        use std::os::unix::fs::FileExt;
+        let fd = self.file.as_raw_fd();
+        let end = off + len;
+        let zeros = vec![0u8; 1 << 16];
+        let mut at = off;
+        while at < end {
+            // SAFETY: lseek on a descriptor we own.
+            let hole = unsafe { libc::lseek(fd, at as i64, libc::SEEK_HOLE) };
+            if hole < 0 || hole as u64 >= end {
+                break;
+            }
+            // SAFETY: as above. ENXIO (no data after the hole): the hole reaches the end.
+            let data = unsafe { libc::lseek(fd, hole, libc::SEEK_DATA) };
+            let stop = if data < 0 {
+                end
+            } else {
+                (data as u64).min(end)
+            };
+            let mut p = hole as u64;
+            while p < stop {
+                let n = (stop - p).min(zeros.len() as u64) as usize;
+                if let Err(e) = self.file.write_all_at(&zeros[..n], p) {
+                    log::error!("{}: cannot write into the image at {p}: {e}", self.source);
+                    return Err(BackingFull(e.raw_os_error().unwrap_or(libc::EIO)));
+                }
+                p += n as u64;
+            }
+            at = stop;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Device {
     fn drop(&mut self) {
         // SAFETY: base/len are the mapping made in `map`; nothing borrows it past self.
         unsafe { libc::munmap(self.base as *mut _, self.len as usize) };
+        if let Some(b) = &self.backing {
+            let mut r = b.lock();
+            let _ = b.resize(&self.file, &mut r, 0);
+        }
     }
-}
-
-/// One writer per image: a read-write open takes an exclusive lock (a second mount is
-/// refused), a read-only open (check, info) a shared one, waiting up to 10 s for a daemon
-/// that is still committing its unmount. The lock goes with the file descriptor.
-fn lock_image(file: &File, source: &str, read_only: bool) -> Result<(), DeviceError> {
-    let op = if read_only {
-        libc::LOCK_SH
-    } else {
-        libc::LOCK_EX
-    };
-    for attempt in 0..100 {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return msg(format!("{source}: cannot lock: {e}"));
-        }
-        if !read_only || attempt == 99 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    msg(format!(
-        "{source}: in use by a mounted daxfs (unmount it first)"
-    ))
 }
 
 fn coalesce(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
@@ -612,6 +984,18 @@ mod tests {
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("99999999999T"), None);
+        // Decimals and the IEC and SI-looking spellings, all binary (issue 12 item 9).
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("8GiB"), Some(8 << 30));
+        assert_eq!(parse_size("8 GiB"), Some(8 << 30));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("0.5TiB"), Some(1 << 39));
+        assert_eq!(parse_size(".25k"), Some(256));
+        assert_eq!(parse_size("16384kib"), Some(16 << 20));
+        assert_eq!(parse_size("1.5"), Some(1));
+        for bad in ["", ".", "1.2.3G", "G", "1.5X", "1GiBs", "-1G", "1e3"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! every store and every durability point goes through (`write`/`zero`/`store_u64`,
 //! `flush`, `fence`), the tracing backend the crash checker replays, and the error tags
 //! (XFS's errortag) that make device operations fail on demand.
+//! Also the image locks: one writer per image, and who serves a mounted image.
 //!
 //! May call: `error`, and `format` for the block size (device sizes are whole blocks).
 //! Everything above reaches the media through here.
 
 pub mod device;
 pub mod errtag;
+pub mod imagelock;

@@ -9,6 +9,9 @@
 //! free list (AGFL), a small stack of blocks refilled from the trees *before* each
 //! operation (`fix_freelist`) so that one operation's splits always find blocks there.
 //!
+//! Sparse images: every block is made real in the image file (`Trans::claim_blocks`)
+//! before it leaves the free-space trees, whoever gets it (device.rs module doc).
+//!
 //! Counting: the in-core free-block counter is the sum over AGs of blocks in the trees plus
 //! blocks on the AGFL. Moving a block between trees and AGFL does not change it; handing a
 //! block to anyone else (data, inode chunk, another tree's node, a free-space tree node)
@@ -224,7 +227,10 @@ fn put(tx: &mut Trans, agno: u32, agbno: u64, len: u64) -> Result<()> {
 }
 
 /// Keep the AGFL between AGFL_MIN and AGFL_MAX blocks (XFS's xfs_alloc_fix_freelist).
-fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
+/// `donor`: an extent being freed (AG block, length), not yet in the trees; when the
+/// image's backing filesystem is full, the AGFL is refilled from it (its blocks are real),
+/// so that a free never fails for want of backing space. What is left of it is returned.
+fn fix_freelist(tx: &mut Trans, agno: u32, mut donor: (u64, u64)) -> Result<(u64, u64)> {
     loop {
         let count = agfl_count(tx, agno)?;
         if count >= AGFL_MIN {
@@ -240,9 +246,23 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
         };
         let (flen, fbno) = ((k >> 32) as u64, (k & 0xffff_ffff) as u64);
         check_free_extent(tx, agno, fbno, flen)?;
-        take(tx, &mut agf, fbno, flen, fbno, 1)?;
+        // AGFL blocks become free-space tree nodes without another allocation, so they
+        // are made real now.
+        let (fbno, flen, abno) = if tx.claim_blocks(tx.mp.fsblock(agno, fbno), 1)? {
+            (fbno, flen, fbno)
+        } else if donor.1 > 0 {
+            crate::log::trans::unbusy(tx.mp, tx.mp.fsblock(agno, donor.0), 1)?;
+            agfl_push(tx, agno, donor.0)?;
+            donor = (donor.0 + 1, donor.1 - 1);
+            continue;
+        } else if let Some((f, fl, a, _)) = real_free_run(tx, agno, 1, 1)? {
+            (f, fl, a)
+        } else {
+            return err(libc::ENOSPC);
+        };
+        take(tx, &mut agf, fbno, flen, abno, 1)?;
         write_agf(tx, &agf);
-        agfl_push(tx, agno, fbno)?;
+        agfl_push(tx, agno, abno)?;
     }
     // Give surplus blocks back to the trees: above AGFL_MAX, or above AGFL_MIN when the
     // AG is short of space (blocks on the AGFL cannot be handed out).
@@ -256,7 +276,84 @@ fn fix_freelist(tx: &mut Trans, agno: u32) -> Result<()> {
         let agbno = agfl_pop(tx, agno)?;
         put(tx, agno, agbno, 1)?;
     }
-    Ok(())
+    Ok(donor)
+}
+
+/// For when the image's backing filesystem is full: a run of free blocks of AG `agno`
+/// that is real in the image, at least `minlen` and at most `want` long, as (free extent
+/// start, its length, run start, run length), all AG block numbers. Walks the whole bnobt
+/// (only on this rare path); None when no free extent has such a run.
+fn real_free_run(
+    tx: &mut Trans,
+    agno: u32,
+    want: u64,
+    minlen: u64,
+) -> Result<Option<(u64, u64, u64, u64)>> {
+    let agf = read_agf(tx, agno)?;
+    let broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let bs = BLOCK_SIZE as u64;
+    let mut key = 0u64;
+    while let Some((k, v)) = btree::lookup_ge(tx, &bno_tree(agno), &broot, key as u128)? {
+        let (fbno, flen) = (k as u64, v as u64);
+        check_free_extent(tx, agno, fbno, flen)?;
+        let start = tx.mp.fsblock(agno, fbno) * bs;
+        let end = start + flen * bs;
+        let mut at = start;
+        while let Some((s, l)) = tx.mp.dev.real_run(at, end) {
+            let (first, last) = (s.div_ceil(bs), (s + l) / bs);
+            if last >= first + minlen {
+                let run = tx.mp.agbno(first);
+                return Ok(Some((fbno, flen, run, (last - first).min(want))));
+            }
+            if l == 0 {
+                break;
+            }
+            at = s + l;
+        }
+        key = fbno + flen;
+    }
+    Ok(None)
+}
+
+/// Every free extent of AG `agno` in its bnobt, as (device block, length) (trim).
+pub fn free_extents(tx: &mut Trans, agno: u32) -> Result<Vec<(u64, u64)>> {
+    let agf = read_agf(tx, agno)?;
+    let broot = Root {
+        blk: agf.bno_root,
+        level: agf.bno_level,
+    };
+    let mut out = Vec::new();
+    let mut key = 0u64;
+    while let Some((k, v)) = btree::lookup_ge(tx, &bno_tree(agno), &broot, key as u128)? {
+        let (fbno, flen) = (k as u64, v as u64);
+        check_free_extent(tx, agno, fbno, flen)?;
+        out.push((tx.mp.fsblock(agno, fbno), flen));
+        key = fbno + flen;
+    }
+    Ok(out)
+}
+
+/// `alloc_in_ag` when the extent it chose cannot be made real (the backing filesystem is
+/// full): free blocks that are real already, if the AG has a run of `minlen`.
+fn alloc_real_in_ag(
+    tx: &mut Trans,
+    agno: u32,
+    want: u64,
+    minlen: u64,
+) -> Result<Option<(u64, u64)>> {
+    let Some((fbno, flen, abno, alen)) = real_free_run(tx, agno, want, minlen)? else {
+        return Ok(None);
+    };
+    if !tx.claim_blocks(tx.mp.fsblock(agno, abno), alen)? {
+        return Ok(None);
+    }
+    let mut agf = read_agf(tx, agno)?;
+    take(tx, &mut agf, fbno, flen, abno, alen)?;
+    write_agf(tx, &agf);
+    Ok(Some((tx.mp.fsblock(agno, abno), alen)))
 }
 
 /// Allocate up to `want` contiguous blocks (at least `minlen`), at `hint` if it is free,
@@ -333,7 +430,7 @@ fn alloc_in_locked_ag(
     if agf.free_blocks + agfl.min(AGFL_MIN as u64) < need {
         return Ok(None);
     }
-    fix_freelist(tx, agno)?;
+    fix_freelist(tx, agno, (0, 0))?;
     let hint_agbno = (agno == first).then(|| tx.mp.agbno(hint));
     let Some(got) = alloc_in_ag(tx, agno, hint_agbno, want, minlen)? else {
         return Ok(None);
@@ -367,6 +464,9 @@ fn alloc_in_ag(
         check_free_extent(tx, agno, fbno, flen)?;
         if h < fbno + flen && fbno + flen - h >= minlen {
             let alen = want.min(fbno + flen - h);
+            if !tx.claim_blocks(tx.mp.fsblock(agno, h), alen)? {
+                return alloc_real_in_ag(tx, agno, want, minlen);
+            }
             take(tx, &mut agf, fbno, flen, h, alen)?;
             write_agf(tx, &agf);
             return Ok(Some((tx.mp.fsblock(agno, h), alen)));
@@ -384,6 +484,9 @@ fn alloc_in_ag(
         return Ok(None);
     }
     let alen = want.min(flen);
+    if !tx.claim_blocks(tx.mp.fsblock(agno, fbno), alen)? {
+        return alloc_real_in_ag(tx, agno, want, minlen);
+    }
     take(tx, &mut agf, fbno, flen, fbno, alen)?;
     write_agf(tx, &agf);
     Ok(Some((tx.mp.fsblock(agno, fbno), alen)))
@@ -417,8 +520,14 @@ pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
     check_free_range(tx.mp, fsblock, len)?;
     let agno = tx.mp.ag_of(fsblock);
     let agbno = tx.mp.agbno(fsblock);
-    fix_freelist(tx, agno)?;
-    put(tx, agno, agbno, len)?;
+    // Blocks the AGFL takes from the extent stay counted free (module doc).
+    let (agbno, rest) = fix_freelist(tx, agno, (agbno, len))?;
+    if rest > 0 {
+        put(tx, agno, agbno, rest)?;
+        if tx.mp.discard.load(Relaxed) {
+            tx.freed.push((tx.mp.fsblock(agno, agbno), rest));
+        }
+    }
     tx.blocks_freed += len;
     Ok(())
 }
@@ -456,4 +565,56 @@ pub fn free_node(tx: &mut Trans, tree: &Tree, blk: u64) -> Result<()> {
     }
     tx.defer_free(blk, 1);
     Ok(())
+}
+
+/// Make the blocks at fixed places real in a sparse image: each AG's headers, the free
+/// space tree roots and AGFL blocks mkfs placed, and the log, all written without an
+/// allocation (mkfs, and mount before recovery, for images made before this was done).
+/// Everything else that is stored to was allocated, and the allocator makes what it hands
+/// out real (`Trans::claim_blocks`).
+pub fn make_fixed_real(mp: &crate::log::mp::Mp) -> Result<()> {
+    let dev = &mp.dev;
+    if !dev.is_sparse() {
+        return Ok(());
+    }
+    let bs = BLOCK_SIZE as u64;
+    let fixed = AG_FIRST_FREE + 2 + AGFL_MIN as u64;
+    let full = |e| crate::log::recovery::backing_error(mp, e);
+    for agno in 0..mp.sb.ag_count {
+        let len = fixed.min(mp.ag_len(agno));
+        dev.make_real(mp.fsblock(agno, 0) * bs, len * bs)
+            .map_err(full)?;
+    }
+    dev.make_real(mp.sb.log_start * bs, mp.sb.log_blocks * bs)
+        .map_err(full)
+}
+
+/// `daxfs trim` / FITRIM: punch every free extent of at least `minlen` blocks that
+/// overlaps blocks [start, end) out of the image file, one AG at a time under its lock
+/// (so that nothing is allocated from it meanwhile), leaving out blocks the log may
+/// still replay into. Returns the blocks punched.
+pub fn trim(mp: &crate::log::mp::Mp, start: u64, end: u64, minlen: u64) -> Result<u64> {
+    if !mp.dev.can_discard() {
+        return err(libc::EOPNOTSUPP);
+    }
+    mp.check_writable()?;
+    let end = end.min(mp.sb.total_blocks);
+    let mut done = 0;
+    for agno in 0..mp.sb.ag_count {
+        let ag_start = mp.fsblock(agno, 0);
+        if ag_start >= end || ag_start + mp.ag_len(agno) <= start {
+            continue;
+        }
+        let mut tx = mp.trans(0)?;
+        let mut punch = Vec::new();
+        for (blk, len) in free_extents(&mut tx, agno)? {
+            let (s, e) = (blk.max(start), (blk + len).min(end));
+            if len >= minlen.max(1) && s < e {
+                punch.push((s, e - s));
+            }
+        }
+        done += crate::log::trans::discard_free(mp, &punch);
+        drop(tx); // clean: it only read, and held the AG lock while the holes were punched
+    }
+    Ok(done)
 }

@@ -63,6 +63,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("xattr_block", xattr_block),
     ("log_records", log_records),
     ("mount_image", mount_image),
+    ("dax_proto", dax_proto),
 ];
 
 /// The uuid of every image made here, so that seeds written by one process match the
@@ -1131,6 +1132,18 @@ pub fn mount_image(data: &[u8]) {
     exercise(&dev);
 }
 
+/// The direct-access control protocol's decoder (daxfs-client `proto::decode`): one
+/// datagram as the daemon receives it. Whatever decodes must re-encode to the same bytes
+/// (the format has one encoding per message), so nothing is accepted that the daemon
+/// would misread.
+pub fn dax_proto(data: &[u8]) {
+    use daxfs_client::proto;
+    if let Ok((seq, m)) = proto::decode(data) {
+        let again = m.encode(seq);
+        assert_eq!(again, data, "decoded {m:?} re-encodes differently");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Seeds.
 
@@ -1221,6 +1234,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         head.extend_from_slice(p.fresh.get(blk).map_or(&[0u8; BLOCK_SIZE][..], |b| &b[..]));
     }
     add("mount_image", head);
+    for (i, m) in daxfs_client::proto::examples().into_iter().enumerate() {
+        add("dax_proto", m.encode(i as u32));
+    }
     TARGETS
         .iter()
         .map(|(name, _)| (*name, by.remove(name).unwrap_or_default()))
