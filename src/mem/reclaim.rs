@@ -128,6 +128,8 @@ pub struct Mem {
     /// Per context (Full, NOFS, NOIO): usage when the last pass in it freed nothing (0: it
     /// freed something). A futile NOFS pass says nothing of what Full could do.
     futile_at: [AtomicU64; 3],
+    /// The shrinkers' candidate count after that futile pass.
+    futile_count: [AtomicU64; 3],
 }
 
 impl Default for Mem {
@@ -146,6 +148,7 @@ impl Mem {
             bg_cv: Condvar::new(),
             bg_started: AtomicBool::new(false),
             futile_at: Default::default(),
+            futile_count: Default::default(),
         }
     }
 
@@ -200,11 +203,20 @@ impl Mem {
     }
 
     /// After a pass that freed nothing, reclaim is not tried again until usage has grown
-    /// by 1/64 of the limit (at least 64 KiB): when the kernel holds every inode, each
-    /// allocation would otherwise scan in vain (measured: half the speed of a cold walk).
+    /// by 1/64 of the limit (between 4 and 64 KiB) or the shrinkers have 8 more candidates
+    /// than that pass left: when the kernel holds every inode, each allocation would
+    /// otherwise scan in vain and wake the background reclaimer (measured: half the speed
+    /// of a cold walk).
     fn backing_off(&self, ctx: AllocContext, used: u64) -> bool {
         let f = self.futile_at[ctx as usize].load(Relaxed);
-        f != 0 && used < f.saturating_add((self.budget.limit() / 64).max(64 << 10))
+        if f == 0 || used >= f.saturating_add((self.budget.limit() / 64).clamp(4 << 10, 64 << 10)) {
+            return false;
+        }
+        self.candidates() < self.futile_count[ctx as usize].load(Relaxed) + 8
+    }
+
+    fn candidates(&self) -> u64 {
+        self.shrinkers().iter().map(|s| s.count()).sum()
     }
 
     /// Free about `goal` bytes through the shrinkers in context `ctx`. Returns bytes freed.
@@ -255,6 +267,7 @@ impl Mem {
         let f = freed_bytes();
         self.stats.freed_bytes.fetch_add(f, Relaxed);
         if f == 0 {
+            self.futile_count[ctx as usize].store(self.candidates(), Relaxed);
             self.futile_at[ctx as usize].store(self.budget.used().max(1), Relaxed);
         } else {
             // Something could be freed: every context may try again.
