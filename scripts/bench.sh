@@ -22,6 +22,15 @@
 #   --big        100,000 entries for the metadata workloads
 #   --fs LIST    comma-separated subset of daxfs,daxfs-disk,memfs,tmpfs
 #   --only REGEX run only the workloads whose name matches
+#
+# Scaling: scripts/bench.sh --scaling [--max-extents N] [--max-entries N] [--batch N]
+#                                     [--fs LIST] [--perf]
+#   Cost per operation as a file grows in extents (4 KiB writes into holes, then
+#   overwrites) and as a directory grows in entries (create, lookup, unlink, readdir), at
+#   checkpoints 10, 20, 50, ... up to the maxima (default 100,000 each; 1,000,000 works,
+#   slowly), on daxfs and memfs unless --fs says otherwise. Writes scaling.csv and
+#   images/scaling-extents.png, images/scaling-dir.png. --perf records a call-graph
+#   profile of each daxfs daemon (perf record -g) into the results directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/common.sh
@@ -29,6 +38,7 @@ cd "$(dirname "$0")/.."
 
 passes=3; runtime=2; size_mb=256; entries=10000; maxsecs=10
 fslist="daxfs,daxfs-disk,memfs,tmpfs"; only="."; out=""
+scaling=0; max_extents=100000; max_entries=100000; batch=1000; perf=0; fs_given=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) passes=1; runtime=1; size_mb=64; entries=2000; maxsecs=3 ;;
@@ -36,7 +46,12 @@ while [ $# -gt 0 ]; do
         --runtime) runtime=$2; shift ;;
         --entries) entries=$2; shift ;;
         --big) entries=100000; maxsecs=120 ;;
-        --fs) fslist=$2; shift ;;
+        --fs) fslist=$2; fs_given=1; shift ;;
+        --scaling) scaling=1 ;;
+        --max-extents) max_extents=$2; shift ;;
+        --max-entries) max_entries=$2; shift ;;
+        --batch) batch=$2; shift ;;
+        --perf) perf=1 ;;
         --only) only=$2; shift ;;
         --out) out=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -97,7 +112,7 @@ wait_mounted() {
 mount_fs() {
     mkdir -p "$2"
     case "$1" in
-        daxfs) "$DAXFS" mount memfd:4G "$2" ;;
+        daxfs) "$DAXFS" mount "memfd:${memfd_gb:-4}G" "$2" ;;
         daxfs-disk)
             "$DAXFS" mkfs --size 4G "$disk/bench.img" >/dev/null
             "$DAXFS" mount "$disk/bench.img" "$2" ;;
@@ -115,6 +130,35 @@ direct_ok() {
 
 IFS=, read -r -a filesystems <<<"$fslist"
 
+if [ "$scaling" = 1 ]; then
+    [ "$fs_given" = 1 ] || filesystems=(daxfs memfs)
+    # Room for the extents file's blocks (4 KiB each, plus the batches) and metadata.
+    memfd_gb=$(( (max_extents + 4 * batch) * 4096 * 3 / 2 / (1 << 30) + 4 ))
+    csv=$out/scaling.csv
+    echo "kind,fs,size,op,ns_per_op" >"$csv"
+    echo "bench --scaling: ${filesystems[*]}; up to $max_extents extents and $max_entries entries, batches of $batch; results in $out"
+    for fs in "${filesystems[@]}"; do
+        mount_fs "$fs" "$work/$fs"
+        for kind in extents dir; do
+            mx=$([ $kind = extents ] && echo "$max_extents" || echo "$max_entries")
+            perf_pid=""
+            if [ "$perf" = 1 ] && [[ $fs == daxfs* ]]; then
+                dpid=$(pgrep -f "daxfs mount .* $work/$fs\$" | head -1)
+                perf record -g -q -p "$dpid" -o "$out/perf-$fs-$kind.data" 2>/dev/null &
+                perf_pid=$!
+            fi
+            python3 scripts/bench/scaling.py "$kind" "$work/$fs" "$fs" "$mx" "$batch" | tee -a "$csv"
+            if [ -n "$perf_pid" ]; then
+                kill -INT "$perf_pid"; wait "$perf_pid" || true
+                echo "profile: perf report -i $out/perf-$fs-$kind.data"
+            fi
+        done
+        if [[ $fs == daxfs* ]]; then unmount_dir "$work/$fs"; fi
+    done
+    "$PYPLOT" scripts/bench/scaling_plot.py "$csv" "$DAXFS_ROOT/images" | tee "$out/scaling.txt"
+    echo "results: $csv $out/scaling.txt"
+    exit 0
+fi
 declare -A has_direct
 notes=()
 for fs in "${filesystems[@]}"; do
