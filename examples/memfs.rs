@@ -825,8 +825,10 @@ fn spawn_signal_thread(mut unmounter: fuser::SessionUnmounter) -> std::io::Resul
     std::thread::Builder::new()
         .name("memfs-signals".into())
         .spawn(move || {
+            // EINVAL: no longer mounted (umount(8) got there first), nothing to say.
             if set.wait().is_ok()
                 && let Err(e) = unmounter.unmount()
+                && e.raw_os_error() != Some(libc::EINVAL)
             {
                 eprintln!("memfs: unmount failed: {e}");
             }

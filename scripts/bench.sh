@@ -24,7 +24,7 @@
 #   --only REGEX run only the workloads whose name matches
 #
 # Scaling: scripts/bench.sh --scaling [--max-extents N] [--max-entries N] [--batch N]
-#                                     [--fs LIST] [--perf]
+#                                     [--kinds extents,dir] [--fs LIST] [--perf]
 #   Cost per operation as a file grows in extents (4 KiB writes into holes, then
 #   overwrites) and as a directory grows in entries (create, lookup, unlink, readdir), at
 #   checkpoints 10, 20, 50, ... up to the maxima (default 100,000 each; 1,000,000 works,
@@ -38,7 +38,7 @@ cd "$(dirname "$0")/.."
 
 passes=3; runtime=2; size_mb=256; entries=10000; maxsecs=10
 fslist="daxfs,daxfs-disk,memfs,tmpfs"; only="."; out=""
-scaling=0; max_extents=100000; max_entries=100000; batch=1000; perf=0; fs_given=0
+scaling=0; max_extents=100000; max_entries=100000; batch=1000; perf=0; fs_given=0; kinds=extents,dir
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) passes=1; runtime=1; size_mb=64; entries=2000; maxsecs=3 ;;
@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
         --max-extents) max_extents=$2; shift ;;
         --max-entries) max_entries=$2; shift ;;
         --batch) batch=$2; shift ;;
+        --kinds) kinds=$2; shift ;;
         --perf) perf=1 ;;
         --only) only=$2; shift ;;
         --out) out=$2; shift ;;
@@ -86,6 +87,8 @@ cleanup() {
     for fs in daxfs daxfs-disk; do unmount_dir "$work/$fs"; done
     if [ -n "$memfs_pid" ]; then
         is_mounted "$work/memfs" && { umount "$work/memfs" 2>/dev/null || umount -l "$work/memfs"; }
+        # The unmount ends its session; it exits by itself.
+        for _ in $(seq 50); do kill -0 "$memfs_pid" 2>/dev/null || break; sleep 0.1; done
         kill "$memfs_pid" 2>/dev/null
         wait "$memfs_pid" 2>/dev/null
     fi
@@ -139,7 +142,8 @@ if [ "$scaling" = 1 ]; then
     echo "bench --scaling: ${filesystems[*]}; up to $max_extents extents and $max_entries entries, batches of $batch; results in $out"
     for fs in "${filesystems[@]}"; do
         mount_fs "$fs" "$work/$fs"
-        for kind in extents dir; do
+        IFS=, read -r -a kind_list <<<"$kinds"
+        for kind in "${kind_list[@]}"; do
             mx=$([ $kind = extents ] && echo "$max_extents" || echo "$max_entries")
             perf_pid=""
             if [ "$perf" = 1 ] && [[ $fs == daxfs* ]]; then
