@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what daxfs's tests, demo and benchmarks need, when it is missing (Debian-like
 # systems; as root, or through sudo). Idempotent: with everything present it installs
-# nothing and prints one line.
+# nothing and prints one line. `--bench` also installs what only the benchmark's plots
+# need (python3-matplotlib); no test needs it.
 set -euo pipefail
+bench=0
+[ "${1:-}" != --bench ] || bench=1
 export PATH="$HOME/.cargo/bin:$PATH"
 
 need_apt=()
@@ -14,6 +17,7 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v dbench >/dev/null 2>&1 || need_apt+=(dbench)
 command -v stress-ng >/dev/null 2>&1 || need_apt+=(stress-ng)
+[ "$bench" = 0 ] || python3 -c 'import matplotlib' 2>/dev/null || need_apt+=(python3-matplotlib)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "deps: installing ${need_apt[*]} (apt-get)"
     SUDO=""

@@ -478,7 +478,7 @@ pub fn add(tx: &mut Trans, d: &mut InodeData, name: &[u8], ino: u64, ftype: u8) 
 }
 
 fn new_dblock(tx: &mut Trans, d: &mut InodeData) -> Result<u64> {
-    let dblock = d.map.next_hole(0);
+    let dblock = d.map.first_hole();
     crate::dax::alloc_holes(tx, d, dblock, 1, false, &mut |_, _, _, _| {})?;
     let e = d.map.find(dblock).expect("just mapped");
     let blk = e.startblock + (dblock - e.fileoff);
@@ -649,11 +649,9 @@ pub fn list<I: BlockIo>(
         return Ok(());
     }
     let first = start >> BLOCK_SHIFT;
-    let exts: Vec<_> = d.map.iter().copied().collect();
-    for e in exts {
-        if e.end() <= first {
-            continue;
-        }
+    // From the block holding the cookie on: a readdir call costs what it returns, not
+    // the size of the directory.
+    for e in d.map.iter_from(first) {
         for dblock in e.fileoff.max(first)..e.end() {
             let (_, b) = read_dblock(io, d, dblock)?;
             for ent in entries(&b, dblock, d.di.ino)? {

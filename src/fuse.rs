@@ -19,8 +19,12 @@ use crate::error::FsError;
 use crate::fs::{Attr, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, Timespec, XattrFlags};
 
 /// How long the kernel may trust names and attributes: every change goes through this
-/// mount, so the kernel's caches stay right.
-const TTL: Duration = Duration::from_secs(1);
+/// mount, so the kernel's caches stay right. Public so the benchmark's in-memory reference
+/// (examples/memfs.rs) runs with the same timeouts.
+pub const TTL: Duration = Duration::from_secs(1);
+/// The open flags of regular files (open and create); shared with examples/memfs.rs.
+pub const FILE_OPEN_FLAGS: FopenFlags =
+    FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
 const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 const FS_XFLAG_DAX: u32 = 0x8000;
@@ -168,23 +172,29 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
+/// The INIT negotiation: what daxfs asks of the kernel. A function of its own so that the
+/// benchmark's in-memory reference (examples/memfs.rs) asks for exactly the same.
+pub fn negotiate(config: &mut KernelConfig) {
+    for f in [
+        InitFlags::FUSE_ASYNC_READ,
+        InitFlags::FUSE_BIG_WRITES,
+        // Not FUSE_ATOMIC_O_TRUNC: with it the kernel sends O_TRUNC in OPEN and sets
+        // the size to 0 before it checks for ETXTBSY, so opening a running program
+        // with O_RDONLY|O_TRUNC cut its pages from under it (it crashed, and the open
+        // then succeeded). Without it, O_TRUNC is a SETATTR after that check.
+        InitFlags::FUSE_PARALLEL_DIROPS,
+        InitFlags::FUSE_CACHE_SYMLINKS,
+        InitFlags::FUSE_MAX_PAGES,
+        InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+    ] {
+        let _ = config.add_capabilities(f);
+    }
+    let _ = config.set_max_write(1 << 20);
+}
+
 impl fuser::Filesystem for DaxFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        for f in [
-            InitFlags::FUSE_ASYNC_READ,
-            InitFlags::FUSE_BIG_WRITES,
-            // Not FUSE_ATOMIC_O_TRUNC: with it the kernel sends O_TRUNC in OPEN and sets
-            // the size to 0 before it checks for ETXTBSY, so opening a running program
-            // with O_RDONLY|O_TRUNC cut its pages from under it (it crashed, and the open
-            // then succeeded). Without it, O_TRUNC is a SETATTR after that check.
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_MAX_PAGES,
-            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        ] {
-            let _ = config.add_capabilities(f);
-        }
-        let _ = config.set_max_write(1 << 20);
+        negotiate(config);
         Ok(())
     }
 
@@ -366,10 +376,7 @@ impl fuser::Filesystem for DaxFuse {
             Ok(fh)
         });
         match r {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
             Err(e) => reply.error(errno(&e)),
         }
         if killed {
@@ -585,7 +592,7 @@ impl fuser::Filesystem for DaxFuse {
                 &self.attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                FILE_OPEN_FLAGS,
             ),
             Err(e) => reply.error(errno(&e)),
         }

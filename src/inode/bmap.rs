@@ -178,10 +178,7 @@ pub const REMOVE_EXTENTS_PER_TX: usize = 128;
 /// REMOVE_EXTENTS_PER_TX extents, so one transaction can remove it.
 pub fn bounded_remove_end(map: &ExtentMap, start: u64, end: u64) -> u64 {
     let mut n = 0;
-    for e in map.iter() {
-        if e.end() <= start {
-            continue;
-        }
+    for e in map.iter_from(start) {
         if e.fileoff >= end {
             break;
         }
