@@ -664,7 +664,7 @@ impl fuser::Filesystem for DaxFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -672,10 +672,19 @@ impl fuser::Filesystem for DaxFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(
-            self.fs.fallocate(self.ino(ino), offset, length, mode),
-            reply,
-        )
+        let ino = self.ino(ino);
+        match self
+            .fs
+            .fallocate_as(ino, offset, length, mode, &cred(req, false))
+        {
+            Ok(killed) => {
+                reply.ok();
+                if killed {
+                    self.attrs_changed(ino);
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn lseek(

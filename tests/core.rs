@@ -312,6 +312,63 @@ fn setattr_modes_times_and_setgid_dirs() {
     finish(&dev, fs);
 }
 
+/// fallocate, punch hole and zero range by an unprivileged caller clear set-user-ID, and
+/// set-group-ID when group-executable, as write does (the kernel's file_remove_privs); a
+/// privileged caller keeps them; a failed call changes nothing.
+#[test]
+fn unprivileged_fallocate_clears_setid_bits() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let user = Cred {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+        groups: vec![],
+    };
+    let setmode = |ino: u64, mode: u32| {
+        fs.setattr(
+            ino,
+            &SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            },
+            &root(),
+        )
+        .unwrap();
+    };
+    let f = create(&fs, r, "f");
+    fs.write(f, 0, &[7u8; 4 * 4096], false).unwrap();
+    // (mode, expected after) for each fallocate mode: default, punch hole, zero range.
+    for falloc_mode in [0, 0x01 | 0x02, 0x10] {
+        setmode(f, 0o6777);
+        assert!(fs.fallocate_as(f, 0, 4096, falloc_mode, &root()).unwrap() == false);
+        assert_eq!(fs.getattr(f).unwrap().perm, 0o6777, "root keeps set-id");
+        assert!(fs.fallocate_as(f, 4096, 4096, falloc_mode, &user).unwrap());
+        assert_eq!(fs.getattr(f).unwrap().perm, 0o0777, "mode {falloc_mode:#x}");
+        // Set-group-ID without group execute (mandatory locking) stays.
+        setmode(f, 0o6666);
+        assert!(fs.fallocate_as(f, 8192, 4096, falloc_mode, &user).unwrap());
+        assert_eq!(fs.getattr(f).unwrap().perm, 0o2666, "mode {falloc_mode:#x}");
+    }
+    // A failing fallocate (EOPNOTSUPP: punch hole without keep size) leaves the bits.
+    setmode(f, 0o6777);
+    assert_eq!(
+        errno(fs.fallocate_as(f, 0, 4096, 0x02, &user)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
+    let fs = remount(&dev, fs);
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o6777);
+    assert!(fs.fallocate_as(f, 0, 4096, 0, &user).unwrap());
+    let fs = remount(&dev, fs);
+    assert_eq!(
+        fs.getattr(f).unwrap().perm,
+        0o0777,
+        "the change is persistent"
+    );
+    finish(&dev, fs);
+}
+
 #[test]
 fn truncate_sparse_and_seek() {
     let (dev, fs) = fresh(64 << 20);

@@ -817,3 +817,85 @@ cat /var/log/daxfs.log
     assert!(no_daemon_left(&img));
     check_clean(&img);
 }
+
+/// Run `prog args` as the unprivileged user nobody (65534, no groups).
+fn as_nobody(prog: &str, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", prog])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 11 item 6: fallocate, punch hole and zero range by another user clear
+/// set-user-ID, and set-group-ID when group-executable, through the mount (FUSE sends no
+/// kill flag with fallocate; the daemon does it and drops the kernel's cached attributes).
+#[test]
+fn unprivileged_fallocate_clears_setid_bits_on_the_mount() {
+    if !can_mount() || !Path::new("/usr/bin/setpriv").exists() {
+        return;
+    }
+    let t = tmpdir();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let _m = Mounted::new(&img, &mnt);
+        let f = mnt.join("f");
+        fs::write(&f, vec![5u8; 16384]).unwrap();
+        let p = f.to_str().unwrap();
+        for (i, args) in [
+            vec!["-o", "0", "-l", "4096"],
+            vec!["-p", "-o", "4096", "-l", "4096"],
+            vec!["-z", "-o", "8192", "-l", "4096"],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (before, after) in [(0o6777, 0o0777), (0o6666, 0o2666)] {
+                fs::set_permissions(&f, fs::Permissions::from_mode(before)).unwrap();
+                assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, before);
+                let mut a = args.clone();
+                a.push(p);
+                let out = as_nobody("fallocate", &a);
+                assert!(
+                    out.status.success(),
+                    "fallocate {a:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    fs::metadata(&f).unwrap().mode() & 0o7777,
+                    after,
+                    "case {i} ({a:?}) from {before:o}"
+                );
+            }
+        }
+        // Root (CAP_FSETID) keeps them.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+        let out = Command::new("fallocate")
+            .args(["-o", "0", "-l", "8192", p])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o6777);
+        // A write by nobody clears them too (the existing write path, for comparison).
+        let out = as_nobody("sh", &["-c", &format!("echo x >> {p}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o0777);
+    }
+    check_clean(&img);
+    {
+        let _m = Mounted::new(&img, &mnt);
+        assert_eq!(fs::metadata(mnt.join("f")).unwrap().mode() & 0o7777, 0o0777);
+    }
+    check_clean(&img);
+}

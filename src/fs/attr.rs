@@ -1,4 +1,5 @@
-//! Attributes: setattr (mode, owner, size through `truncate`, times), kill_suid, the
+//! Attributes: setattr (mode, owner, size through `truncate`, times), kill_suid (also after
+//! an unprivileged fallocate), the
 //! extended attributes (including the daxfs control xattrs: stats, error tags) and the DAX
 //! flag.
 
@@ -79,6 +80,26 @@ impl Fs {
         tx.commit()?;
         drop(d);
         Ok(true)
+    }
+
+    /// fallocate(2) on behalf of `cred`: every mode changes the file's data or layout, so
+    /// an unprivileged caller (no CAP_FSETID: FUSE tells the uid only, so uid != 0) loses
+    /// the set-id bits as the kernel's `file_remove_privs` does (FUSE's fallocate request
+    /// has no kill flag, unlike write). The bits go only after the operation succeeded.
+    /// Returns whether the mode changed (the kernel's cached attributes are then stale).
+    pub fn fallocate_as(
+        &self,
+        ino: Ino,
+        off: u64,
+        len: u64,
+        mode: i32,
+        cred: &Cred,
+    ) -> Result<bool> {
+        self.fallocate(ino, off, len, mode)?;
+        if cred.uid == 0 {
+            return Ok(false);
+        }
+        self.kill_suid(ino)
     }
 
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
