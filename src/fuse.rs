@@ -43,7 +43,36 @@ pub struct DaxFuse {
 
 impl DaxFuse {
     pub fn new(fs: Arc<Fs>, notifier: Arc<OnceLock<Notifier>>) -> DaxFuse {
+        // After a shutdown every request gets EIO (Fs::iget), but the kernel answers some
+        // from its caches without asking: attributes and names within TTL, and the page
+        // cache of files opened with FOPEN_KEEP_CACHE. Drop the attributes and pages of
+        // every inode the kernel may hold, so stat, permission checks on a path walk, and
+        // reads come here and fail. From a thread of its own: the hook runs inside the
+        // failing request, and the kernel may hold a page lock until it is answered.
+        let weak = Arc::downgrade(&fs);
+        let n = notifier.clone();
+        fs.on_shutdown(Box::new(move || {
+            let (weak, n) = (weak.clone(), n.clone());
+            let _ = std::thread::Builder::new()
+                .name("daxfs-shutdown".into())
+                .spawn(move || {
+                    let (Some(fs), Some(n)) = (weak.upgrade(), n.get()) else {
+                        return;
+                    };
+                    let root = fs.root_ino();
+                    for ino in fs.cached_inos() {
+                        let fuse_ino = INodeNo(if ino == root { 1 } else { ino });
+                        // ENOENT: the kernel had already forgotten it.
+                        let _ = n.inval_inode(fuse_ino, 0, 0);
+                    }
+                });
+        }));
         DaxFuse { fs, notifier }
+    }
+    /// After a shutdown nothing is answered but EIO (requests that do not reach `Fs::iget`
+    /// check here).
+    fn shut(&self) -> bool {
+        self.fs.is_shutdown()
     }
     /// Set-id bits were killed: drop the kernel's cached attributes of `ino`.
     fn attrs_changed(&self, ino: u64) {
@@ -519,6 +548,9 @@ impl fuser::Filesystem for DaxFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.shut() {
+            return reply.error(Errno::EIO);
+        }
         let s = self.fs.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -609,6 +641,9 @@ impl fuser::Filesystem for DaxFuse {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
+        if self.shut() {
+            return reply.error(Errno::EIO);
+        }
         let ino = self.ino(ino);
         match cmd {
             FS_IOC_FSGETXATTR => {

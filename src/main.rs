@@ -474,22 +474,29 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Stat { mountpoint } => {
-            let s = match nix::sys::statvfs::statvfs(mountpoint.as_str()) {
-                Ok(s) => s,
+            match nix::sys::statvfs::statvfs(mountpoint.as_str()) {
+                Ok(s) => {
+                    println!("{mountpoint}:");
+                    println!(
+                        "  blocks: {} of {} bytes, {} free, {} available",
+                        s.blocks(),
+                        s.fragment_size(),
+                        s.blocks_free(),
+                        s.blocks_available()
+                    );
+                    println!("  inodes: {} total, {} free", s.files(), s.files_free());
+                }
+                // A shut-down daxfs answers statfs with EIO; its live counters (read
+                // below) still say so and why.
+                Err(nix::errno::Errno::EIO) => {
+                    println!("{mountpoint}:");
+                    println!("  blocks: unknown (statfs: EIO, see shutdown below)");
+                }
                 Err(e) => {
                     eprintln!("daxfs: {mountpoint}: {e}");
                     return ExitCode::from(1);
                 }
-            };
-            println!("{mountpoint}:");
-            println!(
-                "  blocks: {} of {} bytes, {} free, {} available",
-                s.blocks(),
-                s.fragment_size(),
-                s.blocks_free(),
-                s.blocks_available()
-            );
-            println!("  inodes: {} total, {} free", s.files(), s.files_free());
+            }
             match live_stats(&mountpoint) {
                 Ok(text) => {
                     for line in text.lines() {

@@ -899,3 +899,121 @@ fn unprivileged_fallocate_clears_setid_bits_on_the_mount() {
     }
     check_clean(&img);
 }
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// Issue 12 item 5: after a shutdown (a failing log write, set by an error tag) every
+/// operation on the mount fails with EIO, also what the kernel had cached (attributes and
+/// names within their timeout, pages of a file kept open), and the failed mkdir is not
+/// visible; the control attributes still answer; unmount works and the image mounts again
+/// clean with what was synced.
+#[test]
+fn after_a_shutdown_every_operation_on_the_mount_fails_with_eio() {
+    use std::os::unix::fs::FileExt;
+    if !can_mount() || !Path::new("/usr/bin/setfattr").exists() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    {
+        let _m = Mounted::new(&img, &mnt);
+        fs::write(mnt.join("kept"), b"synced bytes").unwrap();
+        fs::create_dir(mnt.join("dir")).unwrap();
+        assert!(
+            Command::new("sync")
+                .arg("-f")
+                .arg(&mnt)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Cached by the kernel: the open file's pages, attributes and names.
+        let held = fs::File::open(mnt.join("kept")).unwrap();
+        let mut buf = [0u8; 12];
+        held.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"synced bytes");
+        fs::metadata(mnt.join("kept")).unwrap();
+        fs::metadata(mnt.join("dir")).unwrap();
+        let out = Command::new("setfattr")
+            .args(["-n", "trusted.daxfs.errortag.log_write", "-v", "1"])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(errno_of(fs::create_dir(mnt.join("new"))), Some(libc::EIO));
+        let eio = Some(libc::EIO);
+        assert_eq!(
+            errno_of(fs::metadata(mnt.join("new"))),
+            eio,
+            "lookup of the failed mkdir"
+        );
+        assert_eq!(
+            errno_of(fs::metadata(mnt.join("kept"))),
+            eio,
+            "cached attributes"
+        );
+        assert_eq!(
+            errno_of(fs::metadata(mnt.join("dir"))),
+            eio,
+            "cached directory"
+        );
+        assert_eq!(
+            errno_of(held.read_exact_at(&mut buf, 0)),
+            eio,
+            "cached pages"
+        );
+        assert_eq!(errno_of(fs::read(mnt.join("kept"))), eio, "open and read");
+        assert_eq!(
+            errno_of(fs::read_dir(&mnt).and_then(|d| d.collect::<Result<Vec<_>, _>>())),
+            eio,
+            "readdir"
+        );
+        assert_eq!(errno_of(fs::write(mnt.join("kept"), b"x")), eio, "write");
+        let ls = Command::new("ls").arg("-la").arg(&mnt).output().unwrap();
+        assert!(!ls.status.success());
+        assert!(
+            !String::from_utf8_lossy(&ls.stdout).contains("new"),
+            "{}",
+            String::from_utf8_lossy(&ls.stdout)
+        );
+        let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string and a statvfs to fill.
+        let rc = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            libc::statvfs(c.as_ptr(), &mut st)
+        };
+        assert_eq!(
+            (rc, errno_of::<()>(Err(std::io::Error::last_os_error()))),
+            (-1, eio),
+            "statfs"
+        );
+        let stat = daxfs(&["stat", mnt.to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&stat.stdout).contains("shutdown true"),
+            "{}{}",
+            String::from_utf8_lossy(&stat.stdout),
+            String::from_utf8_lossy(&stat.stderr)
+        );
+        drop(held);
+    }
+    check_clean(&img);
+    {
+        let _m = Mounted::new(&img, &mnt);
+        assert_eq!(fs::read(mnt.join("kept")).unwrap(), b"synced bytes");
+        assert!(mnt.join("dir").is_dir());
+        assert_eq!(errno_of(fs::metadata(mnt.join("new"))), Some(libc::ENOENT));
+    }
+    check_clean(&img);
+}

@@ -482,7 +482,14 @@ impl Fs {
 
     /// The in-core inode `ino`, loading it from media if needed. A number that names no
     /// inode (a stale handle) is ESTALE.
+    ///
+    /// After a shutdown every operation that names an inode fails here with EIO, reads and
+    /// lookups included: the in-core state may hold the effects of the operation that
+    /// failed (XFS refuses everything after a forced shutdown too).
     pub fn iget(&self, ino: Ino) -> Result<Arc<Inode>> {
+        if self.mp.is_shutdown() {
+            return Err(FsError::Io("filesystem is shut down".into()));
+        }
         if !self.mp.ino_valid(ino) {
             return err(libc::ESTALE);
         }
@@ -935,6 +942,16 @@ impl Fs {
     /// Shut down (after a failure that left the in-core state unsure)?
     pub fn is_shutdown(&self) -> bool {
         self.mp.is_shutdown()
+    }
+
+    /// Run `hook` once when the filesystem shuts down (see `Mp::on_shutdown`).
+    pub fn on_shutdown(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.mp.on_shutdown(hook)
+    }
+
+    /// The inodes in core: every inode the kernel holds a reference to is among them.
+    pub fn cached_inos(&self) -> Vec<Ino> {
+        self.icache.lock().unwrap().keys().copied().collect()
     }
 
     /// Switch between read-only and read-write (remount). Read-only refuses changes: EROFS.

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::error::{FsError, Result, err};
@@ -42,6 +43,10 @@ pub struct Mp {
     /// Set when a dirty transaction could not commit: every later change fails with EIO
     /// (XFS's forced shutdown); the media still holds the last committed state.
     shutdown: AtomicBool,
+    /// Run once when the filesystem shuts down (the FUSE adapter drops the kernel's caches,
+    /// so nothing cached is served after it). Must not block: it runs wherever the
+    /// failure was found, locks held.
+    shutdown_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The AG the next new directory goes to: directories are spread over the AGs (XFS's
     /// inode64 rotor), files go near their directory, so work in different directories
     /// takes different AG locks.
@@ -89,6 +94,7 @@ impl Mp {
             inodes_free: AtomicU64::new(0),
             read_only: AtomicBool::new(read_only),
             shutdown: AtomicBool::new(false),
+            shutdown_hook: OnceLock::new(),
             ag_rotor: AtomicU64::new(0),
             pending_frees: AtomicU64::new(0),
             ag_waits_out_of_order: AtomicU64::new(0),
@@ -183,7 +189,14 @@ impl Mp {
                  unmount and run `daxfs check`.",
                 self.dev.source()
             );
+            if let Some(hook) = self.shutdown_hook.get() {
+                hook();
+            }
         }
+    }
+    /// Set what `force_shutdown` runs (once per mount; a second call is ignored).
+    pub fn on_shutdown(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.shutdown_hook.set(hook);
     }
 
     /// May this mount change anything now?
