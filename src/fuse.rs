@@ -16,7 +16,9 @@ use fuser::{
 };
 
 use crate::error::FsError;
-use crate::fs::{Attr, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, Timespec, XattrFlags};
+use crate::fs::{
+    Attr, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, ShutdownMode, Timespec, XattrFlags,
+};
 
 /// How long the kernel may trust names and attributes: every change goes through this
 /// mount, so the kernel's caches stay right. Public so the benchmark's in-memory reference
@@ -33,6 +35,40 @@ const FSXATTR_SIZE: usize = 28;
 pub const FITRIM: u32 = 0xc018_5879;
 /// struct fstrim_range { u64 start; u64 len; u64 minlen; }
 const FSTRIM_RANGE_SIZE: usize = 24;
+/// How long a shutdown waits for the kernel's caches to be dropped (see `DaxFuse::new`).
+const SHUTDOWN_INVAL_WAIT: Duration = Duration::from_millis(500);
+/// FS_IOC_SHUTDOWN (linux/fs.h: _IOR('X', 125, __u32)), XFS_IOC_GOINGDOWN's number.
+pub const FS_IOC_SHUTDOWN: u32 = 0x8004_587d;
+
+/// The argument of the caller's FS_IOC_SHUTDOWN. FUSE passes no input to an `_IOR` ioctl
+/// (it copies out only, and `arg` is not handed on by fuser), though this one is read by
+/// the filesystem: so read it from the caller, who is blocked in the ioctl until answered:
+/// its third syscall argument from /proc/TID/syscall, the u32 there from its memory. The
+/// daemon serving a root request may read the caller (ptrace rules: root, or same user).
+/// None when it cannot be read (then the caller gets EINVAL, nothing is shut down).
+fn caller_shutdown_flags(tid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    let mut w = text.split_whitespace();
+    let nr: i64 = w.next()?.parse().ok()?;
+    let num = |s: Option<&str>| u64::from_str_radix(s?.strip_prefix("0x")?, 16).ok();
+    let (_fd, cmd, arg) = (num(w.next()), num(w.next())?, num(w.next())?);
+    if nr != libc::SYS_ioctl || cmd as u32 != FS_IOC_SHUTDOWN {
+        return None;
+    }
+    let mut v = [0u8; 4];
+    let local = libc::iovec {
+        iov_base: v.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 4,
+    };
+    let remote = libc::iovec {
+        iov_base: arg as *mut libc::c_void,
+        iov_len: 4,
+    };
+    // SAFETY: `local` is 4 writable bytes of ours; the kernel checks the remote range
+    // and our right to read it, and fails (EFAULT/EPERM/ESRCH) without touching memory.
+    let n = unsafe { libc::process_vm_readv(tid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n == 4).then(|| u32::from_ne_bytes(v))
+}
 
 pub struct DaxFuse {
     fs: Arc<Fs>,
@@ -47,13 +83,17 @@ impl DaxFuse {
         // from its caches without asking: attributes and names within TTL, and the page
         // cache of files opened with FOPEN_KEEP_CACHE. Drop the attributes and pages of
         // every inode the kernel may hold, so stat, permission checks on a path walk, and
-        // reads come here and fail. From a thread of its own: the hook runs inside the
-        // failing request, and the kernel may hold a page lock until it is answered.
+        // reads come here and fail. The hook runs inside the request that failed, before
+        // its reply: it waits for the invalidation, so that once the failing call returns
+        // nothing cached is served, but only for a bounded time, since the kernel may hold
+        // a page lock until some other request is answered (a read or write of the same
+        // file in flight); the rest then completes in the background.
         let weak = Arc::downgrade(&fs);
         let n = notifier.clone();
         fs.on_shutdown(Box::new(move || {
             let (weak, n) = (weak.clone(), n.clone());
-            let _ = std::thread::Builder::new()
+            let (done, wait) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
                 .name("daxfs-shutdown".into())
                 .spawn(move || {
                     let (Some(fs), Some(n)) = (weak.upgrade(), n.get()) else {
@@ -65,7 +105,11 @@ impl DaxFuse {
                         // ENOENT: the kernel had already forgotten it.
                         let _ = n.inval_inode(fuse_ino, 0, 0);
                     }
+                    let _ = done.send(());
                 });
+            if spawned.is_ok() {
+                let _ = wait.recv_timeout(SHUTDOWN_INVAL_WAIT);
+            }
         }));
         DaxFuse { fs, notifier }
     }
@@ -690,6 +734,22 @@ impl fuser::Filesystem for DaxFuse {
                         out[16..].copy_from_slice(&minlen.to_le_bytes());
                         reply.ioctl(0, &out)
                     }
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            FS_IOC_SHUTDOWN => {
+                // Root only, as in XFS, ext4 and f2fs (CAP_SYS_ADMIN).
+                if req.uid() != 0 {
+                    return reply.error(Errno::EPERM);
+                }
+                let Some(mode) =
+                    caller_shutdown_flags(req.pid()).and_then(ShutdownMode::from_flags)
+                else {
+                    return reply.error(Errno::EINVAL);
+                };
+                log::warn!("shutdown requested by pid {} ({})", req.pid(), mode.name());
+                match self.fs.shutdown(mode) {
+                    Ok(()) => reply.ioctl(0, &[]),
                     Err(e) => reply.error(errno(&e)),
                 }
             }

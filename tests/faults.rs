@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use daxfs::check;
 use daxfs::error::Result;
-use daxfs::fs::{Cred, Fs, FsOptions, RenameFlags, STATS_XATTR, XattrFlags};
+use daxfs::fs::{
+    Cred, Fs, FsOptions, RenameFlags, STATS_XATTR, SetAttr, SetTime, ShutdownMode, XattrFlags,
+};
 use daxfs::mkfs::{self, MkfsOptions};
 use daxfs::pmem::device::{Device, Persistence};
 use daxfs::pmem::errtag::ErrorTag;
@@ -329,4 +331,57 @@ fn after_a_shutdown_everything_fails_with_eio() {
     fs.unmount().unwrap();
     drop(fs);
     assert!(check::check(&dev).unwrap().problems.is_empty());
+}
+
+/// Issue 11 item 8: the shutdown ioctl's three modes through the core. Every mode leaves
+/// every later operation failing with EIO and the image clean with all commits; they
+/// differ in what was only in core: an overwrite's mtime (kept dirty, not logged) is
+/// kept by `Default` (sync) and `LogFlush` (logged first), lost by `NoLogFlush`.
+#[test]
+fn shutdown_modes() {
+    let old = daxfs::fs::Timespec {
+        sec: 1_000_000,
+        nsec: 0,
+    };
+    for (mode, keeps_mtime) in [
+        (ShutdownMode::Default, true),
+        (ShutdownMode::LogFlush, true),
+        (ShutdownMode::NoLogFlush, false),
+    ] {
+        let dev = Arc::new(Device::memfd(SIZE).unwrap());
+        mkfs::mkfs(&dev, &MkfsOptions::default()).unwrap();
+        let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+        let r = fs.root_ino();
+        let f = fs
+            .mknod(r, b"f", libc::S_IFREG | 0o644, 0, &cred())
+            .unwrap()
+            .ino;
+        fs.write(f, 0, &[1u8; 8192], false).unwrap();
+        let set = SetAttr {
+            mtime: Some(SetTime::At(old)),
+            ..Default::default()
+        };
+        fs.setattr(f, &set, &cred()).unwrap();
+        fs.write(f, 0, &[2u8; 4096], false).unwrap();
+        assert_ne!(
+            fs.getattr(f).unwrap().mtime,
+            old,
+            "{mode:?}: the overwrite set mtime"
+        );
+        fs.shutdown(mode).unwrap();
+        assert!(fs.is_shutdown());
+        assert_eq!(fs.getattr(f).unwrap_err().errno(), libc::EIO, "{mode:?}");
+        assert_eq!(fs.read(f, 0, 10, |_| ()).unwrap_err().errno(), libc::EIO);
+        fs.shutdown(mode).unwrap(); // again: nothing to do
+        fs.unmount().unwrap();
+        drop(fs);
+        assert!(check::check(&dev).unwrap().problems.is_empty(), "{mode:?}");
+        let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+        let a = fs.lookup(fs.root_ino(), b"f").unwrap();
+        assert_eq!(a.size, 8192, "{mode:?}");
+        assert_eq!(a.mtime != old, keeps_mtime, "{mode:?}: mtime {:?}", a.mtime);
+        fs.unmount().unwrap();
+        drop(fs);
+        assert!(check::check(&dev).unwrap().problems.is_empty(), "{mode:?}");
+    }
 }

@@ -1017,3 +1017,135 @@ fn after_a_shutdown_every_operation_on_the_mount_fails_with_eio() {
     }
     check_clean(&img);
 }
+
+/// Shut the mount down through `FS_IOC_SHUTDOWN` with flags `flags` from python (xfs_io
+/// sends only LOGFLUSH and NOLOGFLUSH), on `path`, as root or as nobody; the errno, 0
+/// for success.
+fn shutdown_ioctl(path: &Path, flags: u32, nobody: bool) -> i32 {
+    let script = format!(
+        "import fcntl, os, struct, sys\n\
+         try:\n    fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+         \x20   fcntl.ioctl(fd, 0x8004587d, struct.pack('I', {flags}))\n\
+         except OSError as e:\n    print(e.errno); sys.exit(0)\n\
+         print(0)\n"
+    );
+    let p = path.to_str().unwrap();
+    let out = if nobody {
+        as_nobody("/usr/bin/python3", &["-c", &script, p])
+    } else {
+        Command::new("/usr/bin/python3")
+            .args(["-c", &script, p])
+            .output()
+            .unwrap()
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Issue 11 item 8: the shutdown ioctl through the mount: `xfs_io -x -c shutdown`
+/// (NOLOGFLUSH), `shutdown -f` (LOGFLUSH) and flags 0 (DEFAULT); root only (EPERM for
+/// nobody), unknown flags EINVAL (and nothing shut down); after it every operation gives
+/// EIO, umount works, and the image checks clean and mounts again with what was synced
+/// (and, the image being a file, with what was written).
+#[test]
+fn shutdown_ioctl_through_the_mount() {
+    if !can_mount()
+        || !Path::new("/usr/sbin/xfs_io").exists()
+        || !Path::new("/usr/bin/python3").exists()
+    {
+        return;
+    }
+    let t = tmpdir();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    let shut = |mnt: &Path| {
+        String::from_utf8_lossy(&daxfs(&["stat", mnt.to_str().unwrap()]).stdout)
+            .contains("shutdown true")
+    };
+    for (round, how) in ["nologflush", "logflush", "default"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = Mounted::new(&img, &mnt);
+        let synced = mnt.join(format!("synced{round}"));
+        fs::write(&synced, format!("synced {round}")).unwrap();
+        fs::File::open(&synced).unwrap().sync_all().unwrap();
+        fs::write(mnt.join(format!("written{round}")), b"written").unwrap();
+        if round == 0 {
+            fs::set_permissions(&synced, fs::Permissions::from_mode(0o644)).unwrap();
+            let out = as_nobody(
+                "xfs_io",
+                &["-r", "-x", "-c", "shutdown", synced.to_str().unwrap()],
+            );
+            assert!(!out.status.success(), "xfs_io shutdown as nobody");
+            assert_eq!(shutdown_ioctl(&synced, 2, true), libc::EPERM, "nobody");
+            assert_eq!(
+                shutdown_ioctl(&mnt, 3, false),
+                libc::EINVAL,
+                "unknown flags"
+            );
+            assert!(!shut(&mnt), "not shut down by a refused ioctl");
+            assert_eq!(fs::read(&synced).unwrap(), b"synced 0");
+        }
+        match how {
+            "default" => assert_eq!(shutdown_ioctl(&synced, 0, false), 0),
+            _ => {
+                let cmd = if how == "logflush" {
+                    "shutdown -f"
+                } else {
+                    "shutdown"
+                };
+                let target = if round == 0 { &synced } else { &mnt };
+                let out = Command::new("xfs_io")
+                    .args(["-x", "-c", cmd])
+                    .arg(target)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success() && out.stderr.is_empty(),
+                    "xfs_io {cmd}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        assert!(shut(&mnt), "{how}");
+        let eio = Some(libc::EIO);
+        assert_eq!(errno_of(fs::metadata(&synced)), eio, "{how}: stat");
+        assert_eq!(errno_of(fs::read(&synced)), eio, "{how}: read");
+        assert_eq!(
+            errno_of(fs::read_dir(&mnt).and_then(|mut d| d.next().transpose())),
+            eio
+        );
+        assert_eq!(
+            errno_of(fs::write(mnt.join("new"), b"x")),
+            eio,
+            "{how}: create"
+        );
+        // Again (open or ioctl): EIO.
+        assert_eq!(shutdown_ioctl(&mnt, 2, false), libc::EIO, "{how}: again");
+        m.unmount();
+        check_clean(&img);
+        let _m = Mounted::new(&img, &mnt);
+        for r in 0..=round {
+            assert_eq!(
+                fs::read(mnt.join(format!("synced{r}"))).unwrap(),
+                format!("synced {r}").as_bytes(),
+                "{how}"
+            );
+        }
+        assert_eq!(
+            fs::read(mnt.join(format!("written{round}"))).unwrap(),
+            b"written"
+        );
+        assert_eq!(errno_of(fs::metadata(mnt.join("new"))), Some(libc::ENOENT));
+    }
+    check_clean(&img);
+}

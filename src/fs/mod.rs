@@ -134,6 +134,36 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+/// The modes of FS_IOC_SHUTDOWN (linux/fs.h FS_SHUTDOWN_FLAGS_*, XFS's
+/// XFS_FSOP_GOING_FLAGS_*: the same values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// 0: make everything durable (sync), then shut down.
+    Default,
+    /// 1: force the log (what completed is committed), then shut down.
+    LogFlush,
+    /// 2: shut down at once.
+    NoLogFlush,
+}
+
+impl ShutdownMode {
+    pub fn from_flags(flags: u32) -> Option<ShutdownMode> {
+        match flags {
+            0 => Some(ShutdownMode::Default),
+            1 => Some(ShutdownMode::LogFlush),
+            2 => Some(ShutdownMode::NoLogFlush),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownMode::Default => "default",
+            ShutdownMode::LogFlush => "logflush",
+            ShutdownMode::NoLogFlush => "nologflush",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AtimeMode {
     #[default]
@@ -942,6 +972,32 @@ impl Fs {
     /// Shut down (after a failure that left the in-core state unsure)?
     pub fn is_shutdown(&self) -> bool {
         self.mp.is_shutdown()
+    }
+
+    /// FS_IOC_SHUTDOWN (XFS_IOC_GOINGDOWN): shut the filesystem down on request, as a
+    /// crash-consistency test does. Every commit is durable at its commit point (the log
+    /// record's fence, log/trans.rs), so what the modes differ in is what is not in the
+    /// log yet: timestamps kept dirty in core (lazy atime/mtime), and in-place writes and
+    /// file data not yet made durable (a checkpoint). `Default` syncs everything first
+    /// (XFS freezes), `LogFlush` logs the dirty timestamps (XFS forces its log),
+    /// `NoLogFlush` stops at once. Already shut down: nothing to do.
+    pub fn shutdown(&self, mode: ShutdownMode) -> Result<()> {
+        if self.mp.is_shutdown() {
+            return Ok(());
+        }
+        let writable = !self.mp.is_read_only();
+        let r = match mode {
+            ShutdownMode::Default if writable => self.sync(),
+            ShutdownMode::LogFlush if writable => {
+                let inodes: Vec<Arc<Inode>> =
+                    self.icache.lock().unwrap().values().cloned().collect();
+                inodes.iter().try_for_each(|i| self.flush_times(i))
+            }
+            _ => Ok(()),
+        };
+        self.mp
+            .force_shutdown(&format!("shut down on request ({})", mode.name()));
+        r
     }
 
     /// Run `hook` once when the filesystem shuts down (see `Mp::on_shutdown`).

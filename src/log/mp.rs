@@ -44,8 +44,8 @@ pub struct Mp {
     /// (XFS's forced shutdown); the media still holds the last committed state.
     shutdown: AtomicBool,
     /// Run once when the filesystem shuts down (the FUSE adapter drops the kernel's caches,
-    /// so nothing cached is served after it). Must not block: it runs wherever the
-    /// failure was found, locks held.
+    /// so nothing cached is served after it). It runs wherever the failure was found,
+    /// locks held: it takes none of the filesystem's locks and waits only a bounded time.
     shutdown_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The AG the next new directory goes to: directories are spread over the AGs (XFS's
     /// inode64 rotor), files go near their directory, so work in different directories
