@@ -1149,3 +1149,40 @@ fn shutdown_ioctl_through_the_mount() {
     }
     check_clean(&img);
 }
+
+/// Issue 11 item 4 through the mount: fallocate(1) of what df shows free minus 512 KiB
+/// succeeds in one call (it was ENOSPC), as a write of the same size does; check clean.
+#[test]
+fn fallocate_of_nearly_all_free_space_on_the_mount() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "256M"])
+            .status
+            .success()
+    );
+    {
+        let _m = Mounted::new(&img, &mnt);
+        let s = nix::sys::statvfs::statvfs(&mnt).unwrap();
+        let free = s.blocks_available() * s.fragment_size();
+        let len = (free - (512 << 10)).to_string();
+        let f = mnt.join("big");
+        let out = Command::new("fallocate")
+            .args(["-l", &len])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fallocate -l {len} of {free} free: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::metadata(&f).unwrap().len().to_string(), len);
+        fs::remove_file(&f).unwrap();
+    }
+    check_clean(&img);
+}

@@ -20,6 +20,24 @@ pub fn write_resblks(nblocks: u64) -> u64 {
     nblocks + (nblocks / 64 + 2) * BTREE_LEVELS_MAX as u64
 }
 
+/// The most new blocks, at most `want`, whose `write_resblks` fits in `avail` blocks: how
+/// big a piece an allocation that may be split (fallocate) can take now. Each piece still
+/// reserves its worst case; what it did not use comes back at its commit, so the next
+/// piece sees the space that is really left, and a request for all the free space that
+/// statfs shows ends in smaller and smaller pieces instead of ENOSPC.
+pub fn blocks_fitting(avail: u64, want: u64) -> u64 {
+    let (mut lo, mut hi) = (0, want);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if write_resblks(mid) <= avail {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
 /// Allocate every hole in file blocks [start, start+len), as written (after `fill` has
 /// initialised the blocks) or unwritten. `fill(device block, file block, len)` runs before
 /// the mapping is inserted, so it can write data or zeros in place.
@@ -64,4 +82,25 @@ pub fn alloc_holes(
 pub fn dev_off(e: &Extent, fblk: u64) -> u64 {
     debug_assert!(fblk >= e.fileoff && fblk < e.end());
     (e.startblock + (fblk - e.fileoff)) * BLOCK_SIZE as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_fitting_is_the_largest_that_fits() {
+        for avail in [0u64, 1, 10, 11, 12, 100, 1290, 17674, 17675, 1 << 20] {
+            for want in [0u64, 1, 100, 16384, 1 << 30] {
+                let n = blocks_fitting(avail, want);
+                assert!(n <= want);
+                if n > 0 {
+                    assert!(write_resblks(n) <= avail, "{avail} {want} {n}");
+                }
+                if n < want {
+                    assert!(write_resblks(n + 1) > avail, "{avail} {want} {n}");
+                }
+            }
+        }
+    }
 }

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use grant::{Grant, Mapping};
-pub use iomap::{alloc_holes, dev_off, write_resblks};
+pub use iomap::{alloc_holes, blocks_fitting, dev_off, write_resblks};
 pub use lease::{ClientId, Lease as LeaseInfo, LeaseId, LeaseState, LeaseTable};
 
 use crate::error::FsError;

@@ -45,7 +45,12 @@ impl Fs {
         let (fb, lb) = (off / BS, end.div_ceil(BS));
         let mut pos = fb;
         while pos < lb {
-            let chunk = (lb - pos).min(ALLOC_CHUNK_BLOCKS);
+            // A piece whose worst case fits in what is left (dax::blocks_fitting).
+            let chunk =
+                dax::blocks_fitting(self.mp.avail_blocks(), (lb - pos).min(ALLOC_CHUNK_BLOCKS));
+            if chunk == 0 {
+                return err(libc::ENOSPC);
+            }
             let mut tx = self.mp.trans(dax::write_resblks(chunk))?;
             let mut d = inode.ilock_excl();
             dax::alloc_holes(&mut tx, &mut d, pos, chunk, true, &mut |_, _, _, _| {})?;
