@@ -17,7 +17,8 @@ use fuser::{
 
 use crate::error::FsError;
 use crate::fs::{
-    Attr, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, ShutdownMode, Timespec, XattrFlags,
+    Attr, CacheInvalidator, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, ShutdownMode,
+    Timespec, XattrFlags,
 };
 
 /// How long the kernel may trust names and attributes: every change goes through this
@@ -111,12 +112,23 @@ impl DaxFuse {
                 let _ = wait.recv_timeout(SHUTDOWN_INVAL_WAIT);
             }
         }));
+        fs.set_cache_invalidator(Some(Arc::new(NotifyInval(notifier.clone()))));
         DaxFuse { fs, notifier }
     }
     /// After a shutdown nothing is answered but EIO (requests that do not reach `Fs::iget`
     /// check here).
     fn shut(&self) -> bool {
         self.fs.is_shutdown()
+    }
+    /// How an open file is served: a DAX file (one clients may map) without the kernel's
+    /// page cache, so a client's store is seen by the next read() and a write() by the
+    /// client's next load (one copy of the data); others with the page cache kept.
+    fn fopen_flags(&self, ino: u64) -> FopenFlags {
+        if self.fs.inode_is_dax(ino) {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FILE_OPEN_FLAGS
+        }
     }
     /// Set-id bits were killed: drop the kernel's cached attributes of `ino`.
     fn attrs_changed(&self, ino: u64) {
@@ -259,10 +271,25 @@ pub fn negotiate(config: &mut KernelConfig) {
         InitFlags::FUSE_CACHE_SYMLINKS,
         InitFlags::FUSE_MAX_PAGES,
         InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+        // DAX files are opened FOPEN_DIRECT_IO; mmap of them must keep working.
+        InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
     ] {
         let _ = config.add_capabilities(f);
     }
     let _ = config.set_max_write(1 << 20);
+}
+
+/// The core's `CacheInvalidator` over FUSE notify inval_inode (once the session exists).
+struct NotifyInval(Arc<OnceLock<Notifier>>);
+
+impl CacheInvalidator for NotifyInval {
+    fn invalidate(&self, ino: u64, off: u64, len: u64) {
+        if let Some(n) = self.0.get() {
+            // len <= 0 is "to the end of the file" for the kernel.
+            let len = i64::try_from(len).unwrap_or(0);
+            let _ = n.inval_inode(INodeNo(ino), off.min(i64::MAX as u64) as i64, len);
+        }
+    }
 }
 
 impl fuser::Filesystem for DaxFuse {
@@ -449,7 +476,7 @@ impl fuser::Filesystem for DaxFuse {
             Ok(fh)
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
+            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags(ino)),
             Err(e) => reply.error(errno(&e)),
         }
         if killed {
@@ -668,7 +695,7 @@ impl fuser::Filesystem for DaxFuse {
                 &self.attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FILE_OPEN_FLAGS,
+                self.fopen_flags(a.ino),
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -25,7 +25,12 @@ Options (-o, comma separated):
   noatime | relatime | strictatime
                               access-time updates (default relatime; kept in memory and
                               written with the next change, fsync, sync or unmount)
-  dax=inode|always|never      per-file DAX flag (default inode), all files, or none
+  dax=inode|always|never      which files are DAX: those with FS_XFLAG_DAX (default
+                              inode; xfs_io -c \"chattr +x\"), all files, or none. DAX
+                              files can be mapped by direct-access clients and are served
+                              without the kernel page cache; others cannot be mapped
+  lease_break_ms=N            how long a layout recall waits for a client before it
+                              revokes the lease (default 1000, at most 60000)
   mem=SIZE                    memory budget of the in-core caches (inodes, extent maps,
                               directory indexes), e.g. mem=64M; default 1/64 of the
                               device, at least 32M, at most 1/8 of the machine's memory.

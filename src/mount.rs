@@ -17,6 +17,8 @@ pub struct MountOpts {
     pub read_only: bool,
     pub atime: AtimeMode,
     pub dax: DaxMode,
+    /// How long a layout recall waits before it revokes (None: the default).
+    pub lease_break_ms: Option<u64>,
     pub fsname: Option<String>,
     pub subtype: Option<String>,
     pub allow_other: Option<bool>,
@@ -80,7 +82,12 @@ pub fn default_mem_budget(device_bytes: u64, machine_bytes: u64) -> u64 {
 /// The machine's physical memory in bytes (0 if unknown).
 pub fn machine_memory() -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     if pages <= 0 || size <= 0 {
         0
     } else {
@@ -106,6 +113,15 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
             ("dax", Some("never")) => o.dax = DaxMode::Never,
             ("dax", Some("inode")) => o.dax = DaxMode::Inode,
             ("dax", Some(v)) => return Err(format!("dax={v}: expected always, never or inode")),
+            ("lease_break_ms", Some(v)) => match v.parse::<u64>() {
+                Ok(ms) if ms <= crate::fs::LEASE_BREAK_MS_MAX => o.lease_break_ms = Some(ms),
+                _ => {
+                    return Err(format!(
+                        "lease_break_ms={v}: expected milliseconds, 0 to {}",
+                        crate::fs::LEASE_BREAK_MS_MAX
+                    ));
+                }
+            },
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             ("subtype", Some(v)) => o.subtype = Some(v.to_string()),
             ("allow_other", None) => o.allow_other = Some(true),
@@ -182,6 +198,9 @@ impl MountOpts {
             dax: self.dax,
             mem_limit: self.mem,
             discard: self.discard,
+            lease_break_ms: self
+                .lease_break_ms
+                .unwrap_or(crate::fs::LEASE_BREAK_MS_DEFAULT),
         }
     }
 
@@ -849,7 +868,10 @@ mod tests {
         assert_eq!(parse_options("noatime").unwrap().mem, None);
         assert!(parse_options("mem=12").is_err());
         assert!(parse_options("mem=lots").is_err());
-        assert_eq!(parse_options("mem=2G").unwrap().fs_options().mem_limit, Some(2 << 30));
+        assert_eq!(
+            parse_options("mem=2G").unwrap().fs_options().mem_limit,
+            Some(2 << 30)
+        );
         let (mib, gib) = (1u64 << 20, 1u64 << 30);
         assert_eq!(default_mem_budget(gib, 16 * gib), 32 * mib); // floor
         assert_eq!(default_mem_budget(64 * gib, 16 * gib), gib); // device/64
@@ -872,6 +894,19 @@ mod tests {
         let e = parse_options("rw,bogus").unwrap_err();
         assert_eq!(e, "unknown mount option \"bogus\"");
         assert!(parse_options("dax=sometimes").is_err());
+        assert_eq!(
+            parse_options("lease_break_ms=250")
+                .unwrap()
+                .fs_options()
+                .lease_break_ms,
+            250
+        );
+        assert_eq!(
+            parse_options("").unwrap().fs_options().lease_break_ms,
+            crate::fs::LEASE_BREAK_MS_DEFAULT
+        );
+        assert!(parse_options("lease_break_ms=soon").is_err());
+        assert!(parse_options("lease_break_ms=60001").is_err());
         let r = parse_options("remount,ro,nosuid").unwrap();
         assert!(r.remount);
         assert_eq!(r.kernel_remount, vec!["ro", "nosuid"]);

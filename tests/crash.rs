@@ -102,7 +102,10 @@ fn ace_one_operation_with_reclaim_running() {
             ..config(p, i as u64)
         },
     );
-    assert!(total.reclaim_direct > 0 && total.reclaim_freed > 0, "{total}");
+    assert!(
+        total.reclaim_direct > 0 && total.reclaim_freed > 0,
+        "{total}"
+    );
 }
 
 /// Two operations, in both modes: the default run gives each pair one combination of sync

@@ -85,7 +85,11 @@ fn charges_return_to_their_start() {
         fs.write(big, blk * 4096, &[7u8; 4096], false).unwrap();
     }
     let b = &fs.mem().budget;
-    assert!(b.charged(Cache::ExtentMaps) >= 200 * 64, "{}", fs.mem_stats());
+    assert!(
+        b.charged(Cache::ExtentMaps) >= 200 * 64,
+        "{}",
+        fs.mem_stats()
+    );
     assert!(b.charged(Cache::DirIndexes) > 0, "{}", fs.mem_stats());
     for &i in &inos {
         fs.getattr(i).unwrap(); // loaded again, unreferenced
@@ -101,7 +105,12 @@ fn charges_return_to_their_start() {
     fs.rmdir(fs.root_ino(), b"d").unwrap();
     fs.forget(d, 1);
     // Unreferenced inodes still cached (loaded by getattr) go with a reclaim pass.
-    fs.mem().reclaim(u64::MAX, AllocContext::Full, true, std::panic::Location::caller());
+    fs.mem().reclaim(
+        u64::MAX,
+        AllocContext::Full,
+        true,
+        std::panic::Location::caller(),
+    );
     assert_eq!(fs.cached_inodes(), 1, "{}", fs.stats());
     assert_eq!(charged_objects(&fs), start, "{}", fs.mem_stats());
     finish(&dev, fs);
@@ -125,9 +134,16 @@ fn the_shrinker_keeps_a_cold_walk_inside_the_budget() {
         max_cached = max_cached.max(fs.cached_inodes());
     }
     let per_inode = fs.mem().budget.charged(Cache::Inodes) / fs.cached_inodes() as u64;
-    assert!(max_cached as u64 <= limit / per_inode + 2, "{max_cached} cached");
+    assert!(
+        max_cached as u64 <= limit / per_inode + 2,
+        "{max_cached} cached"
+    );
     assert!(stat_value(&fs, "reclaim_direct") > 0);
-    assert!(stat_value(&fs, "reclaim_freed") >= 2000, "{}", fs.mem_stats());
+    assert!(
+        stat_value(&fs, "reclaim_freed") >= 2000,
+        "{}",
+        fs.mem_stats()
+    );
     assert_eq!(stat_value(&fs, "mem_budget_exceeded_by"), 0);
     finish(&dev, fs);
 }
@@ -140,7 +156,11 @@ fn referenced_inodes_go_over_the_budget_and_stat_says_so() {
     let mut inos = Vec::new();
     for i in 0..2000 {
         // Every create keeps its lookup reference: nothing can be evicted, nothing fails.
-        inos.push(fs.mknod(d, format!("f{i}").as_bytes(), 0o644, 0, &root()).unwrap().ino);
+        inos.push(
+            fs.mknod(d, format!("f{i}").as_bytes(), 0o644, 0, &root())
+                .unwrap()
+                .ino,
+        );
     }
     let over = stat_value(&fs, "mem_budget_exceeded_by");
     assert!(over > 0);
@@ -149,7 +169,12 @@ fn referenced_inodes_go_over_the_budget_and_stat_says_so() {
     for &i in &inos {
         fs.forget(i, 1);
     }
-    assert_eq!(stat_value(&fs, "mem_budget_exceeded_by"), 0, "{}", fs.mem_stats());
+    assert_eq!(
+        stat_value(&fs, "mem_budget_exceeded_by"),
+        0,
+        "{}",
+        fs.mem_stats()
+    );
     assert!(stat_value(&fs, "mem_peak") > limit);
     finish(&dev, fs);
 }
@@ -177,7 +202,11 @@ fn nofs_reclaim_never_enters_a_transaction_nor_blocks() {
         let _g = nofs_scope();
         fs.mem().allocating(1 << 20, AllocContext::Full);
     }
-    assert_eq!(trans::log_counters(fs.mp()).0, commits, "NOFS reclaim committed");
+    assert_eq!(
+        trans::log_counters(fs.mp()).0,
+        commits,
+        "NOFS reclaim committed"
+    );
     assert_eq!(fs.cached_inodes(), cached, "dirty inodes evicted in NOFS");
     assert!(stat_value(&fs, "reclaim_skipped_context") >= 50);
     assert_eq!(stat_value(&fs, "reclaim_written_back"), 0);
@@ -185,7 +214,11 @@ fn nofs_reclaim_never_enters_a_transaction_nor_blocks() {
     // Full context writes them back (transactions) and evicts them.
     fs.mem().allocating(1 << 20, AllocContext::Full);
     assert!(trans::log_counters(fs.mp()).0 > commits);
-    assert!(stat_value(&fs, "reclaim_written_back") >= 50, "{}", fs.mem_stats());
+    assert!(
+        stat_value(&fs, "reclaim_written_back") >= 50,
+        "{}",
+        fs.mem_stats()
+    );
     assert!(fs.cached_inodes() < cached - 40);
     let r = lockcheck::take_reports();
     assert!(r.is_empty(), "{r:#?}");
@@ -322,7 +355,10 @@ fn a_planted_inversion_is_reported_with_both_sites() {
         mem.allocating(1, AllocContext::Full);
     }
     let r = lockcheck::take_reports();
-    assert!(r.iter().any(|r| r.text.contains("inside NoFs reclaim")), "{r:#?}");
+    assert!(
+        r.iter().any(|r| r.text.contains("inside NoFs reclaim")),
+        "{r:#?}"
+    );
 }
 
 #[test]
@@ -335,7 +371,10 @@ fn a_device_access_in_noio_reclaim_is_reported() {
         mem.allocating(1, AllocContext::Full);
     }
     let r = lockcheck::take_reports();
-    assert!(r.iter().any(|r| r.text.contains("device accessed")), "{r:#?}");
+    assert!(
+        r.iter().any(|r| r.text.contains("device accessed")),
+        "{r:#?}"
+    );
     // The same in NOFS is allowed.
     let (mem, _p) = planted(Some(dev));
     {
@@ -403,8 +442,14 @@ fn an_image_file_gets_a_noio_mapping_mask() {
     mkfs::mkfs(&inner, &MkfsOptions::default()).unwrap();
     let mut head = vec![0u8; 64 << 10];
     inner.read(0, &mut head);
-    let img = fs.mknod(fs.root_ino(), b"img", 0o644, 0, &root()).unwrap().ino;
-    let plain = fs.mknod(fs.root_ino(), b"plain", 0o644, 0, &root()).unwrap().ino;
+    let img = fs
+        .mknod(fs.root_ino(), b"img", 0o644, 0, &root())
+        .unwrap()
+        .ino;
+    let plain = fs
+        .mknod(fs.root_ino(), b"plain", 0o644, 0, &root())
+        .unwrap()
+        .ino;
     fs.write(img, 0, &head, false).unwrap();
     fs.write(plain, 0, &vec![0x5a; 64 << 10], false).unwrap();
     // Set up afresh (the mask is fixed at setup): evict both, look them up again.
@@ -435,7 +480,10 @@ fn an_image_file_gets_a_noio_mapping_mask() {
 /// "reclaim_direct N (nofs A, noio B)": B for "noio", A for "nofs".
 fn stat_value_paren(fs: &Fs, which: &str) -> u64 {
     let s = fs.stats();
-    let line = s.lines().find(|l| l.starts_with("reclaim_direct ")).unwrap();
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("reclaim_direct "))
+        .unwrap();
     let at = line.find(&format!("{which} ")).unwrap() + which.len() + 1;
     line[at..]
         .trim_end_matches(')')
@@ -462,7 +510,11 @@ fn the_background_reclaimer_writes_back_and_keeps_under_high() {
     let b = &fs.mem().budget;
     assert!(b.used() <= b.low(), "{}", fs.mem_stats());
     assert!(stat_value(&fs, "reclaim_background") >= 1);
-    assert!(stat_value(&fs, "reclaim_written_back") >= 1, "{}", fs.mem_stats());
+    assert!(
+        stat_value(&fs, "reclaim_written_back") >= 1,
+        "{}",
+        fs.mem_stats()
+    );
     fs.mem().budget.set_limit(1 << 30);
     for &i in &inos {
         assert_eq!(fs.read(i, 0, 1, |b| b[0]).unwrap(), 2);
@@ -490,7 +542,9 @@ fn eviction_races_lookups_and_opens() {
             std::thread::spawn(move || {
                 let mut x = t * 7919 + 1;
                 for _ in 0..12000 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let k = (x >> 33) as usize % inos.len();
                     let ino = inos[k];
                     let name = format!("f{k}");
@@ -505,9 +559,7 @@ fn eviction_races_lookups_and_opens() {
                             fs.release(ino, fh);
                             r.is_ok()
                         }),
-                        3 if k < 150 => fs
-                            .write(ino, 0, &[3u8; 16], false)
-                            .map(|n| n == 16),
+                        3 if k < 150 => fs.write(ino, 0, &[3u8; 16], false).map(|n| n == 16),
                         _ => fs.getattr(ino).map(|a| a.size <= 4096),
                     };
                     if !matches!(ok, Ok(true)) {
@@ -528,7 +580,10 @@ fn eviction_races_lookups_and_opens() {
     assert!(stat_value(&fs, "reclaim_freed") > 100, "{}", fs.mem_stats());
     fs.mem().budget.set_limit(1 << 30);
     for &i in &inos[..150] {
-        assert_eq!(fs.read(i, 0, 4096, |b| b.to_vec()).unwrap()[..16], [3u8; 16]);
+        assert_eq!(
+            fs.read(i, 0, 4096, |b| b.to_vec()).unwrap()[..16],
+            [3u8; 16]
+        );
     }
     finish(&dev, fs);
 }

@@ -1,16 +1,19 @@
-//! The shape of a layout grant: which device ranges back a leased file range. Built by
-//! fs/layout.rs (`Fs::layout_grant`) from the extent map; pure, so it is tested here.
-//!
-//! A read grant reports holes and unwritten extents as holes (the client maps zero pages
-//! there); a write grant has none (everything was allocated as zeroed, written blocks
-//! first). Device-contiguous pieces are merged, so a grant names as few ranges as the
-//! layout allows (at most daxfs_client::proto::RANGES_MAX; the lease is shortened to fit).
+//! The shape of a layout grant: the device ranges of a file range as a client maps them
+//! (holes read as zeros), and the bounds of one grant. No filesystem use: fs/layout.rs
+//! makes grants, the socket server sends them.
 
-use crate::dax::iomap;
 use crate::format::BLOCK_SIZE;
 use crate::inode::extent_map::Extent;
+use crate::inode::lease::LeaseId;
 
 const BS: u64 = BLOCK_SIZE as u64;
+
+/// The longest range one grant covers; a client asks again for more (the same value as
+/// the client protocol's GRANT_LEN_MAX).
+pub const GRANT_LEN_MAX: u64 = 64 << 20;
+/// The most device ranges one grant hands out (a fragmented range is granted in part;
+/// the protocol's RANGES_MAX).
+pub const RANGES_MAX: usize = 256;
 
 /// One piece of a grant: `len` bytes of the file from `file_off` are at `dev_off` on the
 /// device, or a hole (None) that reads as zeros.
@@ -23,7 +26,7 @@ pub struct Mapping {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub lease: crate::dax::LeaseId,
+    pub lease: LeaseId,
     pub ino: u64,
     /// In-core i_size at the grant.
     pub size: u64,
@@ -65,7 +68,7 @@ pub fn cover(pieces: &[Extent], fb: u64, nb: u64) -> Vec<Mapping> {
             continue;
         }
         push(pos, s - pos, None);
-        push(s, e - s, (!p.unwritten).then(|| iomap::dev_off(p, s)));
+        push(s, e - s, (!p.unwritten).then(|| super::dev_off(p, s)));
         pos = e;
     }
     push(pos, fb + nb - pos, None);
@@ -87,7 +90,7 @@ mod tests {
 
     #[test]
     fn cover_holes_unwritten_and_merges() {
-        // blocks 0-1 at 100, 2-3 at 102 (contiguous: merged), 4 hole, 5 unwritten, 6-7 at 50.
+        // blocks 0-1 at 100, 2-3 at 102 (contiguous: merged), 4 hole, 5 unwritten, 6-9 at 50.
         let e = [
             ext(0, 100, 2, false),
             ext(2, 102, 2, false),
@@ -95,33 +98,19 @@ mod tests {
             ext(6, 50, 4, false),
         ];
         let m = cover(&e, 1, 8);
+        let map = |file_off, len, dev_off| Mapping {
+            file_off,
+            len,
+            dev_off,
+        };
         assert_eq!(
             m,
             vec![
-                Mapping {
-                    file_off: BS,
-                    len: 3 * BS,
-                    dev_off: Some(101 * BS)
-                },
-                Mapping {
-                    file_off: 4 * BS,
-                    len: 2 * BS,
-                    dev_off: None
-                },
-                Mapping {
-                    file_off: 6 * BS,
-                    len: 3 * BS,
-                    dev_off: Some(50 * BS)
-                },
+                map(BS, 3 * BS, Some(101 * BS)),
+                map(4 * BS, 2 * BS, None),
+                map(6 * BS, 3 * BS, Some(50 * BS)),
             ]
         );
-        assert_eq!(
-            cover(&[], 3, 2),
-            vec![Mapping {
-                file_off: 3 * BS,
-                len: 2 * BS,
-                dev_off: None
-            }]
-        );
+        assert_eq!(cover(&[], 3, 2), vec![map(3 * BS, 2 * BS, None)]);
     }
 }

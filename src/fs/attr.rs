@@ -173,6 +173,17 @@ impl Fs {
     /// FS_IOC_FSSETXATTR's DAX flag.
     pub fn set_dax_flag(&self, ino: Ino, dax: bool) -> Result<()> {
         let inode = self.iget(ino)?;
+        let io = inode.iolock_excl();
+        let was = inode.ilock_shared().di.flags;
+        let now_flags = if dax {
+            was | DIFLAG_DAX
+        } else {
+            was & !DIFLAG_DAX
+        };
+        // A file that stops being DAX may no longer be mapped by clients.
+        if self.is_dax(was) && !self.is_dax(now_flags) {
+            self.break_layouts(&inode, &io, 0, u64::MAX)?;
+        }
         let mut tx = self.mp.trans(0)?;
         let mut d = inode.ilock_excl();
         let flags = if dax {

@@ -6,14 +6,30 @@ use super::*;
 
 impl Fs {
     /// Change the size: zero the tail of the new last block, free blocks past it in
-    /// bounded transactions. The size changes in the first one.
+    /// bounded transactions. The size changes in the first one. Layouts over what goes
+    /// are broken first (layout.rs).
     pub(super) fn truncate(&self, inode: &Inode, size: u64, touch: bool) -> Result<()> {
         if size > FILE_SIZE_MAX {
             return err(libc::EFBIG);
         }
-        let _io = inode.iolock_excl();
-        let keep_bytes = size.div_ceil(BS) * BS;
-        self.layout_guard(inode, keep_bytes, u64::MAX - keep_bytes)?;
+        let io = inode.iolock_excl();
+        // Blocks from the new EOF block on are freed; going down, the part of the EOF
+        // block past the new size is zeroed as well.
+        let from = if size < inode.ilock_shared().di.size {
+            size / BS * BS
+        } else {
+            size.div_ceil(BS) * BS
+        };
+        let broke = self.break_layouts(inode, &io, from, u64::MAX - from)?;
+        let r = self.truncate_locked(inode, size, touch);
+        drop(io);
+        if broke {
+            self.invalidate_cache(inode.ino, from, u64::MAX - from);
+        }
+        r
+    }
+
+    fn truncate_locked(&self, inode: &Inode, size: u64, touch: bool) -> Result<()> {
         let _mm = inode.mmaplock_excl();
         let mut first = true;
         loop {
@@ -103,7 +119,8 @@ impl Fs {
     }
 
     /// Read up to `size` bytes at `off`; `reply` gets the bytes: a slice of the device when
-    /// one written extent holds them all (zero copy), else a gathered buffer.
+    /// one written extent holds them all and no direct-access client may store into it
+    /// (zero copy), else a gathered buffer. The blocks come from the fault path.
     pub fn read<R>(
         &self,
         ino: Ino,
@@ -113,36 +130,46 @@ impl Fs {
     ) -> Result<R> {
         let inode = self.iget(ino)?;
         let _io = inode.iolock_shared();
-        let _mm = inode.mmaplock_shared();
-        let d = inode.ilock_shared();
-        match d.di.kind() {
+        // The size is stable under the IOLOCK: every path that changes it holds it
+        // exclusive, but a size commit of a client (under the invalidate lock, taken next).
+        let (isize, kind) = {
+            let d = inode.ilock_shared();
+            (d.di.size, d.di.kind())
+        };
+        match kind {
             FileKind::File => {}
             FileKind::Dir => return err(libc::EISDIR),
             _ => return err(libc::EINVAL),
         }
-        if off >= d.di.size || size == 0 {
-            drop(d);
+        if off >= isize || size == 0 {
             self.touch_atime(&inode);
             return Ok(reply(&[]));
         }
-        let len = (size as u64).min(d.di.size - off);
+        let len = (size as u64).min(isize - off);
         let (fb, lb) = (off / BS, (off + len - 1) / BS);
-        let pieces = d.map.range(fb, lb - fb + 1);
+        let m = dax::fault(&self.mp, &inode, fb, lb - fb + 1, dax::FaultKind::Read)?;
+        let pieces = &m.pieces;
         let r = if pieces.len() == 1
             && !pieces[0].unwritten
-            && pieces[0].fileoff == fb
-            && pieces[0].len == lb - fb + 1
+            && pieces[0].fileoff <= fb
+            && pieces[0].end() > lb
+            && !inode.has_leases()
         {
             let at = dax::dev_off(&pieces[0], fb) + off % BS;
-            // SAFETY: the invalidate lock (shared) keeps these blocks mapped to this file
-            // and the ILOCK (shared) keeps writers of this inode's metadata out while the
-            // slice lives; it is handed to the reply and dropped before the locks.
+            // SAFETY: the invalidate lock (shared, held by `m`) keeps these blocks mapped
+            // to this file while the slice lives (it is handed to the reply and dropped
+            // before `m`); the IOLOCK (shared) keeps writers of this file out, and no
+            // direct-access client holds a lease here (it could store into the blocks,
+            // which a Rust reference must never see: DESIGN.md 1).
             reply(unsafe { self.mp.dev.slice(at, len as usize) })
         } else {
             let mut buf = vec![0u8; len as usize];
             for p in pieces.iter().filter(|p| !p.unwritten) {
                 let start = (p.fileoff * BS).max(off);
                 let end = (p.end() * BS).min(off + len);
+                if start >= end {
+                    continue;
+                }
                 self.mp.dev.read(
                     dax::dev_off(p, start / BS) + start % BS,
                     &mut buf[(start - off) as usize..(end - off) as usize],
@@ -150,7 +177,7 @@ impl Fs {
             }
             reply(&buf)
         };
-        drop(d);
+        drop(m);
         self.touch_atime(&inode);
         Ok(r)
     }
@@ -181,24 +208,19 @@ impl Fs {
         }
     }
 
-    /// Write `data` at `off` (at EOF when `append`); returns bytes written.
+    /// Write `data` at `off` (at EOF when `append`); returns bytes written. The blocks
+    /// come from the fault path: a read fault first, and when the range has holes or
+    /// unwritten blocks, a write fault that allocates them unwritten in a transaction the
+    /// write commits (iomap_end) after filling them.
     /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
     /// of their own before copying (see below).
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u32> {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
         let _io = inode.iolock_excl();
-        let _mm = inode.mmaplock_shared();
-        let (size, kind, needs_alloc) = {
+        let (size, kind) = {
             let d = inode.ilock_shared();
-            let off = if append { d.di.size } else { off };
-            let needs = !data.is_empty() && {
-                let (fb, lb) = (off / BS, (off + data.len() as u64 - 1) / BS);
-                let pieces = d.map.range(fb, lb - fb + 1);
-                pieces.iter().map(|p| p.len).sum::<u64>() != lb - fb + 1
-                    || pieces.iter().any(|p| p.unwritten)
-            };
-            (d.di.size, d.di.kind(), needs)
+            (d.di.size, d.di.kind())
         };
         match kind {
             FileKind::File => {}
@@ -217,17 +239,16 @@ impl Fs {
         }
         let end = off + data.len() as u64;
         let now = inode::now();
-        if !needs_alloc {
+        let (fb, lb) = (off / BS, (end - 1) / BS);
+        let nblocks = lb - fb + 1;
+        let m = dax::fault(&self.mp, &inode, fb, nblocks, dax::FaultKind::Read)?;
+        if m.all_written() {
             // Overwrite of written blocks: the mapping is stable under our IOLOCK and
-            // invalidate lock, so copy without the ILOCK.
-            let pieces = inode
-                .ilock_shared()
-                .map
-                .range(off / BS, (end - 1) / BS - off / BS + 1);
+            // the fault's invalidate lock, so copy without the ILOCK.
             // A write that moves EOF is ordered before the commit of the new size, as XFS
             // updates the on-disk size only at I/O completion: a crash never shows a size
             // whose last bytes read as zeros instead of what was written.
-            self.copy_to_blocks(&pieces, off, data, end > size);
+            self.copy_to_blocks(&m.pieces, off, data, end > size);
             if end > size {
                 let mut tx = self.mp.trans(0)?;
                 let mut d = inode.ilock_excl();
@@ -243,43 +264,42 @@ impl Fs {
                 d.di.ctime = now;
                 d.times_dirty = true;
             }
+            drop(m);
             return Ok(data.len() as u32);
         }
-        let (fb, lb) = (off / BS, (end - 1) / BS);
-        let nblocks = lb - fb + 1;
-        // Allocating grows the extent map (a record or two per hole filled): past the
-        // budget, reclaim first, in the mapping's own mask (set at setup) and this thread's
-        // scope, whichever is stricter (reference/004).
-        self.mp.mem.allocating(
-            2 * crate::inode::extent_map::RECORD_BYTES,
-            inode.mapping_mask,
-        );
+        drop(m);
         if nblocks >= SPLIT_WRITE_BLOCKS {
             // A large write allocates in a transaction of its own, then copies and flushes
             // its data holding only the inode's IOLOCK: no AG lock (every allocation in
             // that AG) is held while megabytes are copied and written back.
             // A crash in between leaves unwritten blocks, which read as zeros.
-            let mut tx = self.mp.trans(dax::write_resblks(nblocks))?;
-            let mut d = inode.ilock_excl();
-            dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
-            bmap::sync_inode(&mut tx, &mut d)?;
-            tx.commit()?;
-            drop(d);
+            let resblks = dax::write_resblks(nblocks);
+            dax::fault(
+                &self.mp,
+                &inode,
+                fb,
+                nblocks,
+                dax::FaultKind::Write { resblks },
+            )?
+            .end(|_, _| Ok(()))?;
         }
         let resblks = if nblocks >= SPLIT_WRITE_BLOCKS {
             2 * BTREE_LEVELS_MAX as u64 // converting extents only
         } else {
             dax::write_resblks(nblocks)
         };
-        let mut tx = self.mp.trans(resblks)?;
-        let mut d = inode.ilock_excl();
         // New blocks arrive unwritten, so every block the write touches is either written
         // (copy) or unwritten (zero what the write leaves, copy, then mark written): no
         // stale bytes can show, and no block is visible before this commit.
-        dax::alloc_holes(&mut tx, &mut d, fb, nblocks, true, &mut |_, _, _, _| {})?;
-        let pieces = d.map.range(fb, nblocks);
-        for p in pieces.iter().filter(|p| p.unwritten) {
-            for b in [p.fileoff, p.end() - 1] {
+        let m = dax::fault(
+            &self.mp,
+            &inode,
+            fb,
+            nblocks,
+            dax::FaultKind::Write { resblks },
+        )?;
+        for p in m.pieces.iter().filter(|p| p.unwritten) {
+            for b in [p.fileoff.max(fb), p.end().min(lb + 1) - 1] {
                 let covered = b * BS >= off && (b + 1) * BS <= end;
                 if !covered {
                     self.mp.dev.zero(dax::dev_off(p, b), BS);
@@ -287,15 +307,15 @@ impl Fs {
                 }
             }
         }
-        self.copy_to_blocks(&pieces, off, data, true);
+        self.copy_to_blocks(&m.pieces, off, data, true);
         self.mp.dev.fence();
-        d.map.mark_written(fb, lb - fb + 1);
-        d.di.size = d.di.size.max(end);
-        d.di.mtime = now;
-        d.di.ctime = now;
-        bmap::sync_inode(&mut tx, &mut d)?;
-        tx.commit()?;
-        drop(d);
+        m.end(|_, d| {
+            d.map.mark_written(fb, lb - fb + 1);
+            d.di.size = d.di.size.max(end);
+            d.di.mtime = now;
+            d.di.ctime = now;
+            Ok(())
+        })?;
         Ok(data.len() as u32)
     }
 

@@ -133,17 +133,41 @@ impl Fs {
         }
     }
 
+    /// Run `f` (which changes the layout of bytes [off, end)) with the IOLOCK exclusive,
+    /// after the layouts over that range were broken (layout.rs); `f` takes the
+    /// invalidate lock. The kernel's cache of the range is invalidated after the locks go.
+    fn with_layouts_broken(
+        &self,
+        inode: &Inode,
+        off: u64,
+        end: u64,
+        f: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let io = inode.iolock_excl();
+        let broke = self.break_layouts(inode, &io, off, end - off)?;
+        let r = f();
+        drop(io);
+        if broke {
+            self.invalidate_cache(inode.ino, off, end - off);
+        }
+        r
+    }
+
     pub(super) fn falloc_punch(&self, inode: &Inode, off: u64, end: u64) -> Result<()> {
-        let _io = inode.iolock_excl();
-        self.layout_guard(inode, off, end - off)?;
-        let _mm = inode.mmaplock_excl();
-        self.zero_partial_edges(&inode.ilock_shared(), off, end);
-        self.remove_blocks(inode, off.div_ceil(BS), end / BS, &mut |_, _| Ok(()))
+        self.with_layouts_broken(inode, off, end, || {
+            let _mm = inode.mmaplock_excl();
+            self.zero_partial_edges(&inode.ilock_shared(), off, end);
+            self.remove_blocks(inode, off.div_ceil(BS), end / BS, &mut |_, _| Ok(()))
+        })
     }
 
     pub(super) fn falloc_zero(&self, inode: &Inode, off: u64, end: u64, keep: bool) -> Result<()> {
-        let _io = inode.iolock_excl();
-        self.layout_guard(inode, off, end - off)?;
+        self.with_layouts_broken(inode, off, end, || {
+            self.falloc_zero_locked(inode, off, end, keep)
+        })
+    }
+
+    fn falloc_zero_locked(&self, inode: &Inode, off: u64, end: u64, keep: bool) -> Result<()> {
         let _mm = inode.mmaplock_excl();
         self.zero_partial_edges(&inode.ilock_shared(), off, end);
         {
@@ -164,17 +188,18 @@ impl Fs {
         if !off.is_multiple_of(BS) || !len.is_multiple_of(BS) {
             return err(libc::EINVAL);
         }
-        let _io = inode.iolock_excl();
-        self.layout_guard(inode, off, u64::MAX - off)?;
-        let _mm = inode.mmaplock_excl();
-        if off + len >= inode.ilock_shared().di.size {
-            return err(libc::EINVAL);
-        }
-        let (fb, nb) = (off / BS, len / BS);
-        self.remove_blocks(inode, fb, fb + nb, &mut |_, d| {
-            d.map.shift_down(fb, nb);
-            d.di.size -= len;
-            Ok(())
+        // Everything from `off` on moves: break the layouts over all of it.
+        self.with_layouts_broken(inode, off, u64::MAX, || {
+            let _mm = inode.mmaplock_excl();
+            if off + len >= inode.ilock_shared().di.size {
+                return err(libc::EINVAL);
+            }
+            let (fb, nb) = (off / BS, len / BS);
+            self.remove_blocks(inode, fb, fb + nb, &mut |_, d| {
+                d.map.shift_down(fb, nb);
+                d.di.size -= len;
+                Ok(())
+            })
         })
     }
 
@@ -182,8 +207,12 @@ impl Fs {
         if !off.is_multiple_of(BS) || !len.is_multiple_of(BS) {
             return err(libc::EINVAL);
         }
-        let _io = inode.iolock_excl();
-        self.layout_guard(inode, off, u64::MAX - off)?;
+        self.with_layouts_broken(inode, off, u64::MAX, || {
+            self.falloc_insert_locked(inode, off, len)
+        })
+    }
+
+    fn falloc_insert_locked(&self, inode: &Inode, off: u64, len: u64) -> Result<()> {
         let _mm = inode.mmaplock_excl();
         let mut tx = self.mp.trans(2 * BTREE_LEVELS_MAX as u64)?;
         let mut d = inode.ilock_excl();

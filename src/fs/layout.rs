@@ -1,40 +1,126 @@
-//! Layout grants over the core, for direct-access clients (the lease table is
-//! dax/lease.rs, the socket daxserver.rs): map (and for writes, allocate) a byte range of
-//! a file and record the lease, all under the inode's IOLOCK, so nothing that removes
-//! blocks (which must break layouts under IOLOCK exclusive first) can run between the
-//! lookup and the record.
+//! Layout leases over the core (DESIGN.md 6, 6a): grant, return, size commit, a client
+//! gone, and breaking layouts before blocks are removed or moved.
 //!
-//! A write grant allocates every hole and converts every unwritten extent of its range,
-//! also past EOF, as written blocks that were zeroed and flushed before the transaction
-//! that maps them commits (as XFS-DAX allocates zeroed blocks in its fault path): a client
-//! never sees another file's old bytes. The size does not change at a grant; the client
-//! commits it (`layout_commit_size`) after persisting the data under it. Returning a write
-//! lease restores "bytes past EOF read as zero" over what it could store into.
+//! Grant: under the IOLOCK (shared for a read lease, exclusive for a write lease), the
+//! one fault path maps the range (`dax::fault`; a write grant allocates zeroed, written
+//! blocks, also past EOF) and the lease is recorded while the invalidate lock is still
+//! held, so no remover can slip between the lookup and the record.
 //!
-//! First version by daxclient; daxcore moves the lookup onto the one fault path.
+//! Break (`break_layouts`, before truncate, punch, zero/collapse/insert range): holding the
+//! IOLOCK exclusive (so no new grant or write starts), recall every overlapping lease, wait
+//! up to `lease_break_ms` for the returns *without* the invalidate lock (reference/003:
+//! xfs_break_dax_layouts drops MMAPLOCK while it waits; a client answering its recall may
+//! need to commit a size, which takes MMAPLOCK shared), then revoke what was not returned:
+//! the client is fenced (its grants and size commits fail with the reason, until it
+//! returns the revoked lease or is gone) and the device blocks the lease had are
+//! quarantined: their frees are held on the log's pending list (log/holds.rs) and reach the
+//! free-space trees only when the client returns the lease or is gone. Only then does the
+//! caller take the invalidate lock exclusive and change the extent map, and, once it has
+//! let go of the inode's locks, invalidate the kernel's cache of the range.
+//!
+//! Eviction never breaks a lease: an inode with leases is referenced (inode/lease.rs).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use daxfs_client::proto::{GRANT_LEN_MAX, RANGES_MAX};
+use super::*;
+use crate::dax::grant::{GRANT_LEN_MAX, RANGES_MAX, cover};
+use crate::dax::{
+    ClientId, ClientInfo, FaultKind, Grant, LayoutError, Lease, LeaseId, LeaseState, RecallSink,
+    lerr,
+};
+use crate::inode::IoLockGuard;
 
-use super::{DaxMode, FileKind, Fs};
-use crate::dax::grant::cover;
-use crate::dax::lease::{ClientId, LeaseError, LeaseId, LeaseState};
-use crate::dax::{self, ClientInfo, Grant, LayoutError, LeaseInfo, RecallSink, lerr};
-use crate::format::{BLOCK_SIZE, BTREE_LEVELS_MAX, DIFLAG_DAX, FILE_SIZE_MAX};
-use crate::inode::{self, bmap};
+/// The default time a recall waits before it revokes: see `FsOptions::lease_break_ms`.
+pub const LEASE_BREAK_MS_DEFAULT: u64 = 1000;
+/// The longest `lease_break_ms` accepted: the wait holds the file's IOLOCK.
+pub const LEASE_BREAK_MS_MAX: u64 = 60_000;
 
-const BS: u64 = BLOCK_SIZE as u64;
+/// How the core tells the kernel that its cached pages of a file range are stale (FUSE
+/// notify inval_inode in fuse.rs); the core itself knows nothing of FUSE.
+pub trait CacheInvalidator: Send + Sync {
+    fn invalidate(&self, ino: Ino, off: u64, len: u64);
+}
+
+/// The direct-access state of a mount (a field of `Fs`).
+pub struct DaxState {
+    pub table: crate::dax::LeaseTable,
+    clients: Mutex<HashMap<ClientId, ClientInfo>>,
+    next_client: AtomicU64,
+    sink: RwLock<Option<Arc<dyn RecallSink>>>,
+    inval: RwLock<Option<Arc<dyn CacheInvalidator>>>,
+    lease_break: Duration,
+}
+
+impl DaxState {
+    pub(super) fn new(opts: &FsOptions) -> DaxState {
+        DaxState {
+            table: Default::default(),
+            clients: Mutex::new(HashMap::new()),
+            next_client: AtomicU64::new(0),
+            sink: RwLock::new(None),
+            inval: RwLock::new(None),
+            lease_break: Duration::from_millis(opts.lease_break_ms.min(LEASE_BREAK_MS_MAX)),
+        }
+    }
+
+    /// Lines for `daxfs stat`.
+    pub(super) fn stats_text(&self, quarantined: u64) -> String {
+        let s = &self.table.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "dax_clients {}\ndax_leases {}\ndax_grants {}\ndax_returns {}\ndax_recalls {}\n\
+             dax_revokes {}\ndax_break_waits {}\ndax_longest_break_us {}\n\
+             dax_quarantined_blocks {quarantined}\n",
+            self.clients.lock().unwrap().len(),
+            self.table.count(),
+            g(&s.grants),
+            g(&s.returns),
+            g(&s.recalls),
+            g(&s.revokes),
+            g(&s.break_waits),
+            g(&s.longest_break_us),
+        )
+    }
+}
+
+fn full_err(e: crate::dax::lease::LeaseError) -> LayoutError {
+    match e {
+        crate::dax::lease::LeaseError::Full => lerr(
+            libc::ENOSPC,
+            "too many leases (per client or per mount); return some first",
+        ),
+        crate::dax::lease::LeaseError::NotFound => lerr(libc::ENOENT, "no such lease"),
+    }
+}
 
 impl Fs {
-    /// Is `ino`'s data open to direct access under this mount's dax= mode?
-    fn layout_is_dax(&self, flags: u64) -> bool {
-        match self.dax_mode() {
+    /// Is a file with inode flags `flags` a DAX file under this mount's dax= mode? DAX
+    /// files can be mapped by clients and are served to FUSE without the page cache.
+    pub fn is_dax(&self, flags: u64) -> bool {
+        match self.opts.dax {
             DaxMode::Always => true,
             DaxMode::Never => false,
             DaxMode::Inode => flags & DIFLAG_DAX != 0,
         }
+    }
+
+    /// Is file `ino` a DAX file now (false for anything that is not a regular file)?
+    pub fn inode_is_dax(&self, ino: Ino) -> bool {
+        self.iget(ino).is_ok_and(|i| {
+            let d = i.ilock_shared();
+            d.di.kind() == FileKind::File && self.is_dax(d.di.flags)
+        })
+    }
+
+    pub fn set_recall_sink(&self, sink: Option<Arc<dyn RecallSink>>) {
+        *self.dax.sink.write().unwrap() = sink;
+    }
+
+    pub fn set_cache_invalidator(&self, inval: Option<Arc<dyn CacheInvalidator>>) {
+        *self.dax.inval.write().unwrap() = inval;
     }
 
     /// Register a connected client (its process, for `daxfs leases`).
@@ -48,33 +134,42 @@ impl Fs {
         id
     }
 
-    /// Grant `client` a lease over [off, off+len) of `ino`, for reading or writing.
+    fn client_checked(&self, client: ClientId) -> std::result::Result<ClientInfo, LayoutError> {
+        let Some(info) = self.dax.clients.lock().unwrap().get(&client).copied() else {
+            return Err(lerr(libc::ENOTCONN, "unknown client"));
+        };
+        if let Some(why) = self.dax.table.fenced(client) {
+            return Err(lerr(libc::EKEYREVOKED, why));
+        }
+        Ok(info)
+    }
+
+    /// Grant `client` a lease over bytes [off, off+len) of `ino`, for reading or writing.
     pub fn layout_grant(
         &self,
-        ino: u64,
+        ino: Ino,
         client: ClientId,
         off: u64,
         len: u64,
         write: bool,
-    ) -> Result<Grant, LayoutError> {
-        let Some(info) = self.dax.clients.lock().unwrap().get(&client).copied() else {
-            return Err(lerr(libc::ENOTCONN, "unknown client"));
-        };
+    ) -> std::result::Result<Grant, LayoutError> {
+        let info = self.client_checked(client)?;
         if len == 0 {
             return Err(lerr(libc::EINVAL, "empty range"));
         }
+        let top = FILE_SIZE_MAX / BS * BS;
         let aoff = off / BS * BS;
-        if aoff >= FILE_SIZE_MAX / BS * BS {
+        if aoff >= top {
             return Err(lerr(libc::EFBIG, "offset beyond the largest file size"));
         }
         let end = off
             .saturating_add(len)
-            .min(FILE_SIZE_MAX / BS * BS)
+            .min(top)
             .div_ceil(BS)
             .saturating_mul(BS)
             .min(aoff + GRANT_LEN_MAX);
         if write {
-            self.mp().check_writable()?;
+            self.mp.check_writable()?;
         }
         let inode = self.iget(ino)?;
         {
@@ -85,7 +180,7 @@ impl Fs {
             if d.di.kind() != FileKind::File {
                 return Err(lerr(libc::EINVAL, "not a regular file"));
             }
-            if !self.layout_is_dax(d.di.flags) {
+            if !self.is_dax(d.di.flags) {
                 return Err(lerr(
                     libc::EOPNOTSUPP,
                     "not a DAX file (mount with -o dax=always, or set FS_XFLAG_DAX: \
@@ -93,56 +188,53 @@ impl Fs {
                 ));
             }
         }
-        // The lease's inode reference: an open count, as an open file holds.
-        self.open(ino, libc::O_RDONLY)?;
-        let r = self.layout_grant_locked(&inode, client, info, aoff, end, write);
-        if r.is_err() {
-            self.release(ino, 0);
-        }
-        r
-    }
-
-    fn layout_grant_locked(
-        &self,
-        inode: &Arc<inode::Inode>,
-        client: ClientId,
-        info: ClientInfo,
-        aoff: u64,
-        end: u64,
-        write: bool,
-    ) -> Result<Grant, LayoutError> {
         let _io = if write {
             inode.iolock_excl()
         } else {
             inode.iolock_shared()
         };
-        let _mm = inode.mmaplock_shared();
         let (fb, nb) = (aoff / BS, (end - aoff) / BS);
-        if write {
-            self.layout_allocate(inode, fb, nb)?;
-        }
-        let d = inode.ilock_shared();
-        let mut ranges = cover(&d.map.range(fb, nb), fb, nb);
+        let kind = if write {
+            FaultKind::WriteZeroed
+        } else {
+            FaultKind::Read
+        };
+        let m = dax::fault(&self.mp, &inode, fb, nb, kind)?;
+        let mut ranges = cover(&m.pieces, fb, nb);
         ranges.truncate(RANGES_MAX);
         let last = ranges.last().expect("cover() of a non-empty range");
         let granted = last.file_off + last.len - aoff;
         debug_assert!(!write || ranges.iter().all(|r| r.dev_off.is_some()));
-        let size = d.di.size;
+        let dev = ranges
+            .iter()
+            .filter_map(|r| r.dev_off.map(|d| (d / BS, r.len / BS)))
+            .collect();
+        let size = inode.ilock_shared().di.size;
+        // Recorded while the fault's invalidate lock is held: a remover breaks it.
         let lease = self
             .dax
             .table
-            .insert(client, info, inode.ino, aoff, granted, write)
-            .map_err(|e| match e {
-                LeaseError::Full => lerr(
-                    libc::ENOSPC,
-                    "too many leases (per client or per mount); return some first",
-                ),
-                LeaseError::NotFound => lerr(libc::ENOENT, "no such lease"),
-            })?;
-        drop(d);
+            .insert(
+                &inode,
+                Lease {
+                    id: 0,
+                    client,
+                    ino,
+                    off: aoff,
+                    len: granted,
+                    write,
+                    state: LeaseState::Granted,
+                    pid: info.pid,
+                    uid: info.uid,
+                    dev,
+                    quarantined_blocks: 0,
+                },
+            )
+            .map_err(full_err)?;
+        drop(m);
         Ok(Grant {
             lease,
-            ino: inode.ino,
+            ino,
             size,
             off: aoff,
             len: granted,
@@ -150,69 +242,51 @@ impl Fs {
         })
     }
 
-    /// Allocate every hole of file blocks [fb, fb+nb) and convert every unwritten extent,
-    /// as zeroed, written blocks, in one transaction (IOLOCK exclusive held).
-    fn layout_allocate(&self, inode: &inode::Inode, fb: u64, nb: u64) -> Result<(), LayoutError> {
-        let needs = {
-            let d = inode.ilock_shared();
-            let pieces = d.map.range(fb, nb);
-            pieces
-                .iter()
-                .map(|p| p.end().min(fb + nb) - p.fileoff.max(fb))
-                .sum::<u64>()
-                != nb
-                || pieces.iter().any(|p| p.unwritten)
-        };
-        if !needs {
-            return Ok(());
-        }
-        let mp = self.mp();
-        let mut tx = mp.trans(dax::write_resblks(nb) + 2 * BTREE_LEVELS_MAX as u64)?;
-        let mut d = inode.ilock_excl();
-        for p in d.map.range(fb, nb).iter().filter(|p| p.unwritten) {
-            let (s, e) = (p.fileoff.max(fb), p.end().min(fb + nb));
-            mp.dev.zero(dax::dev_off(p, s), (e - s) * BS);
-            mp.dev.flush(dax::dev_off(p, s), (e - s) * BS);
-        }
-        dax::alloc_holes(&mut tx, &mut d, fb, nb, false, &mut |mp, blk, _, n| {
-            mp.dev.zero(blk * BS, n * BS);
-            mp.dev.flush(blk * BS, n * BS);
-        })?;
-        d.map.mark_written(fb, nb);
-        mp.dev.fence();
-        let now = inode::now();
-        d.di.ctime = now;
-        bmap::sync_inode(&mut tx, &mut d)?;
-        tx.commit()?;
-        drop(d);
-        Ok(())
-    }
-
-    /// `client` gives `lease` back.
-    pub fn layout_return(&self, client: ClientId, lease: LeaseId) -> Result<(), LayoutError> {
-        let l = self
+    /// `client` gives `lease` back (a revoked one too: that lifts its quarantine and,
+    /// with the last one, the fence).
+    pub fn layout_return(
+        &self,
+        client: ClientId,
+        lease: LeaseId,
+    ) -> std::result::Result<(), LayoutError> {
+        let (l, inode) = self
             .dax
             .table
             .remove(client, lease)
             .map_err(|_| lerr(libc::ENOENT, "no such lease of this client"))?;
-        self.layout_drop(&l);
+        self.layout_drop(l, inode);
         Ok(())
     }
 
-    /// A lease left the table: restore "bytes past EOF read as zero" over what it could
-    /// store into, then drop its inode reference.
-    fn layout_drop(&self, l: &LeaseInfo) {
+    /// The client's process is gone or its connection closed: everything it held goes.
+    pub fn layout_client_gone(&self, client: ClientId) {
+        for (l, inode) in self.dax.table.remove_client(client) {
+            self.layout_drop(l, inode);
+        }
+        self.dax.clients.lock().unwrap().remove(&client);
+    }
+
+    /// A lease left the table. Revoked: its quarantine lifts. Live: restore "bytes past
+    /// EOF read as zero" over what it could store into, drop its inode reference, and
+    /// evict (free, if unlinked) the inode if nothing else holds it.
+    fn layout_drop(&self, l: Lease, inode: Option<Arc<Inode>>) {
+        let Some(inode) = inode else {
+            if let Err(e) = self.mp.release_frees(l.id) {
+                log::error!("lease {}: could not free its quarantined blocks: {e}", l.id);
+            }
+            return;
+        };
         if l.write
-            && let Err(e) = self.layout_trim_eof(l)
+            && let Err(e) = self.layout_trim_eof(&inode, &l)
         {
             log::warn!(
-                "inode {}: cannot discard uncommitted stores past EOF of lease {}: {}",
+                "inode {}: cannot discard uncommitted stores past EOF of lease {}: {e}",
                 l.ino,
-                l.id,
-                e.text
+                l.id
             );
         }
-        self.release(l.ino, 0);
+        drop(inode);
+        self.maybe_evict(l.ino);
     }
 
     /// A write lease may have been stored into past EOF without a size commit. The core
@@ -220,13 +294,9 @@ impl Fs {
     /// the rest of the EOF block and mark the blocks wholly past EOF unwritten (kept
     /// allocated, reading as zeros), except where another write lease still covers them.
     /// What a client never committed is gone, as it would be after a crash.
-    fn layout_trim_eof(&self, l: &LeaseInfo) -> Result<(), LayoutError> {
-        let inode = match self.iget(l.ino) {
-            Ok(i) => i,
-            Err(_) => return Ok(()), // freed: nothing to expose
-        };
+    fn layout_trim_eof(&self, inode: &Inode, l: &Lease) -> Result<()> {
         let end = l.off + l.len;
-        if inode.ilock_shared().di.size >= end {
+        if inode.ilock_shared().di.size >= end || self.mp.is_read_only() {
             return Ok(());
         }
         let _io = inode.iolock_excl();
@@ -240,15 +310,14 @@ impl Fs {
         }
         let start = size.max(l.off);
         // [start, end) minus every other write lease over it.
-        let mut others: Vec<(u64, u64)> = self
-            .dax
-            .table
-            .overlapping(l.ino, start, end - start)
+        let mut others: Vec<(u64, u64)> = inode
+            .leases()
+            .overlapping(start, end - start)
             .into_iter()
             .filter(|o| o.write)
             .map(|o| (o.off, o.off + o.len))
             .collect();
-        others.sort();
+        others.sort_unstable();
         let mut pieces = Vec::new();
         let mut pos = start;
         for (a, b) in others {
@@ -263,8 +332,9 @@ impl Fs {
         if pieces.is_empty() {
             return Ok(());
         }
-        let mp = self.mp();
-        let mut tx = mp.trans(4 * BTREE_LEVELS_MAX as u64 * pieces.len() as u64)?;
+        let mut tx = self
+            .mp
+            .trans(4 * BTREE_LEVELS_MAX as u64 * pieces.len() as u64)?;
         let mut d = inode.ilock_excl();
         for (a, b) in pieces {
             let mut a = a;
@@ -275,8 +345,8 @@ impl Fs {
                     && !e.unwritten
                 {
                     let at = dax::dev_off(&e, a / BS) + a % BS;
-                    mp.dev.zero(at, blk_end.min(b) - a);
-                    mp.dev.flush(at, blk_end.min(b) - a);
+                    self.mp.dev.zero(at, blk_end.min(b) - a);
+                    self.mp.dev.flush(at, blk_end.min(b) - a);
                 }
                 a = blk_end;
             }
@@ -284,27 +354,33 @@ impl Fs {
                 d.map.mark_unwritten(a / BS, (b - a) / BS);
             }
         }
-        mp.dev.fence();
+        self.mp.dev.fence();
         bmap::sync_inode(&mut tx, &mut d)?;
-        tx.commit()?;
+        let r = tx.commit();
         drop(d);
-        Ok(())
+        r
     }
 
-    /// Grow the file of `lease` to `new_size` (only grows; only inside the write lease's
-    /// range). The client persisted the data under it first.
+    /// Grow the file of write lease `lease` to `new_size` (only grows; only inside the
+    /// lease's range). The client persisted the data under it first. Takes the invalidate
+    /// lock shared, not the IOLOCK: a client answering a recall commits its size while
+    /// the breaker holds the IOLOCK, and no remover can run until this is done.
     pub fn layout_commit_size(
         &self,
         client: ClientId,
         lease: LeaseId,
         new_size: u64,
-    ) -> Result<u64, LayoutError> {
+    ) -> std::result::Result<u64, LayoutError> {
+        self.client_checked(client)?;
         let l = match self.dax.table.get(lease) {
             Some(l) if l.client == client => l,
             _ => return Err(lerr(libc::ENOENT, "no such lease of this client")),
         };
         if l.state == LeaseState::Revoked {
-            return Err(lerr(libc::EKEYREVOKED, "the lease was revoked"));
+            return Err(lerr(
+                libc::EKEYREVOKED,
+                crate::dax::lease::revoked_reason(&l),
+            ));
         }
         if !l.write {
             return Err(lerr(libc::EBADF, "size commit under a read lease"));
@@ -318,13 +394,20 @@ impl Fs {
                 ),
             ));
         }
-        self.mp().check_writable()?;
+        self.mp.check_writable()?;
         let inode = self.iget(l.ino)?;
-        let _io = inode.iolock_excl();
+        let _mm = inode.mmaplock_shared();
+        // Re-checked under the invalidate lock: once revoked, the blocks may go.
+        if inode.leases().get(lease).is_none() {
+            return Err(lerr(
+                libc::EKEYREVOKED,
+                format!("lease {lease} was revoked or returned"),
+            ));
+        }
         if inode.ilock_shared().di.size >= new_size {
             return Ok(l.ino);
         }
-        let mut tx = self.mp().trans(0)?;
+        let mut tx = self.mp.trans(0)?;
         let mut d = inode.ilock_excl();
         if d.freed {
             return Err(lerr(libc::ESTALE, "the file was freed"));
@@ -339,16 +422,8 @@ impl Fs {
         Ok(l.ino)
     }
 
-    /// The client's process is gone or its connection closed: return all it held.
-    pub fn layout_client_gone(&self, client: ClientId) {
-        for l in self.dax.table.remove_client(client) {
-            self.layout_drop(&l);
-        }
-        self.dax.clients.lock().unwrap().remove(&client);
-    }
-
     /// Every lease, for `daxfs leases`.
-    pub fn layout_list(&self) -> Vec<LeaseInfo> {
+    pub fn layout_list(&self) -> Vec<Lease> {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
@@ -362,52 +437,85 @@ impl Fs {
     }
 
     /// A page of the lease list (the socket's LIST).
-    pub fn layout_list_page(&self, after: LeaseId, n: usize) -> (Vec<LeaseInfo>, bool) {
+    pub fn layout_list_page(&self, after: LeaseId, n: usize) -> (Vec<Lease>, bool) {
         self.dax.table.list(after, n)
     }
 
-    /// Ask every holder of a lease overlapping [off, off+len) of `ino` to give it back
-    /// (marks them Recalled and tells the registered RecallSink). The waiting, revoking and
-    /// quarantining around it are daxcore's. Returns the leases recalled.
-    pub fn layout_recall(&self, ino: u64, off: u64, len: u64) -> Vec<LeaseId> {
-        let sink = self.dax.sink.read().unwrap().clone();
-        let mut v = Vec::new();
-        for l in self.dax.table.overlapping(ino, off, len) {
-            if l.state != LeaseState::Granted {
-                continue;
-            }
-            self.dax.table.set_state(l.id, LeaseState::Recalled);
-            self.dax.table.stats.recalls.fetch_add(1, Ordering::Relaxed);
-            if let Some(s) = &sink {
-                s.recall(l.client, l.id, l.ino, l.off, l.len);
-            }
-            v.push(l.id);
-        }
-        v
-    }
-}
-
-impl Fs {
-    /// Interim, until layouts are broken (recall, wait, revoke, quarantine: daxcore): a
-    /// path about to remove or move the blocks of [off, off+len) of `inode` fails with
-    /// ETXTBSY while a lease covers any of them, as a running program's text cannot be
-    /// written. Called holding IOLOCK exclusive, which grants also take, so no lease can
-    /// appear between this check and the change.
-    pub(super) fn layout_guard(
+    /// Break the layouts over bytes [off, off+len) of `inode` before its blocks are
+    /// removed or moved (see the module doc). The caller holds the IOLOCK exclusive and
+    /// not the invalidate lock. Returns whether any lease overlapped (the caller then
+    /// invalidates the kernel's cache of the range once it has let go of its locks).
+    pub(super) fn break_layouts(
         &self,
-        inode: &inode::Inode,
+        inode: &Inode,
+        io: &IoLockGuard,
         off: u64,
         len: u64,
-    ) -> crate::error::Result<()> {
-        if self.dax.table.overlapping(inode.ino, off, len).is_empty() {
-            Ok(())
-        } else {
-            crate::error::err(libc::ETXTBSY)
+    ) -> Result<bool> {
+        assert!(io.is_excl(), "breaking layouts needs the IOLOCK exclusive");
+        if !inode.has_leases() {
+            return Ok(false);
         }
+        let hit = inode.leases().overlapping(off, len);
+        if hit.is_empty() {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        let sink = self.dax.sink.read().unwrap().clone();
+        for l in &hit {
+            if inode.leases().recall(l.id) {
+                self.dax.table.stats.recalls.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = &sink {
+                    s.recall(l.client, l.id, l.ino, l.off, l.len);
+                }
+            }
+        }
+        let ids: Vec<LeaseId> = hit.iter().map(|l| l.id).collect();
+        let left = self.dax.table.wait_gone(&ids, start + self.dax.lease_break);
+        let mut r = Ok(true);
+        for id in left {
+            if let Err(e) = self.revoke(id, sink.as_deref()) {
+                r = Err(e);
+                break;
+            }
+        }
+        self.dax
+            .table
+            .note_break(true, start.elapsed().as_micros() as u64);
+        r
     }
 
-    /// The socket server registers how to reach clients (None at shutdown).
-    pub fn set_recall_sink(&self, sink: Option<Arc<dyn RecallSink>>) {
-        *self.dax.sink.write().unwrap() = sink;
+    /// Revoke live lease `id`: quarantine its device blocks, fence its client, tell it.
+    fn revoke(&self, id: LeaseId, sink: Option<&dyn RecallSink>) -> Result<()> {
+        let Some(l) = self.dax.table.get(id) else {
+            return Ok(()); // returned meanwhile
+        };
+        // Held before the lease leaves the table: no free of these blocks can run in
+        // between (the caller holds the IOLOCK; an unreferenced inode is not ours).
+        self.mp.hold_frees(id, &l.dev)?;
+        let Some((l, inode)) = self.dax.table.revoke(id, l.dev_blocks()) else {
+            return self.mp.release_frees(id); // returned after all
+        };
+        drop(inode);
+        let why = crate::dax::lease::revoked_reason(&l);
+        log::warn!(
+            "client pid {} (uid {}): {why}; {} blocks quarantined until it returns it or exits",
+            l.pid,
+            l.uid,
+            l.quarantined_blocks
+        );
+        if let Some(s) = sink {
+            s.revoked(l.client, l.id, &why);
+        }
+        Ok(())
+    }
+
+    /// Tell the kernel its cached pages of [off, off+len) of `ino` are stale. Called with
+    /// no inode lock held: the kernel may wait for a page lock whose holder waits for a
+    /// FUSE reply that needs our locks.
+    pub(super) fn invalidate_cache(&self, ino: Ino, off: u64, len: u64) {
+        if let Some(i) = self.dax.inval.read().unwrap().clone() {
+            i.invalidate(ino, off, len);
+        }
     }
 }

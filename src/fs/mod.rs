@@ -13,7 +13,8 @@
 //! candidates (an inode goes on it when it is loaded and at its last put) by trylock only,
 //! and writes back deferred timestamps only in Full context (the background reclaimer). The operations are one file per family, each another
 //! `impl Fs`: `namespace` (names: lookup to rename, readdir), `data` (read, write, truncate,
-//! fsync), `attr` (setattr, xattrs, the DAX flag), `falloc` (fallocate, lseek).
+//! fsync), `attr` (setattr, xattrs, the DAX flag), `falloc` (fallocate, lseek), `layout`
+//! (layout leases of direct-access clients: grant, return, break).
 //!
 //! May call every layer below (pmem to xattr); nothing above it (fuse, mount).
 
@@ -22,6 +23,8 @@ mod data;
 mod falloc;
 mod layout;
 mod namespace;
+
+pub use layout::{CacheInvalidator, DaxState, LEASE_BREAK_MS_DEFAULT, LEASE_BREAK_MS_MAX};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,8 +206,17 @@ pub enum DaxMode {
     Never,
 }
 
+/// What one reclaim scan did (`Fs::reclaim_inodes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub scanned: usize,
+    pub evicted: usize,
+    /// Referenced, busy (a lock could not be taken), unlinked or with unwritten times.
+    pub skipped: usize,
+}
+
 /// Options the core understands (mount.rs parses `-o` into these).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FsOptions {
     pub read_only: bool,
     pub atime: AtimeMode,
@@ -214,6 +226,25 @@ pub struct FsOptions {
     pub mem_limit: Option<u64>,
     /// Punch freed extents out of a sparse image file (`-o discard`).
     pub discard: bool,
+    /// How long a layout recall waits for the client before it revokes. Default 1000 ms:
+    /// a cooperative client answers in microseconds, but one that is descheduled on a
+    /// loaded machine, or finishing a persist of a large range, needs slack; while the
+    /// wait lasts, writers and truncates of that one file stall (the breaker holds its
+    /// IOLOCK), so it must stay short. At most LEASE_BREAK_MS_MAX.
+    pub lease_break_ms: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> FsOptions {
+        FsOptions {
+            read_only: false,
+            atime: AtimeMode::default(),
+            dax: DaxMode::default(),
+            mem_limit: None,
+            discard: false,
+            lease_break_ms: LEASE_BREAK_MS_DEFAULT,
+        }
+    }
 }
 
 /// The mounted filesystem. All methods take `&self`: locking is per inode inside, and
@@ -233,8 +264,8 @@ pub struct Fs {
     generation: AtomicU64,
     /// Serialises renames (see `rename`).
     rename_lock: Mutex<()>,
-    /// Layout leases of direct-access clients (dax/lease.rs, fs/layout.rs).
-    pub(crate) dax: dax::DaxState,
+    /// Layout leases of direct-access clients (layout.rs).
+    pub(crate) dax: DaxState,
 }
 
 const LINK_MAX: u32 = 65000;
@@ -390,7 +421,7 @@ impl Fs {
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
             rename_lock: Mutex::new(()),
-            dax: Default::default(),
+            dax: DaxState::new(opts),
             generation: AtomicU64::new(inode::now().nsec as u64),
         });
         fs.mp
@@ -398,13 +429,15 @@ impl Fs {
             .register(Arc::downgrade(&fs.shrinker) as Weak<dyn Shrinker>);
         if fs.mp.mem.budget.is_limited() && !read_only {
             let me = Arc::downgrade(&fs);
-            fs.mp.mem.start_background(Box::new(move || match me.upgrade() {
-                Some(fs) => {
-                    fs.icache_upkeep();
-                    true
-                }
-                None => false,
-            }));
+            fs.mp
+                .mem
+                .start_background(Box::new(move || match me.upgrade() {
+                    Some(fs) => {
+                        fs.icache_upkeep();
+                        true
+                    }
+                    None => false,
+                }));
         }
         fs.load_counters()?;
         let root = fs.iget(fs.mp.sb.root_ino)?;
@@ -536,7 +569,9 @@ impl Fs {
         // A miss allocates an in-core inode (and the table may double): past the budget,
         // reclaim first, in this thread's context (NOFS inside a transaction), before the
         // cache lock is taken.
-        self.mp.mem.allocating(INODE_BYTES + table_growth, AllocContext::Full);
+        self.mp
+            .mem
+            .allocating(INODE_BYTES + table_growth, AllocContext::Full);
         let mut cache = self.icache.lock().unwrap();
         let _held = HeldToken::acquire(Class::Icache, How::Blocking);
         if let Some(i) = cache.get(&ino) {
@@ -637,7 +672,9 @@ impl Fs {
             while r.scanned < sc.nr_to_scan {
                 let Some(ino) = lru.pop_front() else { break };
                 r.scanned += 1;
-                let Some(inode) = cache.get(&ino) else { continue };
+                let Some(inode) = cache.get(&ino) else {
+                    continue;
+                };
                 inode.on_lru.store(false, Ordering::Release);
                 // In use (a lookup, an open, a lease, or a thread holding it): not ours; it
                 // comes back at its last put.
@@ -784,6 +821,23 @@ impl Fs {
         }
     }
 
+    /// A shrinker's scan of the inode cache as reclaim from an allocating thread inside a
+    /// transaction runs it (NOFS): `shrink_icache` over up to `nr` candidates. Reclaim never
+    /// waits and never breaks a layout lease: an inode with leases is referenced and
+    /// skipped, and every lock is only tried (tests/lease.rs runs it while a break waits).
+    pub fn reclaim_inodes(&self, nr: usize) -> Reclaimed {
+        let r = self.shrink_icache(&ScanControl {
+            ctx: AllocContext::NoFs,
+            nr_to_scan: nr as u64,
+            background: false,
+        });
+        Reclaimed {
+            scanned: r.scanned as usize,
+            evicted: r.freed as usize,
+            skipped: (r.scanned - r.freed) as usize,
+        }
+    }
+
     /// Free an unlinked, unreferenced inode: its blocks (in bounded transactions), its
     /// attributes, then the inode itself.
     fn inactivate(&self, inode: &Inode) -> Result<()> {
@@ -889,7 +943,7 @@ impl Fs {
             self.opts.dax.name(),
             mp.dev.errtags.describe(),
         );
-        out.push_str(&self.dax.stats_text());
+        out.push_str(&self.dax.stats_text(mp.held_blocks()));
         out.push_str(&self.mem_stats());
         out
     }
@@ -1050,6 +1104,9 @@ impl Fs {
                 self.flush_times(i)?;
             }
         }
+        // No client reaches the device once the daemon is gone: quarantined blocks are
+        // free again (a clean unmount's log is never replayed, so they must be done here).
+        self.mp.release_all_frees()?;
         trans::checkpoint(&self.mp)?;
         // Every record in the log is applied: move the LSN base past them all.
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);

@@ -161,7 +161,9 @@ impl Fs {
         // A new in-core inode: past the budget, reclaim first. Inside the transaction this
         // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
         let growth = table_growth(&self.icache.lock().unwrap());
-        self.mp.mem.allocating(INODE_BYTES + growth, AllocContext::Full);
+        self.mp
+            .mem
+            .allocating(INODE_BYTES + growth, AllocContext::Full);
         let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
         {
             let mut nd = inode.ilock_excl();

@@ -21,21 +21,31 @@
 //! The order is checked per thread: starting a transaction or taking an IOLOCK/MMAPLOCK
 //! while holding an ILOCK panics with the offending site (`assert_no_ilock`).
 //!
-//! References: FUSE lookups (`nlookup`) and open files (`opens`). An inode with neither is
+//! - The lease set (`leases`) is a leaf mutex: taken under any of the above, briefly, and
+//!   nothing is taken or waited for while it is held.
+//!
+//! References: FUSE lookups (`nlookup`), open files (`opens`) and layout leases (`leases`,
+//! counted in `lease_count` so eviction reads it without a lock). An inode with none is
 //! unreferenced and may be evicted; one with no links is then freed (inactivated).
+//!
+//! Each inode's mapping carries its allocation mask (`mapping_mask`, XFS's
+//! mapping_gfp_mask), set once when the in-core inode is set up; the fault path
+//! (dax/fault.rs) uses it unadulterated (reference/004).
 
 pub mod bmap;
 pub mod extent_map;
+pub mod lease;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::btree::Root;
 use crate::error::{FsError, Result};
 use crate::format::*;
 use crate::inode::extent_map::{Extent, ExtentMap};
+use crate::inode::lease::InodeLeases;
 use crate::log::lockorder;
 use crate::mem::lockcheck::{self, Class, HeldToken, How};
 use crate::mem::{AllocContext, Budget, Cache, Charge};
@@ -352,7 +362,8 @@ impl FreeIndex {
     }
     /// Heap bytes (estimate, O(1)): a record in each of the two trees per data block.
     pub fn mem_bytes(&self) -> u64 {
-        std::mem::size_of::<FreeIndex>() as u64 + self.by_block.len() as u64 * FREE_INDEX_BLOCK_BYTES
+        std::mem::size_of::<FreeIndex>() as u64
+            + self.by_block.len() as u64 * FREE_INDEX_BLOCK_BYTES
     }
 }
 
@@ -408,11 +419,42 @@ pub struct Inode {
     pub reclaimable: AtomicBool,
     /// On the inode cache's list of eviction candidates (fs/mod.rs).
     pub on_lru: AtomicBool,
+    /// Live layout leases (lease.rs); `lease_count` mirrors their number.
+    leases: Mutex<InodeLeases>,
+    lease_count: AtomicU64,
+}
+
+/// The inode's lease set, locked (a leaf lock); keeps `lease_count` in step on drop.
+pub struct LeasesGuard<'a> {
+    g: MutexGuard<'a, InodeLeases>,
+    count: &'a AtomicU64,
+}
+impl std::ops::Deref for LeasesGuard<'_> {
+    type Target = InodeLeases;
+    fn deref(&self) -> &InodeLeases {
+        &self.g
+    }
+}
+impl std::ops::DerefMut for LeasesGuard<'_> {
+    fn deref_mut(&mut self) -> &mut InodeLeases {
+        &mut self.g
+    }
+}
+impl Drop for LeasesGuard<'_> {
+    fn drop(&mut self) {
+        self.count.store(self.g.len() as u64, Ordering::Release);
+    }
 }
 
 pub struct IoLockGuard<'a> {
     _g: IoGuardInner<'a>,
     _t: HeldToken,
+}
+impl IoLockGuard<'_> {
+    /// Breaking layouts needs the IOLOCK exclusive (fs/layout.rs asserts it).
+    pub fn is_excl(&self) -> bool {
+        matches!(self._g, IoGuardInner::Excl(_))
+    }
 }
 enum IoGuardInner<'a> {
     Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
@@ -499,7 +541,22 @@ impl Inode {
             mapping_mask,
             reclaimable: AtomicBool::new(false),
             on_lru: AtomicBool::new(false),
+            leases: Mutex::new(InodeLeases::default()),
+            lease_count: AtomicU64::new(0),
         }
+    }
+
+    /// The live leases, locked (leaf lock: take nothing else while holding it).
+    pub fn leases(&self) -> LeasesGuard<'_> {
+        LeasesGuard {
+            g: unpoison(self.leases.lock()),
+            count: &self.lease_count,
+        }
+    }
+
+    /// True while any client holds a layout lease on this inode (no lock taken).
+    pub fn has_leases(&self) -> bool {
+        self.lease_count.load(Ordering::Acquire) > 0
     }
 
     fn ilock_token(&self, how: How, site: &'static Location<'static>) -> HeldToken {
@@ -576,7 +633,29 @@ impl Inode {
     }
 
     pub fn referenced(&self) -> bool {
-        self.nlookup.load(Ordering::Acquire) > 0 || self.opens.load(Ordering::Acquire) > 0
+        self.nlookup.load(Ordering::Acquire) > 0
+            || self.opens.load(Ordering::Acquire) > 0
+            || self.has_leases()
+    }
+
+    /// Reclaim's way to the IOLOCK and MMAPLOCK: never waits.
+    #[track_caller]
+    pub fn try_iolock_excl(&self) -> Option<IoLockGuard<'_>> {
+        let site = Location::caller();
+        let g = self.iolock.try_write().ok()?;
+        Some(IoLockGuard {
+            _g: IoGuardInner::Excl(g),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Iolock, How::Try, site)),
+        })
+    }
+    #[track_caller]
+    pub fn try_mmaplock_excl(&self) -> Option<MmapLockGuard<'_>> {
+        let site = Location::caller();
+        let g = self.mmaplock.try_write().ok()?;
+        Some(MmapLockGuard {
+            _g: IoGuardInner::Excl(g),
+            _t: HeldToken::from_raw(lockcheck::acquired(Class::Mmaplock, How::Try, site)),
+        })
     }
 }
 

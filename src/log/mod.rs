@@ -10,8 +10,11 @@
 //! May call: `error`, `pmem`, `mem`, `format`, `btree`. It knows nothing of free-space
 //! trees or inodes: deferred frees and B+tree node allocation are done by the space layer
 //! through the `SpaceOps` table the mount is given (XFS's deferred-op types), and the
-//! lock-order counter the inode locks bump lives here (`lockorder`).
+//! lock-order counter the inode locks bump lives here (`lockorder`). Frees that must wait
+//! (blocks a revoked direct-access client may still store into) are held on the pending
+//! list until released (`holds`).
 
+pub mod holds;
 pub mod lockorder;
 pub mod mp;
 pub mod recovery;

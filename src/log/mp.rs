@@ -60,6 +60,9 @@ pub struct Mp {
     pub mem: Arc<crate::mem::Mem>,
     /// `-o discard`: extents a commit frees are punched out of the image file (trans.rs).
     pub discard: AtomicBool,
+    /// Frees held back from the free-space trees (holds.rs): the quarantine of blocks a
+    /// revoked direct-access client may still store into.
+    pub(crate) holds: Mutex<crate::log::holds::Holds>,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -100,6 +103,7 @@ impl Mp {
             ag_waits_out_of_order: AtomicU64::new(0),
             mem: Arc::new(crate::mem::Mem::default()),
             discard: AtomicBool::new(false),
+            holds: Mutex::new(Default::default()),
         }
     }
 

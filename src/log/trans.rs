@@ -192,6 +192,9 @@ pub struct Trans<'a> {
     /// order), and pending frees it completes.
     pending_new: Vec<(u64, u64)>,
     pending_done: Vec<(u64, u64)>,
+    /// Of `pending_new`, the frees of held blocks (holds.rs) with their owner: they stay
+    /// pending after the commit, until the owner's hold is released.
+    held_new: Vec<(u64, u64, u64)>,
     /// Blocks reserved at start; what is not used is given back at the end.
     reserved: u64,
     /// Backing space promised at start (`Device::reserve_backing`), given back at the end.
@@ -265,6 +268,7 @@ impl Mp {
             deferred_frees: Vec::new(),
             pending_new: Vec::new(),
             pending_done: Vec::new(),
+            held_new: Vec::new(),
             reserved,
             backing: 0,
             freed: Vec::new(),
@@ -551,7 +555,12 @@ impl<'a> Trans<'a> {
         }
         self.committed = true;
         self.ags.clear();
-        let pending = std::mem::take(&mut self.pending_new);
+        let mut pending = std::mem::take(&mut self.pending_new);
+        let held = std::mem::take(&mut self.held_new);
+        if r.is_ok() && !held.is_empty() {
+            pending.retain(|&(b, n)| !held.iter().any(|h| (h.0, h.1) == (b, n)));
+            pending.extend(self.mp.park_held(held));
+        }
         if r.is_ok() && !pending.is_empty() {
             r = self.mp.finish_pending(pending);
         }
@@ -565,7 +574,22 @@ impl<'a> Trans<'a> {
         while !self.deferred_frees.is_empty() {
             let mut frees = std::mem::take(&mut self.deferred_frees);
             frees.sort_unstable();
-            for (blk, len) in frees {
+            let mut pieces = Vec::with_capacity(frees.len());
+            {
+                let holds = self.mp.holds.lock().unwrap_or_else(|p| p.into_inner());
+                for (blk, len) in frees {
+                    pieces.extend(holds.split(blk, len));
+                }
+            }
+            for (blk, len, owner) in pieces {
+                if let Some(owner) = owner {
+                    // A revoked client may still store into these blocks: logged as
+                    // pending, finished only when the hold is released (holds.rs).
+                    self.mp.space.check_free_range(self.mp, blk, len)?;
+                    self.pending_new.push((blk, len));
+                    self.held_new.push((blk, len, owner));
+                    continue;
+                }
                 let agno = self.mp.ag_of(blk);
                 let forced = self.mp.dev.errtags.should_fail(ErrorTag::FreeIntent);
                 if !forced && self.lock_ag_in_order(agno) {

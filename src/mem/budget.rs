@@ -110,7 +110,11 @@ impl Budget {
             return;
         }
         let prev = self.charged[cache as usize].fetch_sub(bytes, Relaxed);
-        debug_assert!(prev >= bytes, "{} uncharged more than it was charged", cache.name());
+        debug_assert!(
+            prev >= bytes,
+            "{} uncharged more than it was charged",
+            cache.name()
+        );
         self.total.fetch_sub(bytes, Relaxed);
         self.uncharged_since_trim.fetch_add(bytes, Relaxed);
     }

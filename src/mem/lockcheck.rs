@@ -117,7 +117,10 @@ mod imp {
 
     fn report(class: Option<Class>, text: String) {
         log::error!("reclaim lock checker: {text}");
-        REPORTS.lock().unwrap_or_else(|p| p.into_inner()).push(Report { class, text });
+        REPORTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Report { class, text });
     }
 
     pub fn take_reports() -> Vec<Report> {
@@ -252,7 +255,11 @@ mod imp {
     pub fn set_naive_classes(_: bool) {}
     #[inline]
     pub fn ilock_class(reclaimable: bool) -> Class {
-        if reclaimable { Class::IlockReclaimable } else { Class::IlockReferenced }
+        if reclaimable {
+            Class::IlockReclaimable
+        } else {
+            Class::IlockReferenced
+        }
     }
     pub fn take_reports() -> Vec<Report> {
         Vec::new()

@@ -154,7 +154,10 @@ impl Mem {
 
     /// Register a shrinker. The reclaimer holds it weakly: dropping the cache unregisters.
     pub fn register(&self, s: Weak<dyn Shrinker>) {
-        self.shrinkers.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        self.shrinkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
     }
 
     fn shrinkers(&self) -> Vec<Arc<dyn Shrinker>> {
@@ -296,7 +299,8 @@ impl Mem {
     /// to the system (see `trim`).
     pub fn background_pass(&self) {
         let b = &self.budget;
-        if b.is_limited() && b.used() > b.high() && !self.backing_off(AllocContext::Full, b.used()) {
+        if b.is_limited() && b.used() > b.high() && !self.backing_off(AllocContext::Full, b.used())
+        {
             self.stats.background_runs.fetch_add(1, Relaxed);
             let goal = b.used() - b.low();
             self.reclaim(goal, AllocContext::Full, true, Location::caller());
@@ -339,9 +343,7 @@ impl Mem {
                         let g = m.bg.lock().unwrap_or_else(|p| p.into_inner());
                         let (mut g, _) = m
                             .bg_cv
-                            .wait_timeout_while(g, Duration::from_secs(1), |g| {
-                                !g.kick && !g.stop
-                            })
+                            .wait_timeout_while(g, Duration::from_secs(1), |g| !g.kick && !g.stop)
                             .unwrap_or_else(|p| p.into_inner());
                         if g.stop {
                             return;
@@ -460,10 +462,17 @@ mod tests {
         assert_eq!(mem.budget.used(), 100_000);
         mem.allocating(1000, AllocContext::Full);
         // Down to high (87_500) less the 1000 about to be allocated.
-        assert!(mem.budget.used() <= mem.budget.high() - 1000, "{}", mem.budget.used());
+        assert!(
+            mem.budget.used() <= mem.budget.high() - 1000,
+            "{}",
+            mem.budget.used()
+        );
         assert!(mem.budget.used() > 50_000, "freed far more than asked");
         assert_eq!(mem.stats.direct_runs.load(Relaxed), 1);
-        assert_eq!(*toy.seen.lock().unwrap().first().unwrap(), AllocContext::Full);
+        assert_eq!(
+            *toy.seen.lock().unwrap().first().unwrap(),
+            AllocContext::Full
+        );
         // Within the budget: nothing happens.
         let before = mem.stats.direct_runs.load(Relaxed);
         mem.allocating(10, AllocContext::Full);
@@ -529,7 +538,11 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(mem.budget.used() <= mem.budget.low(), "{}", mem.budget.used());
+        assert!(
+            mem.budget.used() <= mem.budget.low(),
+            "{}",
+            mem.budget.used()
+        );
         assert!(mem.stats.background_runs.load(Relaxed) >= 1);
         mem.stop_background();
     }
