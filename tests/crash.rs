@@ -145,3 +145,14 @@ fn random_sequences() {
     let work = crashcheck::random_workloads(n, len, 0x5eed);
     run("random sequences", &work, &|_| BOTH.to_vec());
 }
+
+/// Direct-access client stores (issue 9): a client appends through a write lease past
+/// EOF, stores through the mapping, persists and commits the size; or overwrites and
+/// persists. Crashed at every fence, in both device modes: no stale data, no size ahead
+/// of its data, everything persisted and committed present (`client_oracle`).
+#[test]
+fn dax_client_stores() {
+    let work = crashcheck::dax_workloads();
+    assert_eq!(work.len(), 30);
+    run("dax client stores", &work, &|_| BOTH.to_vec());
+}

@@ -52,6 +52,12 @@ pub enum Op {
     /// Write `len` bytes of pattern `pat` at `off`.
     Write(&'static str, u64, usize, u8),
     Append(&'static str, usize, u8),
+    /// A direct-access client appends `len` bytes of pattern `pat`: write lease past EOF,
+    /// stores through the mapping (the device API, traced), persist (flush + fence),
+    /// size commit, return.
+    DaxAppend(&'static str, usize, u8),
+    /// A client overwrites `len` bytes at `off` through a write lease and persists them.
+    DaxWrite(&'static str, u64, usize, u8),
     Truncate(&'static str, u64),
     Fallocate(&'static str, i32, u64, u64),
     Link(&'static str, &'static str),
@@ -77,6 +83,8 @@ impl Op {
             | Op::Mkdir(p)
             | Op::Write(p, ..)
             | Op::Append(p, ..)
+            | Op::DaxAppend(p, ..)
+            | Op::DaxWrite(p, ..)
             | Op::Truncate(p, _)
             | Op::Fallocate(p, ..)
             | Op::Unlink(p)
@@ -142,6 +150,39 @@ pub fn catalogue() -> Vec<Op> {
         Create("G/new"),
         Unlink("H/h00"),
     ]
+}
+
+/// Direct-access client workloads (issue 9): a client's append and overwrite, alone,
+/// after an ordinary append and before a truncate, each followed by each sync variant.
+pub fn dax_workloads() -> Vec<Workload> {
+    use Op::*;
+    let seqs: Vec<Vec<Op>> = vec![
+        vec![DaxAppend("A/bar", 5000, 31)],
+        vec![DaxAppend("A/foo", 3 * 4096, 32)],
+        vec![DaxWrite("A/bar", 1000, 6000, 33)],
+        vec![Append("A/bar", 3000, 14), DaxAppend("A/bar", 3000, 34)],
+        vec![DaxAppend("A/bar", 9000, 35), Truncate("A/bar", 100)],
+        vec![DaxAppend("A/new0", 4096, 36)],
+    ];
+    let mut out = Vec::new();
+    for seq in seqs {
+        for v in 0..sync_variants("").len() {
+            let mut ops = seq.clone();
+            if let Some(s) = sync_variants(seq[0].target()).swap_remove(v) {
+                ops.push(s);
+            }
+            if ops.iter().any(|o| o.target() == "A/new0") {
+                ops.insert(0, Create("A/new0"));
+            }
+            let name = ops
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(Workload { name, ops });
+        }
+    }
+    out
 }
 
 /// The fsync variants that follow an operation (None: no sync at all).
@@ -368,8 +409,43 @@ fn cred() -> Cred {
 fn opts() -> FsOptions {
     FsOptions {
         atime: AtimeMode::Noatime,
+        // Every file can be granted to a client (DaxAppend, DaxWrite).
+        dax: crate::fs::DaxMode::Always,
         ..Default::default()
     }
+}
+
+/// A layout error as the core's error (the workload only needs the errno).
+fn lay<T>(r: std::result::Result<T, crate::dax::LayoutError>) -> Result<T> {
+    r.map_err(|e| FsError::Errno(e.errno))
+}
+
+/// What a client does: grant a write lease over [off, off+data.len()), store `data`
+/// through the mapping with the device's traced primitives, persist it (flush + fence),
+/// commit the size when it grows the file, return the lease.
+fn client_store(fs: &Fs, ino: u64, off: u64, data: &[u8]) -> Result<()> {
+    let c = fs.layout_client_new(1, 0);
+    let r = (|| {
+        let g = lay(fs.layout_grant(ino, c, off, data.len() as u64, true))?;
+        let end = off + data.len() as u64;
+        let dev = &fs.mp().dev;
+        for m in &g.ranges {
+            let (s, e) = (m.file_off.max(off), (m.file_off + m.len).min(end));
+            if s >= e {
+                continue;
+            }
+            let at = m.dev_off.expect("a write grant maps every block") + (s - m.file_off);
+            dev.write(at, &data[(s - off) as usize..(e - off) as usize]);
+            dev.flush(at, e - s);
+        }
+        dev.fence();
+        if end > g.size {
+            lay(fs.layout_commit_size(c, g.lease, end))?;
+        }
+        lay(fs.layout_return(c, g.lease))
+    })();
+    fs.layout_client_gone(c);
+    r
 }
 
 /// File bytes for pattern `pat`: position-dependent, never 0 or the garbage byte.
@@ -489,6 +565,15 @@ fn run_op(fs: &Fs, op: &Op) -> Result<()> {
             let ino = resolve(fs, p)?;
             let off = fs.getattr(ino)?.size;
             fs.write(ino, 0, &pattern(pat, off, len), true)?;
+        }
+        Op::DaxAppend(p, len, pat) => {
+            let ino = resolve(fs, p)?;
+            let off = fs.getattr(ino)?.size;
+            client_store(fs, ino, off, &pattern(pat, off, len))?;
+        }
+        Op::DaxWrite(p, off, len, pat) => {
+            let ino = resolve(fs, p)?;
+            client_store(fs, ino, off, &pattern(pat, off, len))?;
         }
         Op::Truncate(p, size) => {
             let ino = resolve(fs, p)?;
@@ -663,6 +748,9 @@ struct Run {
     /// Per state and inode, per 8-byte word of the file, the values a crash may leave
     /// there (see `allowed_after`).
     allowed: Vec<HashMap<u64, Vec<Vec<u64>>>>,
+    /// Client stores (DaxAppend, DaxWrite) that returned: operation number (1-based),
+    /// inode, offset, bytes, and whether the store grew the file (its size committed).
+    client: Vec<(usize, u64, u64, Vec<u8>, bool)>,
 }
 
 fn word(data: &[u8], w: usize) -> u64 {
@@ -739,8 +827,47 @@ impl Run {
         out
     }
 
+    /// Client stores, held strictly: once a store returned (it persisted), its bytes are
+    /// there while the file reaches over them; and a size a client committed is never
+    /// ahead of its data, also for the store in flight at the crash (no zeros where the
+    /// committed size says data is).
+    fn client_oracle(&self, got: &Snap, k: usize) -> std::result::Result<(), String> {
+        let files = by_ino(got);
+        for (i, ino, off, data, grew) in &self.client {
+            let in_flight = *i == k + 1;
+            if *i > k + 1 || (in_flight && !grew) {
+                continue;
+            }
+            let Some(node) = files.get(ino) else { continue };
+            let end = off + data.len() as u64;
+            if node.size < end {
+                continue;
+            }
+            let have = &node.data[*off as usize..end as usize];
+            if have != &data[..] {
+                let bad = have.iter().zip(data).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(format!(
+                    "inode {ino}: client store {i} ({} bytes at {off}) is not there although \
+                     the size ({}) covers it: byte {} is {:#04x}, not {:#04x}{}",
+                    data.len(),
+                    node.size,
+                    *off as usize + bad,
+                    have[bad],
+                    data[bad],
+                    if in_flight {
+                        " (size ahead of its data)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Check a recovered filesystem against the states around `k` completed operations.
     fn oracle(&self, got: &Snap, k: usize) -> std::result::Result<(), String> {
+        self.client_oracle(got, k)?;
         let n = self.snaps.len() - 1;
         let hi = (k + 1).min(n);
         let cands: Vec<usize> = (k..=hi).collect();
@@ -922,13 +1049,29 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         allowed: vec![Run::allowed_after(&HashMap::new(), &snap0, None, None)],
         snaps: vec![snap0],
         ends: vec![0],
+        client: Vec::new(),
     };
     for op in &w.ops {
         let op_ino = match op {
-            Op::Fallocate(p, ..) => resolve(&fs, p).ok(),
+            Op::Fallocate(p, ..) | Op::DaxAppend(p, ..) | Op::DaxWrite(p, ..) => {
+                resolve(&fs, p).ok()
+            }
             _ => None,
         };
+        let size_before = op_ino.and_then(|i| fs.getattr(i).ok()).map(|a| a.size);
         let ok = run_op(&fs, op).is_ok();
+        if ok
+            && let (Some(ino), Some(before)) = (op_ino, size_before)
+            && let Op::DaxAppend(_, len, pat) | Op::DaxWrite(_, _, len, pat) = *op
+        {
+            let off = match *op {
+                Op::DaxWrite(_, off, ..) => off,
+                _ => before,
+            };
+            let grew = off + len as u64 > before;
+            let n = run.ends.len();
+            run.client.push((n, ino, off, pattern(pat, off, len), grew));
+        }
         trace.extend(dev.take_trace());
         run.ends.push(trace.len());
         let snap = snapshot(&fs).map_err(fs_err)?;
@@ -938,6 +1081,8 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         let durable = match op {
             Op::Sync => None,
             Op::Fsync(p) | Op::Fdatasync(p) => Some(resolve(&fs, p).into_iter().collect()),
+            // A client persisted its stores (and committed the size) before returning.
+            Op::DaxAppend(..) | Op::DaxWrite(..) => Some(op_ino.into_iter().collect()),
             _ => Some(vec![]),
         };
         let moved = Some((op, op_ino.filter(|_| ok)));
