@@ -10,8 +10,9 @@
 //!   (inode/lease.rs): live, recalled and revoked leases, fences, break waits.
 //!
 //! The lease operations (grant, return, size commit, break: recall, wait, revoke,
-//! quarantine) need the filesystem and live in fs/layout.rs; the client protocol and its
-//! socket server call fs/ and so sit beside fuse.rs, above fs.
+//! quarantine) need the filesystem and live in fs/layout.rs (`Fs::layout_*`, the interface
+//! the socket server uses, with `RecallSink` below); the client protocol
+//! (client/src/proto.rs) and the socket server (src/daxserver.rs) sit above fs.
 //!
 //! May call: `error`, `format`, `pmem`, `mem`, `log`, `space`, `inode`. Never dir, xattr
 //! or fs.
