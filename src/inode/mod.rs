@@ -637,26 +637,6 @@ impl Inode {
             || self.opens.load(Ordering::Acquire) > 0
             || self.has_leases()
     }
-
-    /// Reclaim's way to the IOLOCK and MMAPLOCK: never waits.
-    #[track_caller]
-    pub fn try_iolock_excl(&self) -> Option<IoLockGuard<'_>> {
-        let site = Location::caller();
-        let g = self.iolock.try_write().ok()?;
-        Some(IoLockGuard {
-            _g: IoGuardInner::Excl(g),
-            _t: HeldToken::from_raw(lockcheck::acquired(Class::Iolock, How::Try, site)),
-        })
-    }
-    #[track_caller]
-    pub fn try_mmaplock_excl(&self) -> Option<MmapLockGuard<'_>> {
-        let site = Location::caller();
-        let g = self.mmaplock.try_write().ok()?;
-        Some(MmapLockGuard {
-            _g: IoGuardInner::Excl(g),
-            _t: HeldToken::from_raw(lockcheck::acquired(Class::Mmaplock, How::Try, site)),
-        })
-    }
 }
 
 /// Lock several inodes' ILOCKs exclusive in ascending inode order (duplicates once).
