@@ -1,5 +1,5 @@
 //! The memory budget, the reclaimer, its contexts and its lock checker (src/mem/, the inode
-//! cache's shrinker in src/fs/mod.rs; DESIGN.md section 5). Every test that writes a
+//! cache's shrinker in src/fs/icache.rs; DESIGN.md section 5). Every test that writes a
 //! filesystem ends with `daxfs check` clean.
 
 use std::sync::Arc;
@@ -430,7 +430,7 @@ fn readdir_then_allocate_with_one_ilock_class_is_the_lockdep_false_positive() {
     assert_eq!(r.len(), 1, "{r:#?}");
     assert_eq!(r[0].class, Some(Class::Ilock));
     assert!(r[0].text.contains("tests/mem.rs:"), "{}", r[0].text);
-    assert!(r[0].text.contains("src/fs/mod.rs:"), "{}", r[0].text);
+    assert!(r[0].text.contains("src/fs/icache.rs:"), "{}", r[0].text);
 }
 
 /// A daxfs image stored in a file on daxfs: the file's mapping gets NoIo at setup, and

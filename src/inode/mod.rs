@@ -417,7 +417,7 @@ pub struct Inode {
     /// evicted. Set and cleared under the inode cache lock; `iget` clears it (the inode is
     /// recycled). Decides the ILOCK's class for the reclaim lock checker.
     pub reclaimable: AtomicBool,
-    /// On the inode cache's list of eviction candidates (fs/mod.rs).
+    /// On the inode cache's list of eviction candidates (fs/icache.rs).
     pub on_lru: AtomicBool,
     /// Live layout leases (lease.rs); `lease_count` mirrors their number.
     leases: Mutex<InodeLeases>,
