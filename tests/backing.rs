@@ -4,36 +4,13 @@
 //! Needs root (to mount a tmpfs) and /dev/fuse; skipped with a message otherwise. Every
 //! mount is undone on drop, also when an assertion fails.
 
+mod common;
+use common::{can_mount, daxfs, umount};
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
-
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: needs root (tmpfs mounts) and /dev/fuse");
-        return false;
-    }
-    true
-}
-
-fn daxfs(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn umount(dir: &Path) {
-    let ok = Command::new("umount")
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let _ = Command::new("umount").arg("-l").arg(dir).status();
-    }
-}
 
 /// A tmpfs of a given size on a fresh directory, with a daxfs mount point inside it;
 /// dropping it unmounts the daxfs mount (if any), then the tmpfs, then removes the dir.

@@ -9,6 +9,9 @@
 //! cached before a client's store. Needs root and /dev/fuse; skipped (with a message)
 //! where they are missing.
 
+mod common;
+use common::{BIN, can_mount, daxfs};
+
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -21,22 +24,7 @@ use std::time::{Duration, Instant};
 use daxfs_client::proto::{self, Msg};
 use daxfs_client::{Client, Error, Mode, sys};
 
-const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
 const CHILD_ENV: &str = "DAXFS_DAX_TEST_CHILD";
-
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: real mounts need root and /dev/fuse");
-        return false;
-    }
-    true
-}
-
-fn daxfs(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 /// A temporary directory others may traverse (an unprivileged client must reach the
 /// mount), holding a root-only image and the mount point.
@@ -62,14 +50,7 @@ impl Mounted {
         if self.dir.as_os_str().is_empty() {
             return;
         }
-        let d = self.dir.to_str().unwrap().to_string();
-        let ok = Command::new("umount")
-            .arg(&d)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").args(["-l", &d]).status();
-        }
+        common::umount(&self.dir);
         self.dir = PathBuf::new();
     }
 }

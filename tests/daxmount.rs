@@ -6,28 +6,14 @@
 //! coherent with write() through the mount, its stores reaching the file at msync.
 //! Needs root and /dev/fuse; skipped (with a message) where they are missing.
 
+mod common;
+use common::{can_mount, daxfs};
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
-
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: real mounts need root and /dev/fuse");
-        return false;
-    }
-    true
-}
-
-fn daxfs(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 /// A live mount; unmounted when dropped (also when the test fails).
 struct Mounted {
@@ -57,14 +43,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let d = self.dir.to_str().unwrap().to_string();
-        let ok = Command::new("umount")
-            .arg(&d)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").args(["-l", &d]).status();
-        }
+        common::umount(&self.dir);
     }
 }
 

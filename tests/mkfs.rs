@@ -4,14 +4,11 @@
 //! made by the real tools (mkfs.ext4 from e2fsprogs, mkfs.xfs from xfsprogs, mkswap);
 //! a test whose tool is missing says so and passes (scripts/deps.sh installs them).
 
+mod common;
+use common::daxfs;
+
 use std::path::Path;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
-
-fn daxfs(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn have(tool: &str) -> bool {
     let found = Command::new("sh")

@@ -3,6 +3,9 @@
 //! drop), and `daxfs check` it. Includes SIGKILL of the daemon in the middle of work.
 //! Needs root and /dev/fuse; skipped (with a message) where they are missing.
 
+mod common;
+use common::{BIN, can_mount, daxfs};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -14,18 +17,6 @@ use std::time::Duration;
 
 use daxfs::testing::crashsim::Rng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_daxfs");
-
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: real mounts need root and /dev/fuse");
-        return false;
-    }
-    true
-}
-
 fn tmpdir() -> tempfile::TempDir {
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
@@ -36,10 +27,6 @@ fn tmpdir() -> tempfile::TempDir {
         .prefix("daxfs-mount-test")
         .tempdir_in(base)
         .unwrap()
-}
-
-fn daxfs(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
 }
 
 /// A live mount; unmounted when dropped.
@@ -70,14 +57,7 @@ impl Mounted {
         if self.dir.as_os_str().is_empty() {
             return;
         }
-        let d = self.dir.to_str().unwrap().to_string();
-        let ok = Command::new("umount")
-            .arg(&d)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").args(["-l", &d]).status();
-        }
+        common::umount(&self.dir);
         self.dir = PathBuf::new();
     }
 }
