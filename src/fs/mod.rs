@@ -6,15 +6,16 @@
 //! transaction changes anything: a transaction that fails after changing blocks cannot be
 //! undone in memory and shuts the filesystem down (log/trans.rs).
 //!
-//! Here: the `Fs` struct, its types, mount and unmount, and the inode cache (iget, eviction,
-//! inactivation of unlinked inodes, its shrinker). The cache is charged to the mount's
-//! memory budget (mem/): each in-core inode owns its charge; an `iget` that misses past the
-//! budget runs direct reclaim first; the shrinker evicts unreferenced inodes from a list of
-//! candidates (an inode goes on it when it is loaded and at its last put) by trylock only,
-//! and writes back deferred timestamps only in Full context (the background reclaimer). The operations are one file per family, each another
-//! `impl Fs`: `namespace` (names: lookup to rename, readdir), `data` (read, write, truncate,
-//! fsync), `attr` (setattr, xattrs, the DAX flag), `falloc` (fallocate, lseek), `layout`
-//! (layout leases of direct-access clients: grant, return, break).
+//! Here: the `Fs` struct, its types, mount and unmount. The inode cache (iget, eviction,
+//! inactivation of unlinked inodes, its shrinker) is `icache`: each in-core inode owns its
+//! charge to the mount's memory budget (mem/); an `iget` that misses past the budget runs
+//! direct reclaim first; the shrinker evicts unreferenced inodes from a list of candidates
+//! (an inode goes on it when it is loaded and at its last put) by trylock only, and writes
+//! back deferred timestamps only in Full context (the background reclaimer). The operations
+//! are one file per family, each another `impl Fs`: `namespace` (names: lookup to rename,
+//! readdir), `data` (read, write, truncate, fsync), `attr` (setattr, xattrs, the DAX flag),
+//! `falloc` (fallocate, lseek), `layout` (layout leases of direct-access clients: grant,
+//! return, break).
 //!
 //! May call every layer below (pmem to xattr); nothing above it (fuse, mount).
 

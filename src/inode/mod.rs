@@ -411,7 +411,7 @@ pub struct Inode {
     /// the in-core inode is set up, used unadulterated by every allocation made for its
     /// data (the fault path, writes): reclaim for them runs in the stricter of this and the
     /// thread's scope (reference/004). Full for ordinary files; NoIo for a file that is the
-    /// image of another daxfs (fs/mod.rs `mapping_mask_for`).
+    /// image of another daxfs (fs/icache.rs `mapping_mask_for`).
     pub mapping_mask: AllocContext,
     /// Isolated by reclaim (XFS's XFS_IRECLAIMABLE): unreferenced, being written back or
     /// evicted. Set and cleared under the inode cache lock; `iget` clears it (the inode is
