@@ -130,15 +130,23 @@ pub fn live_mount(file: &File) -> Option<Busy> {
             writable,
         });
     }
-    let mountpoint = mounts()
-        .into_iter()
-        .filter(|m| m.dev == dev && m.root == "/")
-        .map(|m| m.mountpoint)
-        .next()?;
+    let mountpoint = serving_mount(mounts(), dev)?;
     Some(Busy::Mounted {
         mountpoint: Some(mountpoint),
         writable,
     })
+}
+
+/// The mount point of the FUSE mount with device number `dev`. Only FUSE mounts count: the
+/// kernel recycles anonymous device numbers, so the number of a daemon's mount that has
+/// just gone (the daemon still exiting, its serving lock still held) may already belong to
+/// another filesystem, e.g. an overlay mounted a moment later; taking that for the image's
+/// mount would refuse a mount that should wait for the exiting daemon.
+fn serving_mount(entries: Vec<MountEntry>, dev: u64) -> Option<PathBuf> {
+    entries
+        .into_iter()
+        .find(|m| m.dev == dev && m.root == "/" && m.is_fuse())
+        .map(|m| m.mountpoint)
 }
 
 fn flock_range(l_type: i32, dev: u64, len: i64) -> libc::flock {
@@ -202,6 +210,10 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
+    pub fn is_fuse(&self) -> bool {
+        self.fstype == "fuse" || self.fstype.starts_with("fuse.")
+    }
+
     pub fn read_only(&self) -> bool {
         self.mount_opts.split(',').any(|o| o == "ro")
     }
@@ -269,9 +281,9 @@ pub fn mounts() -> Vec<MountEntry> {
 /// mounts are stacked there). Reads only the mount table: safe to call from the daemon
 /// before it serves its own mount (a stat of the mount point would wait for it).
 pub fn fuse_mount_at(mountpoint: &Path) -> Option<MountEntry> {
-    mounts().into_iter().rfind(|m| {
-        m.mountpoint == mountpoint && (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
-    })
+    mounts()
+        .into_iter()
+        .rfind(|m| m.mountpoint == mountpoint && m.is_fuse())
 }
 
 /// The mount an image is served at, if a daemon serves it (for `daxfs info IMAGE` and
@@ -303,6 +315,24 @@ mod tests {
         assert_eq!(m[1].dev, libc::makedev(0, 48));
         assert_eq!(m[1].source, "/tmp/img");
         assert!(!m[1].read_only());
+    }
+
+    /// A device number recycled by another filesystem (here an overlay that took the number
+    /// of a FUSE mount just gone) is not the image's mount; the FUSE mount with it is.
+    #[test]
+    fn serving_mount_is_a_fuse_mount() {
+        let overlay = "60 29 0:48 / /usr/sbin ro,relatime - overlay overlay ro,lowerdir=/a\n";
+        assert_eq!(
+            serving_mount(parse_mountinfo(overlay), libc::makedev(0, 48)),
+            None
+        );
+        let both = format!(
+            "{overlay}61 29 0:48 / /tmp/m rw,relatime - fuse.daxfs /tmp/img rw,user_id=0\n"
+        );
+        assert_eq!(
+            serving_mount(parse_mountinfo(&both), libc::makedev(0, 48)),
+            Some(PathBuf::from("/tmp/m"))
+        );
     }
 
     /// A serving lock on one descriptor is seen, with its device number, through another
