@@ -27,7 +27,7 @@ impl Fs {
                 i.reclaimable.store(false, Ordering::Release);
                 return Ok(i.clone());
             }
-            table_growth(&cache)
+            self.table_growth(&cache)
         };
         // A miss allocates an in-core inode (and the table may double): past the budget,
         // reclaim first, in this thread's context (NOFS inside a transaction), before the
@@ -72,11 +72,18 @@ impl Fs {
     }
 
     pub(super) fn recharge_table(&self, cache: &HashMap<Ino, Arc<Inode>>) {
-        let bytes = cache.capacity() as u64 * (std::mem::size_of::<(Ino, Arc<Inode>)>() as u64 + 1);
         self.table_charge
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .set(Cache::CacheTable, bytes);
+            .recharge(cache);
+    }
+
+    /// What one more insert adds to the table's charge.
+    pub(super) fn table_growth(&self, cache: &HashMap<Ino, Arc<Inode>>) -> u64 {
+        self.table_charge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .growth(cache)
     }
 
     pub(super) fn lru_add(&self, inode: &Inode) {
@@ -227,7 +234,10 @@ impl Fs {
         if let Ok(mut cache) = self.icache.try_lock() {
             if cache.capacity() > 4 * cache.len() + 1024 {
                 cache.shrink_to_fit();
-                self.recharge_table(&cache);
+                self.table_charge
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .shrunk(&cache);
             }
         }
         if let Ok(mut lru) = self.lru.try_lock() {
@@ -373,6 +383,56 @@ impl Shrinker for IcacheShrinker {
         match self.fs.upgrade() {
             Some(fs) => fs.shrink_icache(sc),
             None => ScanResult::default(),
+        }
+    }
+}
+
+/// The inode table's charge, which follows the memory the table holds. That is not
+/// `HashMap::capacity()`: a removal may leave a tombstone, which lowers `capacity()`
+/// (items + inserts left before a rehash) without freeing anything, and the insert that
+/// finds it used up rehashes in place, so `capacity()` jumps back up with no new memory.
+/// The allocation is the largest capacity seen since the table was last reallocated
+/// smaller; it grows only when an insert finds the table full and more than half of its
+/// real capacity in use (otherwise the rehash is in place). This follows std's table
+/// (hashbrown); an estimate, like every charge, but one that never runs ahead of the
+/// budget check that `iget` and create make before inserting.
+pub(super) struct TableCharge {
+    charge: Charge,
+    capacity_max: usize,
+}
+
+const TABLE_ENTRY_BYTES: u64 = std::mem::size_of::<(Ino, Arc<Inode>)>() as u64 + 1;
+
+impl TableCharge {
+    pub(super) fn new(budget: Arc<crate::mem::Budget>) -> TableCharge {
+        TableCharge {
+            charge: Charge::new(budget),
+            capacity_max: 0,
+        }
+    }
+
+    pub(super) fn recharge(&mut self, cache: &HashMap<Ino, Arc<Inode>>) {
+        self.capacity_max = self.capacity_max.max(cache.capacity());
+        self.charge.set(
+            Cache::CacheTable,
+            self.capacity_max as u64 * TABLE_ENTRY_BYTES,
+        );
+    }
+
+    /// After `shrink_to_fit`: the table was reallocated at its current capacity.
+    pub(super) fn shrunk(&mut self, cache: &HashMap<Ino, Arc<Inode>>) {
+        self.capacity_max = 0;
+        self.recharge(cache);
+    }
+
+    /// What one more insert adds: the table doubles when it is full and more than half
+    /// of its real capacity is in use; else nothing (room left, or an in-place rehash).
+    pub(super) fn growth(&self, cache: &HashMap<Ino, Arc<Inode>>) -> u64 {
+        let cap = self.capacity_max.max(cache.capacity());
+        if cache.len() < cache.capacity() || 2 * (cache.len() + 1) <= cap {
+            0
+        } else {
+            cap.max(4) as u64 * TABLE_ENTRY_BYTES
         }
     }
 }

@@ -259,8 +259,8 @@ pub struct Fs {
     /// last put. Stale or now-referenced entries are dropped by the shrinker. A leaf lock,
     /// taken under `icache`.
     lru: Mutex<VecDeque<Ino>>,
-    /// The hash table's own charge (its capacity). A leaf lock, taken under `icache`.
-    table_charge: Mutex<Charge>,
+    /// The hash table's own charge (icache::TableCharge). A leaf lock, taken under `icache`.
+    table_charge: Mutex<icache::TableCharge>,
     shrinker: Arc<IcacheShrinker>,
     opts: FsOptions,
     next_fh: AtomicU64,
@@ -414,7 +414,7 @@ impl Fs {
         if let Some(limit) = opts.mem_limit {
             mp.mem.budget.set_limit(limit);
         }
-        let table_charge = Mutex::new(Charge::new(mp.mem.budget.clone()));
+        let table_charge = Mutex::new(icache::TableCharge::new(mp.mem.budget.clone()));
         let fs = Arc::new_cyclic(|me: &Weak<Fs>| Fs {
             mp,
             icache: Mutex::new(HashMap::new()),
@@ -769,15 +769,6 @@ impl Fs {
         trans::write_sb_state(&self.mp, trans::next_lsn(&self.mp), true);
         self.mp.dev.persist_all();
         Ok(())
-    }
-}
-
-/// What one more insert adds to the table's charge: a full table doubles.
-pub(super) fn table_growth(cache: &HashMap<Ino, Arc<Inode>>) -> u64 {
-    if cache.len() < cache.capacity() {
-        0
-    } else {
-        cache.capacity().max(4) as u64 * (std::mem::size_of::<(Ino, Arc<Inode>)>() as u64 + 1)
     }
 }
 

@@ -160,7 +160,7 @@ impl Fs {
         }
         // A new in-core inode: past the budget, reclaim first. Inside the transaction this
         // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
-        let growth = table_growth(&self.icache.lock().unwrap());
+        let growth = self.table_growth(&self.icache.lock().unwrap());
         self.mp
             .mem
             .allocating(INODE_BYTES + growth, AllocContext::Full);
