@@ -163,7 +163,7 @@ impl DaxFuse {
     }
     fn entry(&self, r: crate::error::Result<Attr>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(a.generation.into())),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -273,6 +273,10 @@ pub fn negotiate(config: &mut KernelConfig) {
         InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         // DAX files are opened FOPEN_DIRECT_IO; mmap of them must keep working.
         InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        // File handles (open_by_handle_at, NFS export): node ids are inode numbers and
+        // entries carry the inode's generation, so a handle outlives the kernel's caches
+        // and a remount; the kernel decodes one it no longer caches with a LOOKUP of ".".
+        InitFlags::FUSE_EXPORT_SUPPORT,
     ] {
         let _ = config.add_capabilities(f);
     }
@@ -693,7 +697,7 @@ impl fuser::Filesystem for DaxFuse {
             Ok(fh) => reply.created(
                 &TTL,
                 &self.attr(&a),
-                Generation(0),
+                Generation(a.generation.into()),
                 FileHandle(fh),
                 self.fopen_flags(a.ino),
             ),

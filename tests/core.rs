@@ -1013,3 +1013,54 @@ fn short_form_directories() {
     fs.rmdir(r, b"small").unwrap();
     finish(&dev, fs);
 }
+
+/// Issue 11 item 7: a file handle's inode number comes from outside (the kernel looks up
+/// "." in it), so it is believed only where the inode B+tree says an inode is allocated.
+/// An inode chunk given back to free space, whose blocks then hold a perfect copy of an
+/// old inode (right number, CRC, uuid: file data can be anything), gives ESTALE, not that
+/// ghost.
+#[test]
+fn handle_lookups_believe_only_the_inode_btree() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let slot_off = |ino: u64| (ino / 8) * 4096 + (ino % 8) * 512;
+    // Files into a few inode chunks. The root's chunk (64 inodes) ends before root + 64,
+    // so the first file past that is in a chunk that deleting every file frees.
+    let files: Vec<u64> = (0..200).map(|i| create(&fs, r, &format!("f{i}"))).collect();
+    let ghost = *files.iter().find(|&&ino| ino > r + 63).unwrap();
+    let a = fs.lookup(ghost, b".").unwrap();
+    assert_eq!(
+        (a.ino, a.kind),
+        (ghost, FileKind::File),
+        "a live file's handle"
+    );
+    let mut slot = vec![0u8; 512];
+    dev.read(slot_off(ghost), &mut slot);
+    // Every file deleted and forgotten: the ghost's chunk is free space.
+    for (i, ino) in files.iter().enumerate() {
+        fs.unlink(r, format!("f{i}").as_bytes()).unwrap();
+        fs.forget(*ino, if *ino == ghost { 2 } else { 1 });
+    }
+    assert_eq!(errno(fs.lookup(ghost, b".")), libc::ESTALE, "deleted");
+    let fs = remount(&dev, fs);
+    assert_eq!(
+        errno(fs.lookup(ghost, b".")),
+        libc::ESTALE,
+        "deleted, remounted"
+    );
+    // The chunk's blocks are free space now; whatever is written there next (here: the
+    // ghost's old slot, as file data that copied it would put it) is not an inode.
+    dev.write(slot_off(ghost), &slot);
+    assert_eq!(
+        errno(fs.lookup(ghost, b".")),
+        libc::ESTALE,
+        "a ghost in free space"
+    );
+    let d = fs.mkdir(r, b"d", 0o755, &root()).unwrap().ino;
+    assert_eq!(
+        fs.lookup(d, b".").unwrap().ino,
+        d,
+        "a live directory's handle"
+    );
+    finish(&dev, fs);
+}

@@ -1166,3 +1166,166 @@ fn fallocate_of_nearly_all_free_space_on_the_mount() {
     }
     check_clean(&img);
 }
+
+/// A file handle as `name_to_handle_at` gives it (struct file_handle: bytes, type, then
+/// the filesystem's opaque bytes; FUSE's are the node id and the generation).
+struct Handle {
+    buf: Vec<u8>,
+}
+
+impl Handle {
+    const MAX: usize = 128;
+
+    fn of(path: &Path) -> std::io::Result<Handle> {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mut buf = vec![0u8; 8 + Handle::MAX];
+        buf[..4].copy_from_slice(&(Handle::MAX as u32).to_ne_bytes());
+        let mut mount_id = 0i32;
+        // SAFETY: buf holds a struct file_handle with handle_bytes = MAX and MAX bytes
+        // after its 8-byte header; c and mount_id live across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_name_to_handle_at,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                buf.as_mut_ptr(),
+                &mut mount_id as *mut i32,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize;
+        buf.truncate(8 + n);
+        Ok(Handle { buf })
+    }
+
+    /// FUSE's handle: node id (high, low 32 bits), then the generation.
+    fn node_id(&self) -> u64 {
+        let w = |i: usize| u32::from_ne_bytes(self.buf[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+        (w(0) as u64) << 32 | w(1) as u64
+    }
+
+    fn with_node_id(&self, id: u64) -> Handle {
+        let mut buf = self.buf.clone();
+        buf[8..12].copy_from_slice(&((id >> 32) as u32).to_ne_bytes());
+        buf[12..16].copy_from_slice(&(id as u32).to_ne_bytes());
+        Handle { buf }
+    }
+
+    /// open_by_handle_at through the mount `mnt`, and read what the file holds.
+    fn read(&self, mnt: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let m = fs::File::open(mnt)?;
+        let mut buf = self.buf.clone();
+        // SAFETY: buf is a complete struct file_handle as name_to_handle_at filled it.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                m.as_raw_fd(),
+                buf.as_mut_ptr(),
+                libc::O_RDONLY,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let mut f = unsafe { fs::File::from_raw_fd(fd as i32) };
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)?;
+        Ok(v)
+    }
+}
+
+/// The kernel forgets every unused dentry and inode (so a handle must be decoded by
+/// asking the daemon).
+fn drop_kernel_caches() {
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+}
+
+/// Issue 11 item 7: file handles work after the kernel dropped its caches and after a
+/// remount, and give ESTALE only for a deleted file (also when its inode number is used
+/// again) or a number that names no inode; the daemon survives forged handles.
+#[test]
+fn file_handles_outlive_caches_and_remounts() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "256M"])
+            .status
+            .success()
+    );
+    let (file, deep, gone);
+    {
+        let _m = Mounted::new(&img, &mnt);
+        fs::write(mnt.join("file"), b"handle me").unwrap();
+        fs::create_dir_all(mnt.join("a/b")).unwrap();
+        fs::write(mnt.join("a/b/deep"), b"deep down").unwrap();
+        fs::write(mnt.join("gone"), b"soon deleted").unwrap();
+        file = Handle::of(&mnt.join("file")).unwrap();
+        deep = Handle::of(&mnt.join("a/b/deep")).unwrap();
+        gone = Handle::of(&mnt.join("gone")).unwrap();
+        assert_eq!(file.read(&mnt).unwrap(), b"handle me");
+        drop_kernel_caches();
+        assert_eq!(file.read(&mnt).unwrap(), b"handle me", "after drop_caches");
+        assert_eq!(deep.read(&mnt).unwrap(), b"deep down", "after drop_caches");
+
+        fs::remove_file(mnt.join("gone")).unwrap();
+        drop_kernel_caches();
+        assert_eq!(
+            errno_of(gone.read(&mnt)),
+            Some(libc::ESTALE),
+            "deleted file"
+        );
+        // Its inode number used again by a new file: still the deleted file's handle.
+        let mut reused = false;
+        for i in 0..64 {
+            let p = mnt.join(format!("new{i}"));
+            fs::write(&p, b"new").unwrap();
+            if Handle::of(&p).unwrap().node_id() == gone.node_id() {
+                reused = true;
+                break;
+            }
+        }
+        assert!(reused, "the deleted file's inode number was not reused");
+        drop_kernel_caches();
+        assert_eq!(
+            errno_of(gone.read(&mnt)),
+            Some(libc::ESTALE),
+            "number reused"
+        );
+        // Forged node ids: beyond the device, a superblock block, a data block, a free slot.
+        for id in [
+            u64::MAX >> 1,
+            8,
+            999_999 * 8,
+            (file.node_id() / 8 + 1000) * 8,
+            file.node_id() + 63,
+        ] {
+            let e = errno_of(file.with_node_id(id).read(&mnt));
+            assert!(
+                matches!(e, Some(libc::ESTALE)),
+                "forged node id {id}: {e:?}"
+            );
+        }
+        assert_eq!(file.read(&mnt).unwrap(), b"handle me", "daemon alive");
+    }
+    {
+        let _m = Mounted::new(&img, &mnt);
+        assert_eq!(file.read(&mnt).unwrap(), b"handle me", "after a remount");
+        assert_eq!(deep.read(&mnt).unwrap(), b"deep down", "after a remount");
+        assert_eq!(
+            errno_of(gone.read(&mnt)),
+            Some(libc::ESTALE),
+            "after a remount"
+        );
+    }
+    check_clean(&img);
+}

@@ -57,6 +57,41 @@ impl Fs {
         Ok(inode)
     }
 
+    /// The in-core inode `ino` when the number comes from outside: a file handle the
+    /// kernel decodes by looking up "." in a node id it no longer caches. A number that
+    /// names no allocated inode, or a deleted one, is ESTALE, whatever its slot holds.
+    pub(super) fn iget_untrusted(&self, ino: Ino) -> Result<Arc<Inode>> {
+        let cached = self.icache.lock().unwrap().get(&ino).cloned();
+        let inode = match cached {
+            Some(i) => self.iget(i.ino)?,
+            None => {
+                if !self.mp.ino_valid(ino) || !self.ino_allocated(ino)? {
+                    return err(libc::ESTALE);
+                }
+                self.iget(ino)?
+            }
+        };
+        if inode.ilock_shared().freed {
+            return err(libc::ESTALE);
+        }
+        Ok(inode)
+    }
+
+    /// Is `ino` allocated in its AG's inobt? Under the AG's lock, so no transaction is
+    /// changing the tree while it is read.
+    fn ino_allocated(&self, ino: Ino) -> Result<bool> {
+        let agno = self.mp.ag_of(self.mp.ino_block(ino));
+        let _ag = self.mp.ags[agno as usize]
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut io = DevReader { mp: &self.mp };
+        let blk = self.mp.fsblock(agno, AGI_BLOCK);
+        let b = io.read_meta(blk, AGI_MAGIC, Some(agno as u64), "AGI")?;
+        let agi = Agi::decode(&b[..]);
+        ialloc::is_allocated(&mut io, &agi, ino)
+    }
+
     /// An in-core inode charged to this mount's budget, with its mapping mask.
     pub(super) fn new_inode(&self, di: DiskInode, map: ExtentMap, mask: AllocContext) -> Inode {
         Inode::setup(di, map, Some(self.mp.mem.budget.clone()), mask)

@@ -75,6 +75,8 @@ pub struct Attr {
     pub blksize: u32,
     /// FS_XFLAG_DAX and friends, as FS_IOC_FSGETXATTR reports.
     pub dax: bool,
+    /// Changes each time the inode number is reused: a file handle names (ino, generation).
+    pub generation: u32,
 }
 
 /// Who asks: the caller's credentials (FUSE request header plus supplementary groups).
@@ -326,6 +328,7 @@ fn attr_of(d: &InodeData) -> Attr {
         rdev: di.rdev as u32,
         blksize: BLOCK_SIZE as u32,
         dax: di.flags & DIFLAG_DAX != 0,
+        generation: di.generation,
     }
 }
 

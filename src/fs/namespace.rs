@@ -38,10 +38,16 @@ impl Fs {
         if name.len() > NAME_LEN_MAX {
             return err(libc::ENAMETOOLONG);
         }
+        if name == b"." {
+            // The kernel decoding a file handle (name_to_handle_at, NFS export) of an
+            // inode it no longer caches: `parent` is the handle's number, any file type.
+            let inode = self.iget_untrusted(parent)?;
+            let a = attr_of(&inode.ilock_shared());
+            self.take_lookup_ref(&inode);
+            return Ok(a);
+        }
         let dir = self.iget(parent)?;
-        let found = if name == b"." {
-            parent
-        } else if name == b".." {
+        let found = if name == b".." {
             let p = dir.ilock_shared().di.parent;
             if parent == self.root_ino() { parent } else { p }
         } else {
@@ -49,7 +55,7 @@ impl Fs {
                 .ok_or(FsError::Errno(libc::ENOENT))?
                 .ino
         };
-        let inode = if name == b"." || name == b".." {
+        let inode = if name == b".." {
             self.iget(found)?
         } else {
             self.iget_entry(&dir, name, found)?

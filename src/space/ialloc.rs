@@ -282,6 +282,22 @@ pub fn ifree(tx: &mut Trans, ino: u64) -> Result<()> {
     Ok(())
 }
 
+/// Whether `ino` is an allocated inode, by its AG's inobt. A number that comes from
+/// outside (a file handle) is checked so before its slot is read: a chunk given back to
+/// free space may hold anything by now, file data that looks like an inode included.
+/// The caller holds the AG's lock (`Mp::ags[agno].lock`), so the tree is not mid-change.
+pub fn is_allocated<I: BlockIo>(io: &mut I, agi: &Agi, ino: u64) -> Result<bool> {
+    let root = Root {
+        blk: agi.ino_root,
+        level: agi.ino_level,
+    };
+    let Some((start, mask)) = btree::lookup_le(io, &ino_tree(agi.agno), &root, ino as u128)? else {
+        return Ok(false);
+    };
+    let (start, mask) = (start as u64, mask as u64);
+    Ok(ino < start + INODES_PER_CHUNK && mask & (1 << (ino - start)) == 0)
+}
+
 /// Record that `ino` has no links but is still in use.
 pub fn unlinked_add(tx: &mut Trans, ino: u64) -> Result<()> {
     let agno = tx.mp.ag_of(tx.mp.ino_block(ino));
