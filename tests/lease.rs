@@ -554,3 +554,72 @@ fn reclaim_passes_leased_inodes_without_waiting() {
     fs.layout_client_gone(c);
     finish(&dev, fs);
 }
+
+/// A FUSE write (or another client's write grant) that fills a hole under a read lease
+/// recalls that lease: the client mapped the hole as zeros and would go on reading zeros.
+/// Overwrites of written blocks and write leases are left alone; a client's own write grant
+/// does not recall its own read lease; a silent reader is revoked, and the write goes on.
+#[test]
+fn filling_a_hole_under_a_read_lease_recalls_it() {
+    let (dev, fs) = fresh(64 << 20, &opts(5000));
+    let sink = Answering::install(&fs);
+    let ino = create(&fs, "f");
+    fs.write(ino, 0, &[1u8; 4096], false).unwrap(); // block 0 written, 1..4 holes
+    let reader = fs.layout_client_new(1, 0);
+    let g = fs.layout_grant(ino, reader, 0, 4 * BS, false).unwrap();
+    assert!(
+        g.ranges.iter().any(|m| m.dev_off.is_none()),
+        "{:?}",
+        g.ranges
+    );
+    // An overwrite of the written block changes no mapping: no recall.
+    fs.write(ino, 10, b"over", false).unwrap();
+    assert_eq!(sink.recalls.load(Ordering::Relaxed), 0);
+    // A write into the hole at block 2: recalled, returned, then the write is done.
+    fs.write(ino, 2 * BS, b"filled", false).unwrap();
+    assert_eq!(sink.recalls.load(Ordering::Relaxed), 1);
+    assert!(fs.layout_list().is_empty(), "the read lease was returned");
+    assert_eq!(fs.read(ino, 2 * BS, 6, |b| b.to_vec()).unwrap(), b"filled");
+
+    // Another client's write grant over a hole recalls the reader; a client's own write
+    // grant does not recall its own read lease, and write leases are not recalled by writes.
+    let g = fs.layout_grant(ino, reader, 0, 8 * BS, false).unwrap();
+    let writer = fs.layout_client_new(2, 0);
+    let w = fs.layout_grant(ino, writer, 4 * BS, BS, true).unwrap();
+    assert_eq!(sink.recalls.load(Ordering::Relaxed), 2);
+    let own = fs.layout_grant(ino, writer, 0, 8 * BS, false).unwrap();
+    let w2 = fs.layout_grant(ino, writer, 6 * BS, BS, true).unwrap();
+    assert_eq!(
+        sink.recalls.load(Ordering::Relaxed),
+        2,
+        "own read lease recalled"
+    );
+    fs.write(ino, 7 * BS, b"hole", false).unwrap();
+    assert_eq!(
+        sink.recalls.load(Ordering::Relaxed),
+        3,
+        "the writer's read lease over the hole at block 7"
+    );
+    let live: Vec<_> = fs.layout_list().iter().map(|l| l.id).collect();
+    assert_eq!(live.len(), 2, "both write leases stay");
+    assert!(live.contains(&w.lease) && live.contains(&w2.lease));
+    let _ = (g, own);
+    fs.layout_client_gone(writer);
+    fs.layout_client_gone(reader);
+    finish(&dev, fs);
+
+    // A silent reader: the write waits lease_break_ms, revokes, and goes on.
+    let (dev, fs) = fresh(64 << 20, &opts(100));
+    let silent = Arc::new(Silent::default());
+    fs.set_recall_sink(Some(silent.clone()));
+    let ino = create(&fs, "f");
+    let c = fs.layout_client_new(1, 0);
+    let g = fs.layout_grant(ino, c, 0, 4 * BS, false).unwrap();
+    fs.write(ino, BS, b"late", false).unwrap();
+    assert_eq!(silent.recalled.lock().unwrap().as_slice(), &[g.lease]);
+    assert_eq!(silent.revoked.lock().unwrap().len(), 1);
+    assert_eq!(fs.layout_list()[0].state, LeaseState::Revoked);
+    assert_eq!(fs.read(ino, BS, 4, |b| b.to_vec()).unwrap(), b"late");
+    fs.layout_client_gone(c);
+    finish(&dev, fs);
+}

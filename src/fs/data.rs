@@ -268,6 +268,8 @@ impl Fs {
             return Ok(data.len() as u32);
         }
         drop(m);
+        // Holes or unwritten blocks get data: read leases over them mapped zeros.
+        self.break_read_layouts(&inode, &_io, off, data.len() as u64, None)?;
         if nblocks >= SPLIT_WRITE_BLOCKS {
             // A large write allocates in a transaction of its own, then copies and flushes
             // its data holding only the inode's IOLOCK: no AG lock (every allocation in

@@ -193,6 +193,11 @@ impl Fs {
         } else {
             inode.iolock_shared()
         };
+        if write {
+            // The grant fills holes with zeroed blocks: other clients' read leases there
+            // mapped holes.
+            self.break_read_layouts(&inode, &_io, aoff, end - aoff, Some(client))?;
+        }
         let (fb, nb) = (aoff / BS, (end - aoff) / BS);
         let kind = if write {
             FaultKind::WriteZeroed
@@ -452,11 +457,40 @@ impl Fs {
         off: u64,
         len: u64,
     ) -> Result<bool> {
+        self.break_matching(inode, io, off, len, |_| true)
+    }
+
+    /// Break the *read* leases over bytes [off, off+len) of `inode` (but those of
+    /// `except`) before a write fills holes or unwritten blocks there: such a lease mapped
+    /// them as zeros and would go on reading zeros, not what was written (a write lease's
+    /// range is all written blocks, so nothing changes under it). As `break_layouts`.
+    pub(super) fn break_read_layouts(
+        &self,
+        inode: &Inode,
+        io: &IoLockGuard,
+        off: u64,
+        len: u64,
+        except: Option<ClientId>,
+    ) -> Result<bool> {
+        self.break_matching(inode, io, off, len, |l| {
+            !l.write && Some(l.client) != except
+        })
+    }
+
+    fn break_matching(
+        &self,
+        inode: &Inode,
+        io: &IoLockGuard,
+        off: u64,
+        len: u64,
+        which: impl Fn(&Lease) -> bool,
+    ) -> Result<bool> {
         assert!(io.is_excl(), "breaking layouts needs the IOLOCK exclusive");
         if !inode.has_leases() {
             return Ok(false);
         }
-        let hit = inode.leases().overlapping(off, len);
+        let mut hit = inode.leases().overlapping(off, len);
+        hit.retain(|l| which(l));
         if hit.is_empty() {
             return Ok(false);
         }
