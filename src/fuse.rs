@@ -73,6 +73,8 @@ fn caller_shutdown_flags(tid: u32) -> Option<u32> {
 
 pub struct DaxFuse {
     fs: Arc<Fs>,
+    /// The mount's device number, once mounted (what has_submounts looks for).
+    mount_dev: Arc<OnceLock<u64>>,
     /// Set once the session exists: tells the kernel when attributes it cached changed
     /// behind its back (set-id bits killed on write or O_TRUNC).
     notifier: Arc<OnceLock<Notifier>>,
@@ -112,8 +114,21 @@ impl DaxFuse {
                 let _ = wait.recv_timeout(SHUTDOWN_INVAL_WAIT);
             }
         }));
-        fs.set_cache_invalidator(Some(Arc::new(NotifyInval(notifier.clone()))));
-        DaxFuse { fs, notifier }
+        let mount_dev = Arc::new(OnceLock::new());
+        fs.set_cache_invalidator(Some(Arc::new(NotifyInval::new(
+            notifier.clone(),
+            fs.root_ino(),
+            mount_dev.clone(),
+        ))));
+        DaxFuse {
+            fs,
+            mount_dev,
+            notifier,
+        }
+    }
+    /// Where the mount's device number will be set once the session is mounted.
+    pub fn mount_dev(&self) -> Arc<OnceLock<u64>> {
+        self.mount_dev.clone()
     }
     /// After a shutdown nothing is answered but EIO (requests that do not reach `Fs::iget`
     /// check here).
@@ -283,16 +298,88 @@ pub fn negotiate(config: &mut KernelConfig) {
     let _ = config.set_max_write(1 << 20);
 }
 
-/// The core's `CacheInvalidator` over FUSE notify inval_inode (once the session exists).
-struct NotifyInval(Arc<OnceLock<Notifier>>);
+/// The core's `CacheInvalidator` over FUSE notify inval_inode and inval_entry (once the
+/// session exists).
+struct NotifyInval {
+    notifier: Arc<OnceLock<Notifier>>,
+    root: u64,
+    /// Dentries to forget, for the thread that names them to the kernel (`forgetter`).
+    forget: crossbeam_channel::Sender<(u64, Box<[u8]>)>,
+}
+
+/// Dentries queued for the kernel to forget, at most (more are dropped: the reclaimer
+/// asks again in a later pass).
+const FORGET_QUEUE_MAX: usize = 65536;
+/// Dentries named per look at the mount table.
+const FORGET_BATCH_MAX: usize = 4096;
+
+impl NotifyInval {
+    fn new(
+        notifier: Arc<OnceLock<Notifier>>,
+        root: u64,
+        mount_dev: Arc<OnceLock<u64>>,
+    ) -> NotifyInval {
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, Box<[u8]>)>(FORGET_QUEUE_MAX);
+        let n = notifier.clone();
+        // inval_entry waits for the parent directory's lock in the kernel, which a request
+        // in flight may hold until we answer it; and at unmount for the superblock, which
+        // umount holds until the daemon's DESTROY is answered. So the waiting is done by a
+        // thread of its own that nobody joins (it ends when the queue's sender is dropped
+        // with the session), never by the reclaimer, which unmount stops and waits for.
+        let spawned = std::thread::Builder::new()
+            .name("daxfs-forget".into())
+            .spawn(move || {
+                let mut refused = false;
+                while let Ok(first) = rx.recv() {
+                    let batch: Vec<_> = std::iter::once(first)
+                        .chain(rx.try_iter().take(FORGET_BATCH_MAX))
+                        .collect();
+                    let (Some(n), Some(&dev)) = (n.get(), mount_dev.get()) else {
+                        continue;
+                    };
+                    // The kernel detaches what is mounted on a dentry it is told to drop,
+                    // and we cannot tell which of ours are mount points: with anything
+                    // mounted on this filesystem, it is asked to forget nothing.
+                    if crate::pmem::imagelock::has_submounts(&crate::pmem::imagelock::mounts(), dev)
+                    {
+                        if !refused {
+                            log::info!(
+                                "over the memory budget, but something is mounted on this \
+                                 filesystem: not asking the kernel to forget dentries"
+                            );
+                            refused = true;
+                        }
+                        continue;
+                    }
+                    for (parent, name) in batch {
+                        let parent = INodeNo(if parent == root { 1 } else { parent });
+                        // ENOENT: the kernel had already dropped it.
+                        let _ = n.inval_entry(parent, OsStr::from_bytes(&name));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no thread to ask the kernel to forget dentries: {e}");
+        }
+        NotifyInval {
+            notifier,
+            root,
+            forget: tx,
+        }
+    }
+}
 
 impl CacheInvalidator for NotifyInval {
     fn invalidate(&self, ino: u64, off: u64, len: u64) {
-        if let Some(n) = self.0.get() {
+        if let Some(n) = self.notifier.get() {
             // len <= 0 is "to the end of the file" for the kernel.
             let len = i64::try_from(len).unwrap_or(0);
-            let _ = n.inval_inode(INodeNo(ino), off.min(i64::MAX as u64) as i64, len);
+            let ino = INodeNo(if ino == self.root { 1 } else { ino });
+            let _ = n.inval_inode(ino, off.min(i64::MAX as u64) as i64, len);
         }
+    }
+    fn forget_entry(&self, parent: u64, name: &[u8]) {
+        let _ = self.forget.try_send((parent, name.into()));
     }
 }
 

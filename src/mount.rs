@@ -544,6 +544,7 @@ pub fn serve(
     let config = opts.fuser_config(source, root);
     let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
     let daxfuse = crate::fuse::DaxFuse::new(fs.clone(), notifier.clone());
+    let mount_dev = daxfuse.mount_dev();
     let mut session = match fuser::Session::new(daxfuse, mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
@@ -555,6 +556,9 @@ pub fn serve(
     // Tell other opens of the image that a live mount serves it, and which one (see
     // src/pmem/imagelock.rs): they refuse at once instead of waiting as for an exiting daemon.
     let mdev = crate::pmem::imagelock::fuse_mount_at(&canonical).map_or(0, |m| m.dev);
+    if mdev != 0 {
+        let _ = mount_dev.set(mdev);
+    }
     if !memfd
         && let Err(e) = crate::pmem::imagelock::start_serving(dev.file(), mdev, !dev.read_only())
     {

@@ -1329,3 +1329,103 @@ fn file_handles_outlive_caches_and_remounts() {
     }
     check_clean(&img);
 }
+
+/// A value of `daxfs stat MOUNT` (the first number after `key`).
+fn mount_stat(mnt: &Path, key: &str) -> u64 {
+    let out = daxfs(&["stat", mnt.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(key)).then(|| w.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {key} in daxfs stat:\n{text}"))
+}
+
+/// Issue 10: a cold walk that the kernel keeps cached (a lookup reference on every file)
+/// stays inside a small budget: the background reclaimer asks the kernel to forget idle
+/// dentries (FUSE notify inval_entry), the kernel's FORGETs follow and the inodes are
+/// evicted. Every file is still there afterwards (looked up again), and check is clean.
+#[test]
+fn a_walk_the_kernel_keeps_cached_is_brought_inside_the_budget() {
+    if !can_mount() {
+        return;
+    }
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "256M"])
+            .status
+            .success()
+    );
+    let (dirs, per) = (10, 600);
+    {
+        let _m = Mounted::with(&img, &mnt, &["-o", "mem=1M"]);
+        for d in 0..dirs {
+            fs::create_dir(mnt.join(format!("d{d}"))).unwrap();
+            for i in 0..per {
+                fs::write(mnt.join(format!("d{d}/f{i}")), b"").unwrap();
+            }
+        }
+        drop_kernel_caches();
+        for d in 0..dirs {
+            for i in 0..per {
+                fs::metadata(mnt.join(format!("d{d}/f{i}"))).unwrap();
+            }
+        }
+        // The reclaimer runs at least once a second; the kernel forgets soon after asked.
+        let mut cached = u64::MAX;
+        for _ in 0..50 {
+            cached = mount_stat(&mnt, "cached_inodes");
+            if cached < (dirs * per / 2) as u64 && mount_stat(&mnt, "mem_budget_exceeded_by") == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            cached < (dirs * per / 2) as u64,
+            "{cached} inodes cached of {} stat'd",
+            dirs * per
+        );
+        assert_eq!(mount_stat(&mnt, "mem_budget_exceeded_by"), 0);
+        assert!(mount_stat(&mnt, "reclaim_kernel_forget_asks") > 0);
+        for d in 0..dirs {
+            for i in 0..per {
+                fs::metadata(mnt.join(format!("d{d}/f{i}"))).unwrap();
+            }
+        }
+        // With something mounted on the filesystem, the kernel is asked nothing (it would
+        // detach the mount of a dentry it drops): the tmpfs stays mounted.
+        let sub = mnt.join("d0/sub");
+        fs::create_dir(&sub).unwrap();
+        assert!(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(&sub)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _sub = Mounted { dir: sub.clone() };
+        drop_kernel_caches();
+        let asked = mount_stat(&mnt, "reclaim_kernel_forget_asks");
+        for d in 0..dirs {
+            for i in 0..per {
+                fs::metadata(mnt.join(format!("d{d}/f{i}"))).unwrap();
+            }
+        }
+        let more_asked = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            mount_stat(&mnt, "reclaim_kernel_forget_asks") > asked
+        });
+        assert!(more_asked, "the reclaimer did not try again");
+        std::thread::sleep(Duration::from_millis(500));
+        let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            mounted.contains(sub.to_str().unwrap()),
+            "the tmpfs on {sub:?} was detached"
+        );
+    }
+    check_clean(&img);
+}

@@ -266,6 +266,7 @@ impl Fs {
     /// The background reclaimer's upkeep of the cache: a table far larger than its
     /// contents is shrunk (a HashMap never shrinks by itself).
     pub(super) fn icache_upkeep(&self) {
+        self.ask_kernel_to_forget();
         if let Ok(mut cache) = self.icache.try_lock() {
             if cache.capacity() > 4 * cache.len() + 1024 {
                 cache.shrink_to_fit();
@@ -390,8 +391,70 @@ impl Fs {
         self.maybe_evict(ino);
     }
 
-    pub(super) fn take_lookup_ref(&self, inode: &Inode) {
+    /// A lookup reference the kernel now holds, and the (parent, name) of the dentry it
+    /// holds it by (None: a lookup by number, "." or "..").
+    pub(super) fn take_lookup_ref(&self, inode: &Inode, dentry: Option<(Ino, &[u8])>) {
         inode.nlookup.fetch_add(1, Ordering::AcqRel);
+        if let Some((parent, name)) = dentry {
+            *inode.dentry.lock().unwrap_or_else(|p| p.into_inner()) = Some((parent, name.into()));
+        }
+    }
+
+    /// A rename moved the dentry of `ino` (if the kernel holds one we know of).
+    pub(super) fn dentry_moved(&self, ino: Ino, parent: Ino, name: &[u8]) {
+        let Some(inode) = self.icache.lock().unwrap().get(&ino).cloned() else {
+            return;
+        };
+        let mut d = inode.dentry.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_some() {
+            *d = Some((parent, name.into()));
+        }
+    }
+
+    /// The budget is not met and what reclaim may evict falls short: ask the kernel to
+    /// forget the dentries of idle referenced inodes (no open, no lease), files first, so
+    /// that their lookup references go (FORGET) and the next passes can evict them. Runs
+    /// in the background reclaimer only, holding no lock while it asks: the kernel takes
+    /// the parent directory's lock to drop a dentry, and a request handler may be waiting
+    /// with that lock held for a reply that needs ours. An asked inode's dentry is taken, so
+    /// it is not asked again until the kernel gets it by name again.
+    pub(super) fn ask_kernel_to_forget(&self) {
+        let b = &self.mp.mem.budget;
+        if !b.is_limited() || b.used() <= b.high() {
+            return;
+        }
+        let Some(inval) = self.dax.invalidator() else {
+            return;
+        };
+        let candidates = self.lru.try_lock().map_or(0, |l| l.len() as u64);
+        let goal = (b.used() - b.low()) / INODE_BYTES;
+        let want = goal.saturating_sub(candidates).min(FORGET_ASKS_PER_PASS) as usize;
+        if want == 0 {
+            return;
+        }
+        let picked: Vec<(Ino, Box<[u8]>)> = {
+            let Ok(cache) = self.icache.try_lock() else {
+                return;
+            };
+            let idle = |i: &&Arc<Inode>| {
+                i.ino != self.root_ino()
+                    && i.nlookup.load(Ordering::Acquire) > 0
+                    && i.opens.load(Ordering::Acquire) == 0
+                    && !i.has_leases()
+            };
+            let files = cache.values().filter(idle).filter(|i| !i.is_dir);
+            let dirs = cache.values().filter(idle).filter(|i| i.is_dir);
+            files
+                .chain(dirs)
+                .filter_map(|i| i.dentry.try_lock().ok()?.take())
+                .take(want)
+                .collect()
+        };
+        self.forget_asks
+            .fetch_add(picked.len() as u64, Ordering::Relaxed);
+        for (parent, name) in picked {
+            inval.forget_entry(parent, &name);
+        }
     }
 }
 

@@ -42,6 +42,11 @@ pub const LEASE_BREAK_MS_MAX: u64 = 60_000;
 /// notify inval_inode in fuse.rs); the core itself knows nothing of FUSE.
 pub trait CacheInvalidator: Send + Sync {
     fn invalidate(&self, ino: Ino, off: u64, len: u64);
+    /// Ask the kernel to drop its dentry `name` in directory `parent` (FUSE notify
+    /// inval_entry), so that it forgets the inode once nothing else holds it. Must not
+    /// wait for the kernel (the caller is the background reclaimer). A cache that holds
+    /// no names has nothing to forget.
+    fn forget_entry(&self, _parent: Ino, _name: &[u8]) {}
 }
 
 /// The direct-access state of a mount (a field of `Fs`).
@@ -55,6 +60,11 @@ pub struct DaxState {
 }
 
 impl DaxState {
+    /// The kernel-cache invalidator, once the FUSE session has set one.
+    pub(super) fn invalidator(&self) -> Option<Arc<dyn CacheInvalidator>> {
+        self.inval.read().unwrap().clone()
+    }
+
     pub(super) fn new(opts: &FsOptions) -> DaxState {
         DaxState {
             table: Default::default(),

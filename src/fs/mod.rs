@@ -266,6 +266,8 @@ pub struct Fs {
     shrinker: Arc<IcacheShrinker>,
     opts: FsOptions,
     next_fh: AtomicU64,
+    /// Dentries the kernel was asked to forget to meet the memory budget (icache.rs).
+    forget_asks: AtomicU64,
     generation: AtomicU64,
     /// Serialises renames (see `rename`).
     rename_lock: Mutex<()>,
@@ -426,6 +428,7 @@ impl Fs {
             shrinker: Arc::new(IcacheShrinker { fs: me.clone() }),
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
+            forget_asks: AtomicU64::new(0),
             rename_lock: Mutex::new(()),
             dax: DaxState::new(opts),
             generation: AtomicU64::new(inode::now().nsec as u64),
@@ -651,7 +654,7 @@ impl Fs {
             "reclaim_direct {} (nofs {}, noio {})\nreclaim_background {}\nreclaim_scanned {}\n\
              reclaim_freed {}\nreclaim_freed_bytes {}\nreclaim_skipped_locked {}\n\
              reclaim_skipped_context {}\nreclaim_written_back {}\nreclaim_unmet {}\n\
-             reclaim_backed_off {}\nreclaim_trims {}",
+             reclaim_backed_off {}\nreclaim_trims {}\nreclaim_kernel_forget_asks {}",
             l(&st.direct_runs),
             l(&st.direct_nofs),
             l(&st.direct_noio),
@@ -665,6 +668,7 @@ impl Fs {
             l(&st.unmet),
             l(&st.backed_off),
             l(&st.trims),
+            l(&self.forget_asks),
         );
         s
     }
@@ -774,6 +778,9 @@ impl Fs {
         Ok(())
     }
 }
+
+/// At most this many dentries are named to the kernel for forgetting per background pass.
+const FORGET_ASKS_PER_PASS: u64 = 16384;
 
 /// Bytes one in-core inode costs before its extents (what `iget` asks the budget for).
 const INODE_BYTES: u64 = (std::mem::size_of::<Inode>() + 2 * std::mem::size_of::<usize>()) as u64;

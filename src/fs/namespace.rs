@@ -43,7 +43,7 @@ impl Fs {
             // inode it no longer caches: `parent` is the handle's number, any file type.
             let inode = self.iget_untrusted(parent)?;
             let a = attr_of(&inode.ilock_shared());
-            self.take_lookup_ref(&inode);
+            self.take_lookup_ref(&inode, None);
             return Ok(a);
         }
         let dir = self.iget(parent)?;
@@ -62,7 +62,7 @@ impl Fs {
         };
         let d = inode.ilock_shared();
         let a = attr_of(&d);
-        self.take_lookup_ref(&inode);
+        self.take_lookup_ref(&inode, (name != b"..").then_some((parent, name)));
         Ok(a)
     }
 
@@ -199,7 +199,7 @@ impl Fs {
         dd.di.ctime = now;
         bmap::sync_inode(&mut tx, &mut dd)?;
         tx.commit()?;
-        self.take_lookup_ref(&inode);
+        self.take_lookup_ref(&inode, Some((parent, name)));
         let a = attr_of(&inode.ilock_shared());
         {
             let mut cache = self.icache.lock().unwrap();
@@ -308,7 +308,7 @@ impl Fs {
         let a = attr_of(c);
         tx.commit()?;
         drop(locks);
-        self.take_lookup_ref(&inode);
+        self.take_lookup_ref(&inode, Some((newparent, newname)));
         Ok(a)
     }
 
@@ -602,6 +602,11 @@ impl Fs {
         tx.commit()?;
         drop(locks);
         drop(dino);
+        // The kernel moved its dentries: so do the names it would be asked to forget.
+        self.dentry_moved(src.ino, newparent, newname);
+        if let (true, Some(dst)) = (flags.exchange, dst) {
+            self.dentry_moved(dst.ino, parent, name);
+        }
         Ok(Some(orphan))
     }
 

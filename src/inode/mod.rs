@@ -422,6 +422,12 @@ pub struct Inode {
     /// Live layout leases (lease.rs); `lease_count` mirrors their number.
     leases: Mutex<InodeLeases>,
     lease_count: AtomicU64,
+    /// The (parent, name) the kernel last got this inode by (lookup, create, link,
+    /// rename): what the daemon names when it asks the kernel to forget its dentry so
+    /// that its lookup reference goes (FUSE notify inval_entry; fs/icache.rs). A leaf lock.
+    pub dentry: Mutex<Option<(u64, Box<[u8]>)>>,
+    /// A directory (an inode's file type never changes).
+    pub is_dir: bool,
 }
 
 /// The inode's lease set, locked (a leaf lock); keeps `lease_count` in step on drop.
@@ -533,6 +539,7 @@ impl Inode {
         data.recharge();
         Inode {
             ino: data.di.ino,
+            is_dir: data.di.is_dir(),
             iolock: RwLock::new(()),
             mmaplock: RwLock::new(()),
             ilock: RwLock::new(data),
@@ -542,6 +549,7 @@ impl Inode {
             reclaimable: AtomicBool::new(false),
             on_lru: AtomicBool::new(false),
             leases: Mutex::new(InodeLeases::default()),
+            dentry: Mutex::new(None),
             lease_count: AtomicU64::new(0),
         }
     }

@@ -198,6 +198,9 @@ pub fn end_serving(file: &File) {
 /// One line of /proc/self/mountinfo, the parts we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id, and its parent mount's.
+    pub id: u64,
+    pub parent: u64,
     pub dev: u64,
     /// The subtree of the filesystem mounted here ("/" unless a bind of a subdirectory).
     pub root: String,
@@ -217,6 +220,18 @@ impl MountEntry {
     pub fn read_only(&self) -> bool {
         self.mount_opts.split(',').any(|o| o == "ro")
     }
+}
+
+/// Is anything mounted on a directory or file of the filesystem with device number `dev`
+/// (through any of its mounts, binds included)? Such a dentry must never be invalidated:
+/// the kernel detaches what is mounted on an invalidated dentry.
+pub fn has_submounts(entries: &[MountEntry], dev: u64) -> bool {
+    let ours: Vec<u64> = entries
+        .iter()
+        .filter(|m| m.dev == dev)
+        .map(|m| m.id)
+        .collect();
+    entries.iter().any(|m| ours.contains(&m.parent))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -257,7 +272,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         let (Ok(maj), Ok(min)) = (maj.parse::<u64>(), min.parse::<u64>()) else {
             continue;
         };
+        let (Ok(id), Ok(parent)) = (f[0].parse::<u64>(), f[1].parse::<u64>()) else {
+            continue;
+        };
         v.push(MountEntry {
+            id,
+            parent,
             dev: libc::makedev(maj as u32, min as u32),
             root: unescape(f[3]),
             mountpoint: PathBuf::from(unescape(f[4])),
@@ -319,6 +339,23 @@ mod tests {
 
     /// A device number recycled by another filesystem (here an overlay that took the number
     /// of a FUSE mount just gone) is not the image's mount; the FUSE mount with it is.
+    #[test]
+    fn submounts_are_found_through_any_mount_of_the_filesystem() {
+        let ours = libc::makedev(0, 48);
+        let base = "29 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    61 29 0:48 / /tmp/m rw - fuse.daxfs /tmp/img rw\n\
+                    62 29 0:48 /d /tmp/bind rw - fuse.daxfs /tmp/img rw\n";
+        assert!(!has_submounts(&parse_mountinfo(base), ours));
+        let on_bind = format!("{base}70 62 0:50 / /tmp/bind/x rw - tmpfs tmpfs rw\n");
+        assert!(has_submounts(&parse_mountinfo(&on_bind), ours));
+        let on_mount = format!("{base}71 61 0:51 / /tmp/m/y rw - tmpfs tmpfs rw\n");
+        assert!(has_submounts(&parse_mountinfo(&on_mount), ours));
+        assert!(!has_submounts(
+            &parse_mountinfo(&on_mount),
+            libc::makedev(0, 49)
+        ));
+    }
+
     #[test]
     fn serving_mount_is_a_fuse_mount() {
         let overlay = "60 29 0:48 / /usr/sbin ro,relatime - overlay overlay ro,lowerdir=/a\n";
