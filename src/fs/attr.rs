@@ -121,7 +121,7 @@ impl Fs {
             return Ok(());
         }
         let inode = self.iget(ino)?;
-        let mut tx = self.mp.trans(1)?;
+        let mut tx = self.mp.trans(xattr::set_resblks(value.len()))?;
         let mut d = inode.ilock_excl();
         xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
         d.di.ctime = inode::now();
