@@ -15,7 +15,9 @@
 //!   Such images keep it (their format does not change under them); a set on a tree
 //!   filesystem that finds a one-block fork converts it to the tree first.
 //!
-//! The namespaces are user, trusted and security; system.* (POSIX ACLs) is EOPNOTSUPP.
+//! The namespaces are user, trusted and security, and in the tree the two POSIX ACL names
+//! of system.* (fs/acl.rs gives them their meaning); any other system.* name is
+//! EOPNOTSUPP, and so are ACLs in the one-block form (whose readers know three namespaces).
 //! Short form in the inode is not done: the inode core's spare bytes (DI_RESERVED..256)
 //! are too few for useful attributes and the literal area belongs to the data fork.
 
@@ -28,11 +30,15 @@ use crate::log::trans::Trans;
 const NS_USER: u8 = 1;
 const NS_TRUSTED: u8 = 2;
 const NS_SECURITY: u8 = 3;
-const PREFIXES: [(&[u8], u8); 3] = [
+/// system.*: only the two POSIX ACL names (fs/acl.rs), and only in the attribute tree.
+const NS_SYSTEM: u8 = 4;
+const PREFIXES: [(&[u8], u8); 4] = [
     (b"user.", NS_USER),
     (b"trusted.", NS_TRUSTED),
     (b"security.", NS_SECURITY),
+    (b"system.", NS_SYSTEM),
 ];
+const SYSTEM_NAMES: [&[u8]; 2] = [b"posix_acl_access", b"posix_acl_default"];
 /// Largest value (XATTR_SIZE_MAX).
 pub const VALUE_MAX: usize = 65536;
 const ENTRY_HDR: usize = 4;
@@ -72,6 +78,9 @@ pub fn split_name(full: &[u8]) -> Result<(u8, &[u8])> {
             }
             if rest.len() > NAME_LEN_MAX {
                 return err(libc::ERANGE);
+            }
+            if ns == NS_SYSTEM && !SYSTEM_NAMES.contains(&rest) {
+                return err(libc::EOPNOTSUPP);
             }
             return Ok((ns, rest));
         }
@@ -173,6 +182,9 @@ pub fn set(
     }
     let tree_fs = tx.mp.sb.incompat & INCOMPAT_ATTR_TREE != 0;
     if !tree_fs {
+        if ns == NS_SYSTEM {
+            return err(libc::EOPNOTSUPP);
+        }
         return block_set(tx, d, ns, n, value, create, replace);
     }
     if !is_tree(d) && d.di.attr_blk != 0 {
@@ -185,6 +197,17 @@ pub fn set(
     match found {
         Some(_) if create => return err(libc::EEXIST),
         None if replace => return err(libc::ENODATA),
+        // A local value replaced by one of the same length: rewrite the leaf in place
+        // (no block changes hands: chmod's ACL update works on a full device).
+        Some(mut old)
+            if old.entries[old.idx].remote == 0
+                && old.entries[old.idx].vlen == value.len()
+                && remote_blocks(value.len()) == 0 =>
+        {
+            old.entries[old.idx].local = value.to_vec();
+            write_leaf(&mut f, ino, old.leaf, &old.entries);
+            return f.store(d);
+        }
         Some(old) => remove_entry(&mut f, ino, old)?,
         None => {}
     }
@@ -407,7 +430,7 @@ pub fn read_leaf<I: BlockIo>(io: &mut I, ino: u64, blk: u64) -> Result<Vec<Entry
         let nlen = b[off + 1] as usize;
         let flags = b[off + 2];
         let vlen = get_u32(&b[..], off + 4) as usize;
-        if !(NS_USER..=NS_SECURITY).contains(&ns)
+        if !(NS_USER..=NS_SYSTEM).contains(&ns)
             || nlen == 0
             || flags & !AL_REMOTE != 0
             || b[off + 3] != 0

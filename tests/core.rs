@@ -698,6 +698,129 @@ fn xattr_big_values() {
     finish(&dev, fs);
 }
 
+/// An ACL value in the kernel's xattr form: (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// Issue 11 item 9 in the core: an access ACL sets the mode's bits (an equivalent one is
+/// not stored), malformed values are EINVAL, a default ACL only on directories (EACCES),
+/// chmod moves the mask, and creation inherits the default ACL instead of the umask.
+#[test]
+fn posix_acls_in_the_core() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let none = XattrFlags::default();
+    let u = u32::MAX;
+    let f = create(&fs, r, "f");
+    let named = acl(&[
+        (1, 7, u),
+        (2, 4, 65534),
+        (4, 5, u),
+        (0x10, 5, u),
+        (0x20, 0, u),
+    ]);
+    fs.setxattr(f, b"system.posix_acl_access", &named, none)
+        .unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm & 0o777, 0o750);
+    assert_eq!(fs.getxattr(f, b"system.posix_acl_access").unwrap(), named);
+    // chmod rewrites owner, mask and other; the named entry stays.
+    let set = SetAttr {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    fs.setattr(f, &set, &root()).unwrap();
+    assert_eq!(
+        fs.getxattr(f, b"system.posix_acl_access").unwrap(),
+        acl(&[
+            (1, 6, u),
+            (2, 4, 65534),
+            (4, 5, u),
+            (0x10, 4, u),
+            (0x20, 0, u)
+        ])
+    );
+    // Malformed: no mask with a named user, bad version, a torn entry.
+    let bad = acl(&[(1, 7, u), (2, 4, 65534), (4, 5, u), (0x20, 0, u)]);
+    for v in [&bad[..], &[1, 0, 0, 0][..], &named[..named.len() - 3]] {
+        assert_eq!(
+            errno(fs.setxattr(f, b"system.posix_acl_access", v, none)),
+            libc::EINVAL
+        );
+    }
+    assert_eq!(
+        errno(fs.setxattr(f, b"system.posix_acl_default", &named, none)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs.setxattr(f, b"system.other", b"x", none)),
+        libc::EOPNOTSUPP
+    );
+    // An ACL the mode says all of is the mode: nothing stored.
+    fs.setxattr(
+        f,
+        b"system.posix_acl_access",
+        &acl(&[(1, 6, u), (4, 4, u), (0x20, 1, u)]),
+        none,
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(f).unwrap().perm & 0o777, 0o641);
+    assert_eq!(
+        errno(fs.getxattr(f, b"system.posix_acl_access")),
+        libc::ENODATA
+    );
+
+    // Inheritance.
+    let d = fs.mkdir(r, b"d", 0o755, &root()).unwrap().ino;
+    let default = acl(&[
+        (1, 7, u),
+        (2, 7, 65534),
+        (4, 5, u),
+        (0x10, 7, u),
+        (0x20, 5, u),
+    ]);
+    fs.setxattr(d, b"system.posix_acl_default", &default, none)
+        .unwrap();
+    let g = fs
+        .mknod_umask(d, b"g", libc::S_IFREG | 0o666, 0o077, 0, &root())
+        .unwrap();
+    assert_eq!(g.perm & 0o777, 0o664, "the default ACL, not the umask");
+    assert_eq!(
+        fs.getxattr(g.ino, b"system.posix_acl_access").unwrap(),
+        acl(&[
+            (1, 6, u),
+            (2, 7, 65534),
+            (4, 5, u),
+            (0x10, 6, u),
+            (0x20, 4, u)
+        ])
+    );
+    assert_eq!(
+        errno(fs.getxattr(g.ino, b"system.posix_acl_default")),
+        libc::ENODATA
+    );
+    let sub = fs.mkdir_umask(d, b"sub", 0o777, 0o077, &root()).unwrap();
+    assert_eq!(sub.perm & 0o777, 0o775);
+    assert_eq!(
+        fs.getxattr(sub.ino, b"system.posix_acl_default").unwrap(),
+        default
+    );
+    let plain = fs.mkdir_umask(r, b"plain", 0o777, 0o027, &root()).unwrap();
+    assert_eq!(plain.perm & 0o777, 0o750, "no default ACL: the umask");
+    let fs = remount(&dev, fs);
+    assert_eq!(
+        fs.getxattr(sub.ino, b"system.posix_acl_default").unwrap(),
+        default
+    );
+    finish(&dev, fs);
+}
+
 #[test]
 fn big_directory() {
     let (dev, fs) = fresh(512 << 20);

@@ -1,5 +1,5 @@
-//! Attributes: setattr (mode, owner, size through `truncate`, times), kill_suid (also after
-//! an unprivileged fallocate), the
+//! Attributes: setattr (mode, owner, size through `truncate`, times; chmod keeps an access
+//! ACL in step), kill_suid (also after an unprivileged fallocate), the
 //! extended attributes (including the daxfs control xattrs: stats, error tags) and the DAX
 //! flag.
 
@@ -28,6 +28,7 @@ impl Fs {
                 mode &= !libc::S_ISGID;
             }
             d.di.mode = (d.di.mode & libc::S_IFMT) | mode;
+            self.chmod_acl(&mut tx, &mut d)?;
         }
         if let Some(uid) = set.uid {
             d.di.uid = uid;
@@ -121,6 +122,9 @@ impl Fs {
             return Ok(());
         }
         let inode = self.iget(ino)?;
+        if (name == acl::ACL_ACCESS || name == acl::ACL_DEFAULT) && self.acls_supported() {
+            return self.set_acl(&inode, name, value, flags);
+        }
         let mut tx = self.mp.trans(xattr::set_resblks(value.len()))?;
         let mut d = inode.ilock_excl();
         xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
