@@ -12,8 +12,8 @@
 //!   is one transaction, so a crash leaves the old or the new attribute set.
 //! - The one-block form of older images (without the feature): every attribute packed in
 //!   one block, rewritten whole, so at most one block's worth (about 150 small ones).
-//!   Such images keep it (their format does not change under them); a set on a tree
-//!   filesystem that finds a one-block fork converts it to the tree first.
+//!   Such images keep it (their format does not change under them, so an older daxfs
+//!   still reads them).
 //!
 //! The namespaces are user, trusted and security, and in the tree the two POSIX ACL names
 //! of system.* (fs/acl.rs gives them their meaning); any other system.* name is
@@ -162,9 +162,8 @@ pub fn list<I: BlockIo>(io: &mut I, d: &InodeData) -> Result<Vec<u8>> {
 
 /// Blocks a set of a `value_len`-byte value may allocate (its transaction reserves them):
 /// the remote value blocks, a leaf, and index nodes for a split at every level.
-/// (A one-block fork being converted takes at most a few more: two remote values.)
 pub fn set_resblks(value_len: usize) -> u64 {
-    remote_blocks(value_len) + 1 + BTREE_LEVELS_MAX as u64 + 4
+    remote_blocks(value_len) + 1 + BTREE_LEVELS_MAX as u64
 }
 
 /// Set (create or replace per flags). The caller syncs the inode.
@@ -180,15 +179,14 @@ pub fn set(
     if value.len() > VALUE_MAX {
         return err(libc::E2BIG);
     }
+    // The one-block form stays where it is: filesystems without the feature (a tree
+    // filesystem never makes one).
     let tree_fs = tx.mp.sb.incompat & INCOMPAT_ATTR_TREE != 0;
-    if !tree_fs {
+    if !tree_fs || (!is_tree(d) && d.di.attr_blk != 0) {
         if ns == NS_SYSTEM {
             return err(libc::EOPNOTSUPP);
         }
         return block_set(tx, d, ns, n, value, create, replace);
-    }
-    if !is_tree(d) && d.di.attr_blk != 0 {
-        convert_to_tree(tx, d)?;
     }
     let ino = d.di.ino;
     let mut f = ForkIo::new(tx, d);
@@ -259,6 +257,42 @@ pub fn remove_all(tx: &mut Trans, d: &mut InodeData) -> Result<()> {
     btree::destroy(&mut f, &attr_tree(ino), &mut root)?;
     f.root = root;
     f.store(d)
+}
+
+/// Blocks one transaction frees at most when an attribute fork goes with its inode (as
+/// big data removals, so that no log record outgrows the log).
+pub const REMOVE_BLOCKS_MAX: u64 = 256;
+
+/// Free the attribute fork of an inode being freed, at most about REMOVE_BLOCKS_MAX
+/// blocks per call: entry by entry (a leaf's entries can hold thousands of remote value
+/// blocks), each taken out as removexattr does, so the fork stays whole between calls.
+/// Ok(true) when it is all gone (`remove_all` did the rest); Ok(false): commit and call
+/// again.
+pub fn remove_bounded(tx: &mut Trans, d: &mut InodeData) -> Result<bool> {
+    if !is_tree(d) || d.di.attr_blocks <= REMOVE_BLOCKS_MAX {
+        remove_all(tx, d)?;
+        return Ok(true);
+    }
+    let ino = d.di.ino;
+    let mut f = ForkIo::new(tx, d);
+    let start = f.blocks;
+    let root = f.root;
+    'leaves: for leaf in leaves(&mut f, ino, &root)? {
+        loop {
+            let entries = read_leaf(&mut f, ino, leaf)?;
+            let last = entries.len() == 1;
+            let idx = entries.len() - 1;
+            remove_entry(&mut f, ino, Found { leaf, entries, idx })?;
+            if start - f.blocks >= REMOVE_BLOCKS_MAX {
+                break 'leaves;
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    f.store(d)?;
+    Ok(d.di.attr_blk == 0)
 }
 
 /// Would these attributes fit one block (the one-block form)?
@@ -694,19 +728,6 @@ fn remove_entry(f: &mut ForkIo, ino: u64, found: Found) -> Result<()> {
     }
     f.root = root;
     Ok(())
-}
-
-/// Move a one-block fork into a new attribute tree.
-fn convert_to_tree(tx: &mut Trans, d: &mut InodeData) -> Result<()> {
-    let attrs = block_load(tx, d)?;
-    block_store(tx, d, &[])?;
-    let ino = d.di.ino;
-    let mut f = ForkIo::new(tx, d);
-    for x in attrs {
-        let e = new_entry(&mut f, ino, x.ns, &x.name, &x.value)?;
-        insert_entry(&mut f, ino, e)?;
-    }
-    f.store(d)
 }
 
 /// What `daxfs check` learns from an attribute tree: its blocks (each handed to `claim`

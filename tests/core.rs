@@ -698,6 +698,39 @@ fn xattr_big_values() {
     finish(&dev, fs);
 }
 
+fn commits(fs: &Fs) -> u64 {
+    let s = fs.stats();
+    let line = s.lines().find(|l| l.starts_with("commits ")).unwrap();
+    line[8..].trim().parse().unwrap()
+}
+
+/// An attribute fork bigger than one transaction frees (40 values of 64 KiB, 680 blocks)
+/// goes with its inode in bounded steps, each leaving the fork whole; every block comes
+/// back and check is clean.
+#[test]
+fn unlink_frees_a_big_attribute_fork_in_bounded_steps() {
+    let (dev, fs) = fresh(64 << 20);
+    let r = fs.root_ino();
+    let before = fs.statfs().bfree;
+    let f = create(&fs, r, "f");
+    for i in 0..40u8 {
+        let name = format!("user.big{i}");
+        fs.setxattr(f, name.as_bytes(), &[i; 65536], XattrFlags::default())
+            .unwrap();
+    }
+    assert!(fs.statfs().bfree + 680 <= before);
+    let c0 = commits(&fs);
+    fs.unlink(r, b"f").unwrap();
+    fs.forget(f, 1);
+    let c1 = commits(&fs);
+    assert!(
+        c1 - c0 >= 3,
+        "680 blocks in steps of at most 256 ({c0} commits before, {c1} after)",
+    );
+    assert_eq!(fs.statfs().bfree, before, "every attribute block came back");
+    finish(&dev, fs);
+}
+
 /// An ACL value in the kernel's xattr form: (tag, perm, id) entries.
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();

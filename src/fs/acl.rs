@@ -252,8 +252,9 @@ impl Fs {
         r
     }
 
-    /// chmod of an inode with an access ACL: rewrite its entries (same size, in place).
-    pub(super) fn chmod_acl(&self, tx: &mut Trans, d: &mut InodeData) -> Result<()> {
+    /// chmod to `mode` of an inode with an access ACL: rewrite its entries (same size, in
+    /// place).
+    pub(super) fn chmod_acl(&self, tx: &mut Trans, d: &mut InodeData, mode: u32) -> Result<()> {
         if d.di.attr_fmt != AFMT_TREE {
             return Ok(());
         }
@@ -265,7 +266,7 @@ impl Fs {
             Err(e) if e.errno() == libc::ENODATA => return Ok(()),
             Err(e) => return Err(e),
         };
-        chmod(&mut acl, d.di.mode);
+        chmod(&mut acl, mode);
         xattr::set(tx, d, ACL_ACCESS, &encode(&acl), false, true)
     }
 }

@@ -27,8 +27,9 @@ impl Fs {
             if cred.uid != 0 && !in_group(cred, d.di.gid) && set.gid.is_none() {
                 mode &= !libc::S_ISGID;
             }
+            // The ACL first: a damaged one fails the chmod before anything changed.
+            self.chmod_acl(&mut tx, &mut d, mode)?;
             d.di.mode = (d.di.mode & libc::S_IFMT) | mode;
-            self.chmod_acl(&mut tx, &mut d)?;
         }
         if let Some(uid) = set.uid {
             d.di.uid = uid;

@@ -115,9 +115,16 @@ impl Fs {
         } else {
             self.mp.ag_of(self.mp.ino_block(parent))
         };
+        // Before anything changes: a damaged default ACL fails the create cleanly.
+        let mut mode = mode;
+        let inherited = if target.is_none() && self.acls_supported() {
+            acl::inherit(&mut tx, &dd, &mut mode, umask, is_dir)?
+        } else {
+            mode &= !(umask & 0o777);
+            Vec::new()
+        };
         let ino = ialloc::ialloc(&mut tx, hint_ag)?;
         let now = inode::now();
-        let mut mode = mode;
         let gid = if dd.di.mode & libc::S_ISGID != 0 {
             if is_dir {
                 mode |= libc::S_ISGID;
@@ -125,12 +132,6 @@ impl Fs {
             dd.di.gid
         } else {
             cred.gid
-        };
-        let inherited = if target.is_none() && self.acls_supported() {
-            acl::inherit(&mut tx, &dd, &mut mode, umask, is_dir)?
-        } else {
-            mode &= !(umask & 0o777);
-            Vec::new()
         };
         let mut di = DiskInode {
             ino,
