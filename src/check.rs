@@ -255,7 +255,21 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
                 di.nblocks(&map)
             ));
         }
-        if di.attr_blk != 0 {
+        if di.attr_fmt == AFMT_TREE {
+            if sb.incompat & INCOMPAT_ATTR_TREE == 0 {
+                p.push(format!(
+                    "inode {ino}: attribute tree on a filesystem without the attribute-tree feature"
+                ));
+            }
+            let d = wrap(&di, &map);
+            let mut claims = Vec::new();
+            p.extend(xattr::check_tree(&mut io, &d, &mut |b, what| {
+                claims.push((b, what))
+            }));
+            for (b, what) in claims {
+                own.claim(&mut p, b, 1, format!("{what} of inode {ino}"));
+            }
+        } else if di.attr_blk != 0 {
             own.claim(&mut p, di.attr_blk, 1, format!("xattrs of inode {ino}"));
             let d = wrap(&di, &map);
             if let Err(e) = xattr::load(&mut io, &d) {
@@ -441,6 +455,23 @@ fn extent_ok(g: &MpGeometry, e: &Extent) -> bool {
         && ag(e.startblock) == ag(e.startblock + e.len - 1)
         && e.startblock % g.sb.ag_blocks >= AG_FIRST_FREE
         && e.fileoff.checked_add(e.len).is_some()
+}
+
+/// ": short-form directories, attribute trees" for the incompat bits set.
+fn feature_names(incompat: u64) -> String {
+    let names: Vec<&str> = [
+        (INCOMPAT_SHORTFORM_DIRS, "short-form directories"),
+        (INCOMPAT_ATTR_TREE, "attribute trees"),
+    ]
+    .iter()
+    .filter(|(bit, _)| incompat & bit != 0)
+    .map(|(_, n)| *n)
+    .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
 }
 
 fn wrap(di: &DiskInode, map: &ExtentMap) -> InodeData {
@@ -774,11 +805,7 @@ pub fn info(dev: &Device) -> Result<String> {
         sb.compat,
         sb.ro_compat,
         sb.incompat,
-        if sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
-            ": short-form directories"
-        } else {
-            ""
-        },
+        feature_names(sb.incompat),
         crate::mkfs::uuid_string(&sb.uuid),
         if label.is_empty() { "(none)" } else { &label },
         BLOCK_SIZE,

@@ -386,6 +386,14 @@ impl CacheInvalidator for NotifyInval {
 impl fuser::Filesystem for DaxFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         negotiate(config);
+        if self.fs.acls_supported() {
+            // POSIX ACLs (fs/acl.rs): the kernel enforces them (it turns on default
+            // permissions) and reads them through getxattr; it leaves the umask to us
+            // (DONT_MASK), since a default ACL replaces it. Creates pass the umask in
+            // either case: applying it twice changes nothing.
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+            let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        }
         Ok(())
     }
 
@@ -454,15 +462,16 @@ impl fuser::Filesystem for DaxFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         self.entry(
-            self.fs.mknod(
+            self.fs.mknod_umask(
                 self.ino(parent),
                 name.as_bytes(),
                 mode,
+                umask,
                 rdev,
                 &cred(req, false),
             ),
@@ -476,12 +485,17 @@ impl fuser::Filesystem for DaxFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         self.entry(
-            self.fs
-                .mkdir(self.ino(parent), name.as_bytes(), mode, &cred(req, false)),
+            self.fs.mkdir_umask(
+                self.ino(parent),
+                name.as_bytes(),
+                mode,
+                umask,
+                &cred(req, false),
+            ),
             reply,
         )
     }
@@ -766,14 +780,15 @@ impl fuser::Filesystem for DaxFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let a = match self.fs.mknod(
+        let a = match self.fs.mknod_umask(
             self.ino(parent),
             name.as_bytes(),
             mode,
+            umask,
             0,
             &cred(req, false),
         ) {

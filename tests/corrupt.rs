@@ -1,8 +1,8 @@
 //! The corrupted-image suite (issue 3, part 5): in a real image, damage one metadata
 //! structure of each kind (superblock, AGF, AGI, AGFL, the free-space, inode and unlinked
-//! B+trees, inode clusters, extent B+tree blocks, directory data and hash blocks, xattr
-//! blocks) in each of several ways (a flipped bit in the header, in the body, a zeroed
-//! cache line, the whole block zeroed). Then:
+//! B+trees, inode clusters, extent B+tree blocks, directory data and hash blocks, attribute
+//! index, leaf and remote value blocks) in each of several ways (a flipped bit in the
+//! header, in the body, a zeroed cache line, the whole block zeroed). Then:
 //! - `check` names the damage: a problem that gives the damaged block's number;
 //! - mounting refuses, or an operation that reaches the structure fails with EUCLEAN (or
 //!   EIO), never a panic; the damage is reported, not silently used.
@@ -41,16 +41,17 @@ fn build_image() -> Vec<u8> {
     for j in 0..400u64 {
         fs.write(f, j * 8192, &[j as u8 | 1; 4096], false).unwrap();
     }
-    // An xattr block.
+    // An attribute tree: index, a leaf, and (user.attr3) a remote value.
     let x = fs
         .mknod(r, b"xattrs", libc::S_IFREG | 0o644, 0, &c)
         .unwrap()
         .ino;
     for k in 0..20 {
+        let len = if k == 3 { 5000 } else { 100 };
         fs.setxattr(
             x,
             format!("user.attr{k}").as_bytes(),
-            &[b'v'; 100],
+            &vec![b'v'; len],
             XattrFlags::default(),
         )
         .unwrap();
@@ -158,7 +159,7 @@ fn exercise(fs: &Fs) -> Vec<i32> {
 /// The first block of each kind, found by its magic number.
 fn find_blocks(img: &[u8], rep: &check::CheckReport) -> Vec<(&'static str, u64)> {
     // Each kind, its magic, and how check names the owner of a live block of it.
-    let kinds: [(&str, u32, &str); 14] = [
+    let kinds: [(&str, u32, &str); 16] = [
         ("superblock", SB_MAGIC, "AG 0 headers"),
         ("AGF", AGF_MAGIC, "AG 0 headers"),
         ("AGI", AGI_MAGIC, "AG 0 headers"),
@@ -172,7 +173,17 @@ fn find_blocks(img: &[u8], rep: &check::CheckReport) -> Vec<(&'static str, u64)>
         ("extent B+tree", BMBT_MAGIC, "extent tree"),
         ("directory hash tree", DIRHASH_MAGIC, "directory index"),
         ("directory data", DIRDATA_MAGIC, "data of inode"),
-        ("xattr block", ATTR_MAGIC, "xattrs of inode"),
+        (
+            "attribute index",
+            ATTRBT_MAGIC,
+            "attribute index node of inode",
+        ),
+        ("attribute leaf", ATTRLEAF_MAGIC, "attribute leaf of inode"),
+        (
+            "attribute remote value",
+            ATTRRMT_MAGIC,
+            "attribute remote value of inode",
+        ),
     ];
     let blocks = img.len() / BLOCK_SIZE;
     let mut out = Vec::new();

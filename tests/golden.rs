@@ -82,7 +82,29 @@ fn version_1_golden_image_still_mounts() {
         vec![b'l'; 300]
     );
     assert_eq!(path(&fs, "fifo").kind, FileKind::Fifo);
-    // And it takes changes.
+    // And it takes changes. Its attributes stay in the one-block form (no attribute-tree
+    // feature): the block's limits hold, ACLs are not kept.
+    let none = daxfs::fs::XattrFlags::default();
+    let blocks = fs.getattr(f.ino).unwrap().blocks;
+    fs.setxattr(f.ino, b"user.more", &[1u8; 1000], none)
+        .unwrap();
+    assert_eq!(
+        fs.setxattr(f.ino, b"user.big", &[1u8; 5000], none)
+            .unwrap_err()
+            .errno(),
+        libc::ENOSPC
+    );
+    assert_eq!(
+        fs.setxattr(f.ino, b"system.posix_acl_access", &[2, 0, 0, 0], none)
+            .unwrap_err()
+            .errno(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        fs.getattr(f.ino).unwrap().blocks,
+        blocks,
+        "still the one attribute block"
+    );
     fs.unlink(fs.root_ino(), b"big").unwrap();
     fs.mkdir(fs.root_ino(), b"new", 0o755, &Default::default())
         .unwrap();
@@ -90,4 +112,9 @@ fn version_1_golden_image_still_mounts() {
     drop(fs);
     let rep = check::check(&dev).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    let f = path(&fs, "dir/file");
+    assert_eq!(fs.getxattr(f.ino, b"user.golden").unwrap(), b"yes");
+    assert_eq!(fs.getxattr(f.ino, b"user.more").unwrap(), vec![1u8; 1000]);
+    fs.unmount().unwrap();
 }

@@ -1429,3 +1429,265 @@ fn a_walk_the_kernel_keeps_cached_is_brought_inside_the_budget() {
     }
     check_clean(&img);
 }
+
+/// Standard base64 (as setfattr reads a "0s" value).
+fn base64(v: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in v.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Issue 11 item 3 through the mount, with the attr tools: 1,000 attributes on one file
+/// (restored in one setfattr run, dumped back by getfattr), a 64 KiB value, E2BIG for one
+/// byte more, removal; kept across a remount; check clean.
+#[test]
+fn many_and_big_xattrs_with_setfattr_and_getfattr() {
+    if !can_mount() || !Path::new("/usr/bin/setfattr").exists() {
+        return;
+    }
+    let b64 = |v: &[u8]| format!("0s{}", base64(v));
+    let t = tmpdir();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    let big: Vec<u8> = (0..65536u32).map(|i| (i * 13 + i / 251) as u8).collect();
+    let f = mnt.join("f");
+    let p = f.to_str().unwrap().to_string();
+    // The dump getfattr -d writes and setfattr --restore reads.
+    let mut dump = format!("# file: {p}\n");
+    for i in 0..1000 {
+        dump.push_str(&format!("user.attr{i:04}=\"value-{i}\"\n"));
+    }
+    dump.push_str(&format!("user.big={}\n\n", b64(&big)));
+    let dump_file = t.path().join("dump");
+    fs::write(&dump_file, &dump).unwrap();
+    let getfattr_all = || {
+        let out = Command::new("getfattr")
+            .args(["-d", "-m", "^user\\.", "-e", "text", "--absolute-names", &p])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let big_value = || {
+        let out = Command::new("getfattr")
+            .args(["-n", "user.big", "--only-values", "--absolute-names", &p])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    {
+        let _m = Mounted::new(&img, &mnt);
+        fs::write(&f, b"data").unwrap();
+        let out = Command::new("setfattr")
+            .arg(format!("--restore={}", dump_file.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = getfattr_all();
+        assert_eq!(
+            listed
+                .lines()
+                .filter(|l| l.starts_with("user.attr"))
+                .count(),
+            1000
+        );
+        assert!(listed.contains("user.attr0999=\"value-999\""));
+        assert_eq!(big_value(), big);
+        let huge = b64(&vec![7u8; 65537]);
+        let out = Command::new("setfattr")
+            .args(["-n", "user.huge", "-v", &huge, &p])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Argument list too long"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("setfattr")
+            .args(["-x", "user.attr0500", &p])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let out = Command::new("getfattr")
+            .args(["-n", "user.attr0500", &p])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).contains("No such attribute"));
+    }
+    check_clean(&img);
+    {
+        let _m = Mounted::new(&img, &mnt);
+        let listed = getfattr_all();
+        assert_eq!(
+            listed
+                .lines()
+                .filter(|l| l.starts_with("user.attr"))
+                .count(),
+            999
+        );
+        assert_eq!(big_value(), big);
+        fs::remove_file(&f).unwrap();
+    }
+    check_clean(&img);
+}
+
+/// Run a command, asserting success; its stdout.
+fn run_ok(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Issue 11 item 9: POSIX ACLs through the mount. setfacl/getfacl; the kernel lets user
+/// nobody read as the ACL says; the mode's group bits are the mask and chmod moves the
+/// mask; a default ACL is inherited by new files and directories instead of the umask
+/// (which applies where there is none); all kept across a remount, check clean.
+#[test]
+fn posix_acls_with_setfacl_and_getfacl() {
+    if !can_mount()
+        || !Path::new("/usr/bin/setfacl").exists()
+        || !Path::new("/usr/bin/setpriv").exists()
+    {
+        return;
+    }
+    let t = tmpdir();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let img = t.path().join("img");
+    let mnt = t.path().join("mnt");
+    assert!(
+        daxfs(&["mkfs", img.to_str().unwrap(), "--size", "64M"])
+            .status
+            .success()
+    );
+    let f = mnt.join("f");
+    let p = f.to_str().unwrap().to_string();
+    let nobody_reads = |p: &str| as_nobody("cat", &[p]).status.success();
+    {
+        let _m = Mounted::new(&img, &mnt);
+        fs::write(&f, b"secret").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!nobody_reads(&p), "mode 600 keeps nobody out");
+        run_ok("setfacl", &["-m", "u:nobody:r", &p]);
+        let acl = run_ok("getfacl", &["-c", &p]);
+        assert!(acl.contains("user:nobody:r--"), "{acl}");
+        assert!(acl.contains("mask::r--"), "{acl}");
+        assert_eq!(mode_of(&f), 0o640, "the group bits are the mask");
+        assert!(nobody_reads(&p), "the ACL lets nobody read");
+        let out = as_nobody("sh", &["-c", &format!("echo x >> {p}")]);
+        assert!(!out.status.success(), "but not write");
+        // chmod moves the mask: nobody's entry stays, its effect goes and comes back.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        let acl = run_ok("getfacl", &["-c", &p]);
+        assert!(acl.contains("mask::---"), "{acl}");
+        assert!(acl.contains("user:nobody:r--"), "{acl}");
+        assert!(!nobody_reads(&p));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(nobody_reads(&p));
+
+        // A default ACL on a directory: inherited, and the umask does not apply.
+        let d = mnt.join("d");
+        fs::create_dir(&d).unwrap();
+        let dp = d.to_str().unwrap();
+        run_ok("setfacl", &["-d", "-m", "u:nobody:rwx", dp]);
+        run_ok("setfacl", &["-m", "u:nobody:rx", dp]);
+        run_ok(
+            "sh",
+            &[
+                "-c",
+                &format!("umask 077; echo hi > {dp}/new; mkdir {dp}/sub"),
+            ],
+        );
+        let new = d.join("new");
+        assert_eq!(
+            mode_of(&new),
+            0o664,
+            "create mode masked by the default ACL"
+        );
+        let acl = run_ok("getfacl", &["-c", new.to_str().unwrap()]);
+        assert!(acl.contains("user:nobody:rwx"), "{acl}");
+        assert!(acl.contains("mask::rw-"), "{acl}");
+        let out = as_nobody("sh", &["-c", &format!("echo more >> {dp}/new")]);
+        assert!(
+            out.status.success(),
+            "the inherited ACL lets nobody write: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sub = d.join("sub");
+        assert_eq!(mode_of(&sub), 0o775);
+        let dacl = run_ok("getfacl", &["-c", "-d", sub.to_str().unwrap()]);
+        assert!(
+            dacl.contains("user:nobody:rwx"),
+            "a subdirectory inherits the default: {dacl}"
+        );
+        // Without a default ACL the umask applies.
+        run_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "cd {}; umask 027; mkdir plain; touch plain/x",
+                    mnt.display()
+                ),
+            ],
+        );
+        assert_eq!(mode_of(&mnt.join("plain")), 0o750);
+        assert_eq!(mode_of(&mnt.join("plain/x")), 0o640);
+        let acl = run_ok("getfacl", &["-c", mnt.join("plain/x").to_str().unwrap()]);
+        assert!(!acl.contains("user:nobody"), "{acl}");
+    }
+    check_clean(&img);
+    {
+        let _m = Mounted::new(&img, &mnt);
+        let acl = run_ok("getfacl", &["-c", &p]);
+        assert!(
+            acl.contains("user:nobody:r--"),
+            "kept across a remount: {acl}"
+        );
+        assert!(nobody_reads(&p));
+        // Removing the ACL: the mode stays, nobody is out again.
+        run_ok("setfacl", &["-b", &p]);
+        assert!(!run_ok("getfacl", &["-c", &p]).contains("nobody"));
+        assert!(!nobody_reads(&p));
+    }
+    check_clean(&img);
+}

@@ -32,7 +32,11 @@ pub const DI_BMBT_ROOT: usize = 168;
 pub const DI_DIRHASH_ROOT: usize = 176;
 pub const DI_ATTR_BLK: usize = 184;
 pub const DI_DIR_ENTRIES: usize = 192;
-pub const DI_RESERVED: usize = 200;
+/// Attribute fork: root level of the attribute tree, fork format (AFMT_*), blocks it holds.
+pub const DI_ATTR_LEVEL: usize = 200;
+pub const DI_ATTR_FORMAT: usize = 201;
+pub const DI_ATTR_BLOCKS: usize = 208;
+pub const DI_RESERVED: usize = 216;
 
 /// Data fork formats.
 pub const FMT_EXTENTS: u8 = 1;

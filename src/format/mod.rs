@@ -62,14 +62,20 @@ pub const BMBT_MAGIC: u32 = 0x3341_4d42; // "BMA3"
 pub const DIRHASH_MAGIC: u32 = 0x3348_4444; // "DDH3"
 pub const DIRDATA_MAGIC: u32 = 0x3344_4444; // "DDD3"
 pub const ATTR_MAGIC: u32 = 0x3341_5458; // "XTA3"
+pub const ATTRBT_MAGIC: u32 = 0x3342_4158; // "XAB3"
+pub const ATTRLEAF_MAGIC: u32 = 0x334c_4158; // "XAL3"
+pub const ATTRRMT_MAGIC: u32 = 0x3352_4158; // "XAR3"
 pub const LOG_MAGIC: u32 = 0x474f_4c44; // "DLOG"
 
 /// Format version of this code. Older versions keep mounting (docs/format.md registry).
 pub const VERSION: u32 = 1;
 /// Incompatible feature bits this code understands; any other bit refuses to mount.
-pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS;
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS | INCOMPAT_ATTR_TREE;
 /// Small directories keep their entries in the inode (`FMT_LOCAL` directories, dir.rs).
 pub const INCOMPAT_SHORTFORM_DIRS: u64 = 1;
+/// Extended attributes live in an attribute fork that grows (index tree, leaf blocks,
+/// remote value blocks; xattr.rs) instead of one block per inode.
+pub const INCOMPAT_ATTR_TREE: u64 = 2;
 /// Read-only-compatible feature bits this code understands; others mount read-only only.
 pub const RO_COMPAT_KNOWN: u64 = 0;
 
@@ -249,6 +255,7 @@ const _: () = assert!(INLINE_EXTENTS_MAX >= 8);
 const _: () = assert!(HDR_SIZE <= BT_LEVEL && HDR_SIZE <= DD_BEST_FREE && HDR_SIZE <= AGFL_COUNT);
 const _: () = assert!(SB_SIZE_USED <= BLOCK_SIZE);
 const _: () = assert!(dirent_reclen(NAME_LEN_MAX) < BLOCK_SIZE - DD_ENTRIES);
+const _: () = assert!(AL_ENTRIES + 2 * AL_LOCAL_MAX <= BLOCK_SIZE);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
-//! Attributes: setattr (mode, owner, size through `truncate`, times), kill_suid (also after
-//! an unprivileged fallocate), the
+//! Attributes: setattr (mode, owner, size through `truncate`, times; chmod keeps an access
+//! ACL in step), kill_suid (also after an unprivileged fallocate), the
 //! extended attributes (including the daxfs control xattrs: stats, error tags) and the DAX
 //! flag.
 
@@ -27,6 +27,8 @@ impl Fs {
             if cred.uid != 0 && !in_group(cred, d.di.gid) && set.gid.is_none() {
                 mode &= !libc::S_ISGID;
             }
+            // The ACL first: a damaged one fails the chmod before anything changed.
+            self.chmod_acl(&mut tx, &mut d, mode)?;
             d.di.mode = (d.di.mode & libc::S_IFMT) | mode;
         }
         if let Some(uid) = set.uid {
@@ -121,7 +123,10 @@ impl Fs {
             return Ok(());
         }
         let inode = self.iget(ino)?;
-        let mut tx = self.mp.trans(1)?;
+        if (name == acl::ACL_ACCESS || name == acl::ACL_DEFAULT) && self.acls_supported() {
+            return self.set_acl(&inode, name, value, flags);
+        }
+        let mut tx = self.mp.trans(xattr::set_resblks(value.len()))?;
         let mut d = inode.ilock_excl();
         xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
         d.di.ctime = inode::now();

@@ -364,7 +364,12 @@ impl Fs {
                 drop(d);
                 continue;
             }
-            xattr::remove_all(&mut tx, &mut d)?;
+            if !xattr::remove_bounded(&mut tx, &mut d)? {
+                bmap::sync_inode(&mut tx, &mut d)?;
+                tx.commit()?;
+                drop(d);
+                continue;
+            }
             if d.di.format == FMT_BTREE {
                 bmap::sync_inode(&mut tx, &mut d)?;
             }

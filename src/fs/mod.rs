@@ -19,6 +19,7 @@
 //!
 //! May call every layer below (pmem to xattr); nothing above it (fuse, mount).
 
+pub mod acl;
 mod attr;
 mod data;
 mod falloc;

@@ -76,12 +76,15 @@ impl Fs {
     }
 
     /// Create an inode named `name` in `parent` (files, fifos, sockets, devices, dirs,
-    /// symlinks). `mode` includes the type bits and is already masked by the umask.
+    /// symlinks). `mode` includes the type bits; `umask` applies to it unless the parent
+    /// has a default ACL, which is inherited instead (acl.rs).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create(
         &self,
         parent: Ino,
         name: &[u8],
         mode: u32,
+        umask: u32,
         rdev: u32,
         cred: &Cred,
         target: Option<&[u8]>,
@@ -92,9 +95,11 @@ impl Fs {
         };
         let dir = self.iget(parent)?;
         let symlink_blocks = target.map_or(0, |t| (t.len() > INODE_LITERAL_LEN) as u64);
+        // An inherited ACL starts an attribute fork: a leaf and an index root.
+        let acl_blocks = if self.acls_supported() { 2 } else { 0 };
         let mut tx = self
             .mp
-            .trans(ialloc::IALLOC_RESBLKS + dir::ADD_RESBLKS + symlink_blocks)?;
+            .trans(ialloc::IALLOC_RESBLKS + dir::ADD_RESBLKS + symlink_blocks + acl_blocks)?;
         let mut dd = dir.ilock_excl();
         if dd.freed || dd.di.nlink == 0 {
             return err(libc::ENOENT);
@@ -116,9 +121,16 @@ impl Fs {
         } else {
             self.mp.ag_of(self.mp.ino_block(parent))
         };
+        // Before anything changes: a damaged default ACL fails the create cleanly.
+        let mut mode = mode;
+        let inherited = if target.is_none() && self.acls_supported() {
+            acl::inherit(&mut tx, &dd, &mut mode, umask, is_dir)?
+        } else {
+            mode &= !(umask & 0o777);
+            Vec::new()
+        };
         let ino = ialloc::ialloc(&mut tx, hint_ag)?;
         let now = inode::now();
-        let mut mode = mode;
         let gid = if dd.di.mode & libc::S_ISGID != 0 {
             if is_dir {
                 mode |= libc::S_ISGID;
@@ -189,6 +201,9 @@ impl Fs {
                     })?;
                 }
             }
+            for (n, v) in &inherited {
+                xattr::set(&mut tx, &mut nd, n, v, false, false)?;
+            }
             bmap::sync_inode(&mut tx, &mut nd)?;
         }
         dir::add(&mut tx, &mut dd, name, ino, inode::ftype_of(kind))?;
@@ -217,16 +232,45 @@ impl Fs {
         rdev: u32,
         cred: &Cred,
     ) -> Result<Attr> {
-        match mode & libc::S_IFMT {
-            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
-            0 => return self.create(parent, name, mode | libc::S_IFREG, 0, cred, None),
+        self.mknod_umask(parent, name, mode, 0, rdev, cred)
+    }
+
+    /// mknod with the caller's umask not yet applied (FUSE_DONT_MASK): it applies unless
+    /// the directory has a default ACL.
+    pub fn mknod_umask(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let (mode, rdev) = match mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {
+                (mode, rdev)
+            }
+            0 => (mode | libc::S_IFREG, 0),
             _ => return err(libc::EINVAL),
-        }
-        self.create(parent, name, mode, rdev, cred, None)
+        };
+        self.create(parent, name, mode, umask, rdev, cred, None)
     }
 
     pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, cred: &Cred) -> Result<Attr> {
-        self.create(parent, name, (mode & 0o7777) | libc::S_IFDIR, 0, cred, None)
+        self.mkdir_umask(parent, name, mode, 0, cred)
+    }
+
+    /// mkdir with the umask not yet applied (see `mknod_umask`).
+    pub fn mkdir_umask(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let mode = (mode & 0o7777) | libc::S_IFDIR;
+        self.create(parent, name, mode, umask, 0, cred, None)
     }
 
     pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], cred: &Cred) -> Result<Attr> {
@@ -236,7 +280,15 @@ impl Fs {
         if target.len() > SYMLINK_LEN_MAX {
             return err(libc::ENAMETOOLONG);
         }
-        self.create(parent, name, libc::S_IFLNK | 0o777, 0, cred, Some(target))
+        self.create(
+            parent,
+            name,
+            libc::S_IFLNK | 0o777,
+            0,
+            0,
+            cred,
+            Some(target),
+        )
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {

@@ -90,7 +90,13 @@ pub struct DiskInode {
     pub format: u8,
     pub bmbt: Root,
     pub dirhash: Root,
+    /// The attribute fork: the legacy block (format AFMT_BLOCK) or the root of the
+    /// attribute tree (AFMT_TREE, level `attr_level`); 0 when the inode has none.
     pub attr_blk: u64,
+    pub attr_level: u8,
+    pub attr_fmt: u8,
+    /// Blocks of the attribute tree (index nodes, leaves, remote values).
+    pub attr_blocks: u64,
     pub dir_entries: u64,
     /// Short symlink target (format LOCAL).
     pub local: Vec<u8>,
@@ -201,6 +207,9 @@ impl DiskInode {
                 level: b[DI_DIRHASH_LEVEL],
             },
             attr_blk: get_u64(b, DI_ATTR_BLK),
+            attr_level: b[DI_ATTR_LEVEL],
+            attr_fmt: b[DI_ATTR_FORMAT],
+            attr_blocks: get_u64(b, DI_ATTR_BLOCKS),
             dir_entries: get_u64(b, DI_DIR_ENTRIES),
             local: Vec::new(),
         };
@@ -216,8 +225,20 @@ impl DiskInode {
         if b[DI_RESERVED..INODE_LITERAL_OFF].iter().any(|&x| x != 0) {
             return bad("reserved bytes are not zero".into());
         }
+        let attr_sane = match di.attr_fmt {
+            AFMT_BLOCK => di.attr_level == 0 && di.attr_blocks == 0,
+            AFMT_TREE => di.attr_blk != 0 && di.attr_blocks > di.attr_level as u64,
+            _ => false,
+        };
+        if !attr_sane {
+            return bad(format!(
+                "attribute fork format {} (root {}, level {}, {} blocks) is not valid",
+                di.attr_fmt, di.attr_blk, di.attr_level, di.attr_blocks
+            ));
+        }
         if di.bmbt.level as usize >= BTREE_LEVELS_MAX
             || di.dirhash.level as usize >= BTREE_LEVELS_MAX
+            || di.attr_level as usize >= BTREE_LEVELS_MAX
         {
             return bad("B+tree root level too high".into());
         }
@@ -305,6 +326,9 @@ impl DiskInode {
         put_u64(b, DI_BMBT_ROOT, self.bmbt.blk);
         put_u64(b, DI_DIRHASH_ROOT, self.dirhash.blk);
         put_u64(b, DI_ATTR_BLK, self.attr_blk);
+        b[DI_ATTR_LEVEL] = self.attr_level;
+        b[DI_ATTR_FORMAT] = self.attr_fmt;
+        put_u64(b, DI_ATTR_BLOCKS, self.attr_blocks);
         put_u64(b, DI_DIR_ENTRIES, self.dir_entries);
         let lit = &mut b[INODE_LITERAL_OFF..];
         match self.format {
@@ -328,9 +352,17 @@ impl DiskInode {
         put_u32(b, DI_CRC, crc);
     }
 
-    /// Blocks charged to this inode: mapped data blocks plus the attribute block.
+    /// Blocks charged to this inode: mapped data blocks plus the attribute fork's.
     pub fn nblocks(&self, map: &ExtentMap) -> u64 {
-        map.mapped_blocks() + (self.attr_blk != 0) as u64
+        map.mapped_blocks() + self.attr_fork_blocks()
+    }
+
+    /// Blocks the attribute fork holds (the legacy block, or the tree's count).
+    pub fn attr_fork_blocks(&self) -> u64 {
+        match self.attr_fmt {
+            AFMT_TREE => self.attr_blocks,
+            _ => (self.attr_blk != 0) as u64,
+        }
     }
 }
 

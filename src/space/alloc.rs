@@ -542,7 +542,7 @@ pub fn alloc_node(tx: &mut Trans, tree: &Tree) -> Result<u64> {
         return Ok(tx.mp.fsblock(agno, agbno));
     }
     // AG trees live in their AG; inode trees near their inode.
-    let hint = if magic == BMBT_MAGIC || magic == DIRHASH_MAGIC {
+    let hint = if magic == BMBT_MAGIC || magic == DIRHASH_MAGIC || magic == ATTRBT_MAGIC {
         tx.mp.ino_block(tree.owner)
     } else {
         tx.mp.fsblock(tree.owner as u32, AG_FIRST_FREE)

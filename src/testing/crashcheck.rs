@@ -149,6 +149,15 @@ pub fn catalogue() -> Vec<Op> {
         // moves it back to short form.
         Create("G/new"),
         Unlink("H/h00"),
+        // Attribute forks: a 64 KiB value (a chain of remote value blocks), a small
+        // value replaced by a remote one; I's attributes fill three leaves and one
+        // remote value: replace in a leaf, add a remote one, remove one, free it all.
+        SetXattr("A/foo", "user.big", 65536),
+        SetXattr("C", "user.a", 20000),
+        SetXattr("I", "user.i000", 5),
+        SetXattr("I", "user.new", 3000),
+        RemoveXattr("I", "user.iremote"),
+        Unlink("I"),
     ]
 }
 
@@ -206,7 +215,8 @@ impl Workload {
     /// Does it use E or F (the big directory and the many-extent file of the setup)?
     fn names_big_tree(&self) -> bool {
         let big = |p: &str| {
-            ["E", "F", "G", "H"].contains(&p) || ["E/", "G/", "H/"].iter().any(|d| p.starts_with(d))
+            ["E", "F", "G", "H", "I"].contains(&p)
+                || ["E/", "G/", "H/"].iter().any(|d| p.starts_with(d))
         };
         self.ops.iter().any(|op| match op {
             Op::Link(a, b) | Op::Rename(a, b) | Op::Exchange(a, b) => big(a) || big(b),
@@ -313,7 +323,10 @@ pub fn random_workloads(n: usize, len: usize, seed: u64) -> Vec<Workload> {
                     11 => Op::Rename(pick(&DIRS, &mut rng), pick(&DIRS, &mut rng)),
                     12 => Op::Exchange(f, g),
                     13 => Op::Symlink(g, "target"),
-                    14 => Op::SetXattr(f, "user.r", 1 + rng.below(300) as usize),
+                    14 => {
+                        let len = if big { 65536 } else { 300 };
+                        Op::SetXattr(f, "user.r", 1 + rng.below(len) as usize)
+                    }
                     15 => Op::RemoveXattr(f, "user.r"),
                     16 => Op::Fsync(f),
                     17 => Op::FsyncDir(f),
@@ -482,8 +495,12 @@ fn parent<'p>(fs: &Fs, path: &'p str) -> Result<(u64, &'p [u8])> {
 /// next one splits it.
 const E_ENTRIES: usize = (BLOCK_SIZE - crate::format::BT_RECS) / 16;
 
+/// Attributes on I (the setup's many-attribute file).
+const I_XATTRS: usize = 120;
+
 /// Make the starting tree: A/{foo,bar}, B/, C (with an xattr), D/e, E/ with E_ENTRIES
-/// entries, F with INLINE_EXTENTS_MAX extents (one more converts it to an extent tree).
+/// entries, F with INLINE_EXTENTS_MAX extents (one more converts it to an extent tree),
+/// G and H (directory forms, below), I with an attribute fork of three leaves.
 fn setup(fs: &Fs, big: bool) -> Result<()> {
     let r = fs.root_ino();
     let a = fs.mkdir(r, b"A", 0o755, &cred())?.ino;
@@ -543,6 +560,18 @@ fn setup(fs: &Fs, big: bool) -> Result<()> {
     for i in 18..40 {
         fs.unlink(h, format!("h{i:02}").as_bytes())?;
     }
+    // I: an attribute fork of three leaves (120 entries of 72 bytes) and a remote value.
+    let i = fs.mknod(r, b"I", libc::S_IFREG | 0o644, 0, &cred())?.ino;
+    for n in 0..I_XATTRS {
+        let name = format!("user.i{n:03}");
+        fs.setxattr(i, name.as_bytes(), &[n as u8; 60], XattrFlags::default())?;
+    }
+    fs.setxattr(
+        i,
+        b"user.iremote",
+        &pattern(9, 0, 10000),
+        XattrFlags::default(),
+    )?;
     fs.sync()
 }
 

@@ -107,6 +107,9 @@ fn is_header_magic(m: u32) -> bool {
             | DIRHASH_MAGIC
             | DIRDATA_MAGIC
             | ATTR_MAGIC
+            | ATTRBT_MAGIC
+            | ATTRLEAF_MAGIC
+            | ATTRRMT_MAGIC
     )
 }
 
@@ -717,7 +720,7 @@ pub fn agfl(data: &[u8]) {
     ag_header(data, AGFL_MAGIC, AGFL_BLOCK);
 }
 
-static TREES: [&TreeOps; 7] = [
+static TREES: [&TreeOps; 8] = [
     &crate::space::alloc::BNOBT,
     &crate::space::alloc::CNTBT,
     &ialloc::INOBT,
@@ -725,6 +728,7 @@ static TREES: [&TreeOps; 7] = [
     &ialloc::UNLINKBT,
     &bmap::BMBT,
     &dir::DIRHASH,
+    &xattr::ATTRBT,
 ];
 
 fn tree_by_magic(magic: u32, fallback: u8) -> &'static TreeOps {
@@ -996,13 +1000,53 @@ pub fn dir_hash(data: &[u8]) {
     directory(sealed, Some(root), owner);
 }
 
-/// An inode's attribute block: `xattr::load` (list, get) as getxattr and check run it.
+/// An attribute-tree leaf or remote value block: decoded as getxattr, listxattr and check
+/// decode them (`xattr::read_leaf`, `xattr::remote_chain`).
+fn xattr_tree_block(io: &mut MemIo, magic: u32, owner: u64, blkno: u64) {
+    if magic == ATTRLEAF_MAGIC {
+        let Ok(entries) = xattr::read_leaf(io, owner, blkno) else {
+            return;
+        };
+        for e in &entries {
+            assert!(!e.name.is_empty() && e.vlen <= xattr::VALUE_MAX);
+            let _ = xattr::remote_chain(io, owner, e, &mut |_| {});
+        }
+    } else {
+        let len = get_u32(&io.blocks[&blkno][..], AR_LEN) as usize;
+        let e = xattr::Entry {
+            ns: 1,
+            name: b"v".to_vec(),
+            vlen: len.min(xattr::VALUE_MAX),
+            remote: blkno,
+            local: Vec::new(),
+        };
+        let mut got = 0;
+        if xattr::remote_chain(io, owner, &e, &mut |b| got += b.len()).is_ok() {
+            assert_eq!(
+                got, e.vlen,
+                "a remote chain read gave other than its length"
+            );
+        }
+    }
+}
+
+/// An inode's attribute block: `xattr::load` (list, get) as getxattr and check run it,
+/// or an attribute-tree leaf or remote value block (`xattr_tree_block`).
 pub fn xattr_block(data: &[u8]) {
     let raw = block_of(data);
     let blkno = get_u64(&raw[..], HDR_BLKNO);
     let owner = get_u64(&raw[..], HDR_OWNER);
     let mut sealed = raw.clone();
     restamp_header(&mut sealed[..], blkno, None);
+    let magic = get_u32(&raw[..], HDR_MAGIC);
+    if magic == ATTRLEAF_MAGIC || magic == ATTRRMT_MAGIC {
+        for b in [raw, sealed] {
+            let mut io = MemIo::new(FUZZ_UUID);
+            io.blocks.insert(blkno, b);
+            xattr_tree_block(&mut io, magic, owner, blkno);
+        }
+        return;
+    }
     for b in [raw, sealed] {
         let mut io = MemIo::new(FUZZ_UUID);
         io.blocks.insert(blkno, b);
@@ -1183,7 +1227,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                     .push((get_u16(&b[..], BT_LEVEL), b.to_vec()));
                 add("btree_node", b.to_vec());
             }
-            ATTR_MAGIC => add("xattr_block", b.to_vec()),
+            ATTR_MAGIC | ATTRLEAF_MAGIC | ATTRRMT_MAGIC => add("xattr_block", b.to_vec()),
             m if TREES.iter().any(|t| t.magic == m) => add("btree_node", b.to_vec()),
             INODE_MAGIC if inode_blocks < 2 => {
                 inode_blocks += 1;
