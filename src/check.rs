@@ -274,6 +274,12 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     let mut links: HashMap<u64, u32> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for (&ino, seen) in &inodes {
+        if seen.di.flags & DIFLAG_FEATURE != 0 && sb.incompat & INCOMPAT_INODE_FLAGS == 0 {
+            p.push(format!(
+                "inode {ino}: flags {:#x} on a filesystem without the inode-flags feature",
+                seen.di.flags
+            ));
+        }
         if !seen.di.is_dir() {
             if seen.di.kind() == crate::inode::FileKind::Symlink && seen.di.format != FMT_LOCAL {
                 let ok = seen.map.len() == 1 && seen.map.find(0).is_some_and(|e| !e.unwritten);
@@ -774,11 +780,7 @@ pub fn info(dev: &Device) -> Result<String> {
         sb.compat,
         sb.ro_compat,
         sb.incompat,
-        if sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
-            ": short-form directories"
-        } else {
-            ""
-        },
+        feature_names(sb.incompat),
         crate::mkfs::uuid_string(&sb.uuid),
         if label.is_empty() { "(none)" } else { &label },
         BLOCK_SIZE,
@@ -807,4 +809,21 @@ pub fn info(dev: &Device) -> Result<String> {
         sb.root_ino,
         dev.persistence().describe(),
     ))
+}
+
+/// The incompatible features by name, for `daxfs info` (": a, b", or "" for none).
+fn feature_names(incompat: u64) -> String {
+    let names: Vec<&str> = [
+        (INCOMPAT_SHORTFORM_DIRS, "short-form directories"),
+        (INCOMPAT_INODE_FLAGS, "inode flags"),
+    ]
+    .iter()
+    .filter(|(bit, _)| incompat & bit != 0)
+    .map(|&(_, name)| name)
+    .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
 }

@@ -67,9 +67,12 @@ pub const LOG_MAGIC: u32 = 0x474f_4c44; // "DLOG"
 /// Format version of this code. Older versions keep mounting (docs/format.md registry).
 pub const VERSION: u32 = 1;
 /// Incompatible feature bits this code understands; any other bit refuses to mount.
-pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS;
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS | INCOMPAT_INODE_FLAGS;
 /// Small directories keep their entries in the inode (`FMT_LOCAL` directories, dir.rs).
 pub const INCOMPAT_SHORTFORM_DIRS: u64 = 1;
+/// Inodes may carry the flags of `DIFLAG_FEATURE` (immutable, append-only, sync, noatime,
+/// nodump: format/inode.rs). Set by mkfs; on an image without it only DIFLAG_DAX is set.
+pub const INCOMPAT_INODE_FLAGS: u64 = 1 << 1;
 /// Read-only-compatible feature bits this code understands; others mount read-only only.
 pub const RO_COMPAT_KNOWN: u64 = 0;
 

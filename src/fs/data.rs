@@ -89,6 +89,7 @@ impl Fs {
         let inode = self.iget(ino)?;
         let (freed, kind) = {
             let d = inode.ilock_shared();
+            check_open_allowed(&d, flags)?;
             (d.freed, d.di.kind())
         };
         if freed {
@@ -183,19 +184,23 @@ impl Fs {
     }
 
     /// atime per the mount's policy, in memory (written lazily, like lazytime).
+    /// A file with the noatime flag (chattr +A) keeps its atime under every mount policy.
     pub(super) fn touch_atime(&self, inode: &Inode) {
         if self.opts.atime == AtimeMode::Noatime || self.mp.is_read_only() {
             return;
         }
         let now = inode::now();
-        let stale = |d: &InodeData| match self.opts.atime {
-            AtimeMode::Strictatime => d.di.atime != now,
-            AtimeMode::Relatime => {
-                d.di.atime <= d.di.mtime
-                    || d.di.atime <= d.di.ctime
-                    || d.di.atime.sec + 86400 <= now.sec
-            }
-            AtimeMode::Noatime => false,
+        let stale = |d: &InodeData| {
+            d.di.flags & DIFLAG_NOATIME == 0
+                && match self.opts.atime {
+                    AtimeMode::Strictatime => d.di.atime != now,
+                    AtimeMode::Relatime => {
+                        d.di.atime <= d.di.mtime
+                            || d.di.atime <= d.di.ctime
+                            || d.di.atime.sec + 86400 <= now.sec
+                    }
+                    AtimeMode::Noatime => false,
+                }
         };
         // Decide under the shared lock: parallel readers of one file rarely need more.
         if !stale(&inode.ilock_shared()) {
@@ -214,14 +219,36 @@ impl Fs {
     /// write commits (iomap_end) after filling them.
     /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
     /// of their own before copying (see below).
+    /// An immutable file takes no write, an append-only one only appends (`append`: the
+    /// file was opened O_APPEND) (EPERM); a file with the sync flag is made durable before
+    /// the write returns, as if fsync followed.
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u32> {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
+        let (n, sync) = self.write_locked(&inode, off, data, append)?;
+        if sync {
+            self.fsync(ino, false)?;
+        }
+        Ok(n)
+    }
+
+    /// `write` under the IOLOCK; also returns whether the file has the sync flag.
+    fn write_locked(
+        &self,
+        inode: &Inode,
+        off: u64,
+        data: &[u8],
+        append: bool,
+    ) -> Result<(u32, bool)> {
         let _io = inode.iolock_excl();
-        let (size, kind) = {
+        let (size, kind, flags) = {
             let d = inode.ilock_shared();
-            (d.di.size, d.di.kind())
+            (d.di.size, d.di.kind(), d.di.flags)
         };
+        if flags & DIFLAG_IMMUTABLE != 0 || (flags & DIFLAG_APPEND != 0 && !append) {
+            return err(libc::EPERM);
+        }
+        let sync = flags & DIFLAG_SYNC != 0;
         match kind {
             FileKind::File => {}
             FileKind::Dir => return err(libc::EISDIR),
@@ -235,13 +262,13 @@ impl Fs {
         }
         let data = &data[..data.len().min((FILE_SIZE_MAX - off) as usize)];
         if data.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         let end = off + data.len() as u64;
         let now = inode::now();
         let (fb, lb) = (off / BS, (end - 1) / BS);
         let nblocks = lb - fb + 1;
-        let m = dax::fault(&self.mp, &inode, fb, nblocks, dax::FaultKind::Read)?;
+        let m = dax::fault(&self.mp, inode, fb, nblocks, dax::FaultKind::Read)?;
         if m.all_written() {
             // Overwrite of written blocks: the mapping is stable under our IOLOCK and
             // the fault's invalidate lock, so copy without the ILOCK.
@@ -265,7 +292,7 @@ impl Fs {
                 d.times_dirty = true;
             }
             drop(m);
-            return Ok(data.len() as u32);
+            return Ok((data.len() as u32, sync));
         }
         drop(m);
         if nblocks >= SPLIT_WRITE_BLOCKS {
@@ -276,7 +303,7 @@ impl Fs {
             let resblks = dax::write_resblks(nblocks);
             dax::fault(
                 &self.mp,
-                &inode,
+                inode,
                 fb,
                 nblocks,
                 dax::FaultKind::Write { resblks },
@@ -293,7 +320,7 @@ impl Fs {
         // stale bytes can show, and no block is visible before this commit.
         let m = dax::fault(
             &self.mp,
-            &inode,
+            inode,
             fb,
             nblocks,
             dax::FaultKind::Write { resblks },
@@ -316,7 +343,7 @@ impl Fs {
             d.di.ctime = now;
             Ok(())
         })?;
-        Ok(data.len() as u32)
+        Ok((data.len() as u32, sync))
     }
 
     /// Copy `data` (file bytes from `off`) into the blocks of `pieces` and flush them;
@@ -386,4 +413,20 @@ impl Fs {
         }
         Ok(done)
     }
+}
+
+/// EPERM for an open that an immutable or append-only inode forbids (the VFS's may_open):
+/// write access or O_TRUNC to an immutable one; write access without O_APPEND, or O_TRUNC,
+/// to an append-only one.
+fn check_open_allowed(d: &InodeData, flags: i32) -> Result<()> {
+    let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let truncates = flags & libc::O_TRUNC != 0;
+    if (writes || truncates) && d.di.flags & DIFLAG_IMMUTABLE != 0 {
+        return err(libc::EPERM);
+    }
+    let appends = flags & libc::O_APPEND != 0;
+    if d.di.flags & DIFLAG_APPEND != 0 && ((writes && !appends) || truncates) {
+        return err(libc::EPERM);
+    }
+    Ok(())
 }

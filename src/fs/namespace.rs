@@ -99,6 +99,8 @@ impl Fs {
         if dir::lookup(&mut tx, &dd, name)?.is_some() {
             return err(libc::EEXIST);
         }
+        // An append-only directory takes new entries; an immutable one none.
+        check_mutable(&dd)?;
         let is_dir = kind == FileKind::Dir;
         if is_dir && dd.di.nlink >= LINK_MAX {
             return err(libc::EMLINK);
@@ -133,17 +135,17 @@ impl Fs {
             ctime: now,
             btime: now,
             rdev: rdev as u64,
-            flags: if self.opts.dax == DaxMode::Always || (dd.di.flags & DIFLAG_DAX != 0 && is_dir)
-            {
-                DIFLAG_DAX
-                    & if self.opts.dax == DaxMode::Never {
-                        0
-                    } else {
-                        u64::MAX
-                    }
-            } else {
-                0
-            },
+            flags: (dd.di.flags & DIFLAG_INHERITED)
+                | if self.opts.dax == DaxMode::Always || (dd.di.flags & DIFLAG_DAX != 0 && is_dir) {
+                    DIFLAG_DAX
+                        & if self.opts.dax == DaxMode::Never {
+                            0
+                        } else {
+                            u64::MAX
+                        }
+                } else {
+                    0
+                },
             generation: self.generation.fetch_add(1, Ordering::Relaxed) as u32,
             parent: if is_dir { parent } else { 0 },
             format: FMT_EXTENTS,
@@ -271,12 +273,15 @@ impl Fs {
             if dir::lookup(&mut tx, dd, newname)?.is_some() {
                 return err(libc::EEXIST);
             }
+            check_mutable(dd)?;
         }
         {
             let c = g(&mut locks, ino);
             if c.di.is_dir() {
                 return err(libc::EPERM);
             }
+            // vfs_link: no new name for an immutable or append-only inode.
+            check_not_append_only(c)?;
             if c.di.nlink == 0 || c.freed {
                 return err(libc::ENOENT);
             }
@@ -366,6 +371,11 @@ impl Fs {
         if !want_dir && c.di.is_dir() {
             return err(libc::EISDIR);
         }
+        // may_delete: neither an immutable or append-only child nor an entry of an
+        // immutable or append-only directory goes.
+        check_not_append_only(c)?;
+        check_not_append_only(g(&mut locks, parent))?;
+        let c = g(&mut locks, cino);
         if want_dir && c.di.dir_entries != 0 {
             return err(libc::ENOTEMPTY);
         }
@@ -527,6 +537,7 @@ impl Fs {
         {
             return err(libc::ENOTEMPTY);
         }
+        check_rename_allowed(&mut locks, parent, src.ino, newparent, dst.map(|d| d.ino))?;
         if let Some(d) = dst.filter(|_| !flags.exchange) {
             // The victim may go on its AG's unlinked list: lock that AG before the
             // directory changes allocate (the AG lock order, trans.rs).
@@ -666,4 +677,24 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+/// may_delete for each name a rename removes, as the VFS checks: the source leaves its
+/// directory (neither may be immutable or append-only); a replaced or exchanged target
+/// leaves the other (the same); a new name needs a directory that is not immutable.
+fn check_rename_allowed(
+    locks: &mut [(Ino, IlockExcl<'_>)],
+    parent: Ino,
+    src: Ino,
+    newparent: Ino,
+    dst: Option<Ino>,
+) -> Result<()> {
+    check_not_append_only(g(locks, parent))?;
+    check_not_append_only(g(locks, src))?;
+    check_mutable(g(locks, newparent))?;
+    if let Some(d) = dst {
+        check_not_append_only(g(locks, newparent))?;
+        check_not_append_only(g(locks, d))?;
+    }
+    Ok(())
 }
