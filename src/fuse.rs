@@ -17,8 +17,8 @@ use fuser::{
 
 use crate::error::FsError;
 use crate::fs::{
-    Attr, CacheInvalidator, Cred, FileKind, Fs, InodeFlags, RenameFlags, SetAttr, SetTime,
-    ShutdownMode, Timespec, XattrFlags,
+    Attr, CacheInvalidator, Cred, FileKind, Fs, InodeFlags, ReadCache, RenameFlags, SetAttr,
+    SetTime, ShutdownMode, Timespec, XattrFlags,
 };
 
 /// How long the kernel may trust names and attributes: every change goes through this
@@ -128,12 +128,15 @@ impl DaxFuse {
     }
     /// How an open file is served: a DAX file (one clients may map) without the kernel's
     /// page cache, so a client's store is seen by the next read() and a write() by the
-    /// client's next load (one copy of the data); others with the page cache kept.
+    /// client's next load (one copy of the data); under strictatime every file so, since
+    /// each read must reach the daemon to update atime; others with the page cache kept.
+    /// A file whose atime a read is due to update under relatime is opened without
+    /// FOPEN_KEEP_CACHE, so its first read reaches the daemon (Fs::read_cache_policy).
     fn fopen_flags(&self, ino: u64) -> FopenFlags {
-        if self.fs.inode_is_dax(ino) {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FILE_OPEN_FLAGS
+        match self.fs.read_cache_policy(ino) {
+            ReadCache::Bypass => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ReadCache::Drop => FopenFlags::FOPEN_NOFLUSH,
+            ReadCache::Keep => FILE_OPEN_FLAGS,
         }
     }
     /// Set-id bits were killed: drop the kernel's cached attributes of `ino`.

@@ -616,3 +616,59 @@ fn check_accepts_the_flags_and_rejects_unknown_bits_and_flags_without_the_featur
     assert!(fs.getattr(f).unwrap().flags.dax);
     finish(&dev, fs);
 }
+
+#[test]
+fn read_cache_policy_follows_the_atime_policy() {
+    use daxfs::fs::ReadCache;
+    for (atime, after_write, after_read) in [
+        (AtimeMode::Relatime, ReadCache::Drop, ReadCache::Keep),
+        (AtimeMode::Strictatime, ReadCache::Bypass, ReadCache::Bypass),
+        (AtimeMode::Noatime, ReadCache::Keep, ReadCache::Keep),
+    ] {
+        let o = FsOptions {
+            atime,
+            ..Default::default()
+        };
+        let (dev, fs) = fresh_with(&o);
+        let r = fs.root_ino();
+        let f = file(&fs, r, "f");
+        assert_eq!(
+            fs.read_cache_policy(f),
+            after_write,
+            "{atime:?} after a write"
+        );
+        read(&fs, f);
+        assert_eq!(
+            fs.read_cache_policy(f),
+            after_read,
+            "{atime:?} after a read"
+        );
+        fs.write(f, 0, b"again", false).unwrap();
+        assert_eq!(
+            fs.read_cache_policy(f),
+            after_write,
+            "{atime:?} after a rewrite"
+        );
+        // A noatime file keeps the cache under every policy.
+        fs.set_flags(
+            f,
+            InodeFlags {
+                noatime: true,
+                ..NONE
+            },
+            &root(),
+        )
+        .unwrap();
+        assert_eq!(fs.read_cache_policy(f), ReadCache::Keep, "{atime:?} +A");
+        // Directories are never DIRECT_IO.
+        assert_eq!(fs.read_cache_policy(r), ReadCache::Keep);
+        finish(&dev, fs);
+    }
+    let (dev, fs) = fresh_with(&FsOptions {
+        dax: DaxMode::Always,
+        ..Default::default()
+    });
+    let f = file(&fs, fs.root_ino(), "f");
+    assert_eq!(fs.read_cache_policy(f), ReadCache::Bypass);
+    finish(&dev, fs);
+}

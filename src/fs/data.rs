@@ -186,39 +186,61 @@ impl Fs {
     /// atime per the mount's policy, in memory (written lazily, like lazytime).
     /// A file with the noatime flag (chattr +A) keeps its atime under every mount policy.
     pub(super) fn touch_atime(&self, inode: &Inode) {
-        if self.opts.atime == AtimeMode::Noatime || self.mp.is_read_only() {
-            return;
-        }
         let now = inode::now();
-        let stale = |d: &InodeData| {
-            d.di.flags & DIFLAG_NOATIME == 0
-                && match self.opts.atime {
-                    AtimeMode::Strictatime => d.di.atime != now,
-                    AtimeMode::Relatime => {
-                        d.di.atime <= d.di.mtime
-                            || d.di.atime <= d.di.ctime
-                            || d.di.atime.sec + 86400 <= now.sec
-                    }
-                    AtimeMode::Noatime => false,
-                }
-        };
         // Decide under the shared lock: parallel readers of one file rarely need more.
-        if !stale(&inode.ilock_shared()) {
+        if !self.atime_due(&inode.ilock_shared(), now) {
             return;
         }
         let mut d = inode.ilock_excl();
-        if stale(&d) {
+        if self.atime_due(&d, now) {
             d.di.atime = now;
             d.times_dirty = true;
         }
     }
 
-    /// Write `data` at `off` (at EOF when `append`); returns bytes written. The blocks
-    /// come from the fault path: a read fault first, and when the range has holes or
-    /// unwritten blocks, a write fault that allocates them unwritten in a transaction the
-    /// write commits (iomap_end) after filling them.
-    /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
-    /// of their own before copying (see below).
+    /// Would a read at `now` update the atime of `d`, under the mount's policy?
+    pub(super) fn atime_due(&self, d: &InodeData, now: Timespec) -> bool {
+        if self.mp.is_read_only() || d.di.flags & DIFLAG_NOATIME != 0 {
+            return false;
+        }
+        match self.opts.atime {
+            AtimeMode::Strictatime => d.di.atime != now,
+            AtimeMode::Relatime => {
+                d.di.atime <= d.di.mtime
+                    || d.di.atime <= d.di.ctime
+                    || d.di.atime.sec + 86400 <= now.sec
+            }
+            AtimeMode::Noatime => false,
+        }
+    }
+
+    /// How the kernel may cache the data of `ino` for an open now (FUSE: the open
+    /// flags). A read the kernel serves from its page cache never reaches the daemon, so
+    /// never updates atime: under strictatime regular files bypass the cache; under
+    /// relatime a file whose atime is due (written since it was last read, or a day old)
+    /// has its cached pages dropped at this open, so that its first read comes here,
+    /// and keeps them otherwise (the common case: a file read again and again).
+    pub fn read_cache_policy(&self, ino: Ino) -> ReadCache {
+        if self.inode_is_dax(ino) {
+            return ReadCache::Bypass;
+        }
+        let Ok(inode) = self.iget(ino) else {
+            return ReadCache::Keep; // the open itself reports the error
+        };
+        let d = inode.ilock_shared();
+        if d.di.kind() != FileKind::File {
+            return ReadCache::Keep;
+        }
+        if self.opts.atime == AtimeMode::Strictatime && d.di.flags & DIFLAG_NOATIME == 0 {
+            return ReadCache::Bypass;
+        }
+        if self.atime_due(&d, inode::now()) {
+            ReadCache::Drop
+        } else {
+            ReadCache::Keep
+        }
+    }
+
     /// An immutable file takes no write, an append-only one only appends (`append`: the
     /// file was opened O_APPEND) (EPERM); a file with the sync flag is made durable before
     /// the write returns, as if fsync followed.

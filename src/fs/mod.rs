@@ -220,6 +220,17 @@ impl ShutdownMode {
     }
 }
 
+/// How the kernel may cache a file's data for one open (`Fs::read_cache_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCache {
+    /// No page cache: every read and write reaches the filesystem (FOPEN_DIRECT_IO).
+    Bypass,
+    /// Drop what is cached at this open, then cache (no FOPEN_KEEP_CACHE).
+    Drop,
+    /// Keep what is cached (FOPEN_KEEP_CACHE).
+    Keep,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AtimeMode {
     #[default]
