@@ -498,7 +498,7 @@ impl fuser::Filesystem for DaxFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -515,12 +515,13 @@ impl fuser::Filesystem for DaxFuse {
             exchange: bits & libc::RENAME_EXCHANGE != 0,
             whiteout: bits & libc::RENAME_WHITEOUT != 0,
         };
-        let r = self.fs.rename(
+        let r = self.fs.rename_as(
             self.ino(parent),
             name.as_bytes(),
             self.ino(newparent),
             newname.as_bytes(),
             f,
+            &cred(req, false),
         );
         empty(r, reply)
     }

@@ -105,6 +105,62 @@ impl Fs {
         if is_dir && dd.di.nlink >= LINK_MAX {
             return err(libc::EMLINK);
         }
+        let inode = self.alloc_child(&mut tx, &dd, parent, mode, rdev, cred)?;
+        let ino = inode.ino;
+        let now = inode.ilock_shared().di.ctime;
+        {
+            let mut nd = inode.ilock_excl();
+            if let Some(t) = target {
+                nd.di.size = t.len() as u64;
+                if t.len() <= INODE_LITERAL_LEN {
+                    nd.di.format = FMT_LOCAL;
+                    nd.di.local = t.to_vec();
+                } else {
+                    dax::alloc_holes(&mut tx, &mut nd, 0, 1, false, &mut |mp, blk, _, _| {
+                        let mut b = [0u8; BLOCK_SIZE];
+                        b[..t.len()].copy_from_slice(t);
+                        mp.dev.write(blk * BS, &b);
+                        mp.dev.flush(blk * BS, BS);
+                        // Durable before the commit record that maps the block can be.
+                        mp.dev.fence();
+                    })?;
+                }
+            }
+            bmap::sync_inode(&mut tx, &mut nd)?;
+        }
+        dir::add(&mut tx, &mut dd, name, ino, inode::ftype_of(kind))?;
+        if is_dir {
+            dd.di.nlink += 1;
+        }
+        dd.di.mtime = now;
+        dd.di.ctime = now;
+        bmap::sync_inode(&mut tx, &mut dd)?;
+        tx.commit()?;
+        self.take_lookup_ref(&inode);
+        let a = attr_of(&inode.ilock_shared());
+        {
+            let mut cache = self.icache.lock().unwrap();
+            self.cache_insert(&mut cache, inode);
+        }
+        Ok(a)
+    }
+
+    /// Allocate and set up the inode of a new entry of `dd` (directory `parent`) in `tx`:
+    /// owner, group (setgid directories), inherited flags, DAX policy. The caller fills
+    /// it in, syncs it and adds the entry.
+    pub(super) fn alloc_child(
+        &self,
+        tx: &mut Trans,
+        dd: &InodeData,
+        parent: Ino,
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Arc<Inode>> {
+        let Some(kind) = inode::kind_of(mode) else {
+            return err(libc::EINVAL);
+        };
+        let is_dir = kind == FileKind::Dir;
         // Files go near their directory; directories are spread over the AGs (XFS's
         // inode64 rotor), so work in different directories takes different AG locks.
         let hint_ag = if is_dir {
@@ -112,7 +168,7 @@ impl Fs {
         } else {
             self.mp.ag_of(self.mp.ino_block(parent))
         };
-        let ino = ialloc::ialloc(&mut tx, hint_ag)?;
+        let ino = ialloc::ialloc(tx, hint_ag)?;
         let now = inode::now();
         let mut mode = mode;
         let gid = if dd.di.mode & libc::S_ISGID != 0 {
@@ -167,41 +223,7 @@ impl Fs {
             .mem
             .allocating(INODE_BYTES + growth, AllocContext::Full);
         let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
-        {
-            let mut nd = inode.ilock_excl();
-            if let Some(t) = target {
-                nd.di.size = t.len() as u64;
-                if t.len() <= INODE_LITERAL_LEN {
-                    nd.di.format = FMT_LOCAL;
-                    nd.di.local = t.to_vec();
-                } else {
-                    dax::alloc_holes(&mut tx, &mut nd, 0, 1, false, &mut |mp, blk, _, _| {
-                        let mut b = [0u8; BLOCK_SIZE];
-                        b[..t.len()].copy_from_slice(t);
-                        mp.dev.write(blk * BS, &b);
-                        mp.dev.flush(blk * BS, BS);
-                        // Durable before the commit record that maps the block can be.
-                        mp.dev.fence();
-                    })?;
-                }
-            }
-            bmap::sync_inode(&mut tx, &mut nd)?;
-        }
-        dir::add(&mut tx, &mut dd, name, ino, inode::ftype_of(kind))?;
-        if is_dir {
-            dd.di.nlink += 1;
-        }
-        dd.di.mtime = now;
-        dd.di.ctime = now;
-        bmap::sync_inode(&mut tx, &mut dd)?;
-        tx.commit()?;
-        self.take_lookup_ref(&inode);
-        let a = attr_of(&inode.ilock_shared());
-        {
-            let mut cache = self.icache.lock().unwrap();
-            self.cache_insert(&mut cache, inode);
-        }
-        Ok(a)
+        Ok(inode)
     }
 
     /// Regular files, fifos, sockets and device nodes. Takes a lookup reference.
@@ -440,7 +462,22 @@ impl Fs {
         newname: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
-        if flags.whiteout || (flags.noreplace && flags.exchange) {
+        self.rename_as(parent, name, newparent, newname, flags, &Cred::default())
+    }
+
+    /// `rename` on behalf of `cred`, who owns the whiteout RENAME_WHITEOUT leaves at the
+    /// source name: a character device 0/0, made in the same transaction (what overlayfs
+    /// needs of its upper layer).
+    pub fn rename_as(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: RenameFlags,
+        cred: &Cred,
+    ) -> Result<()> {
+        if flags.exchange && (flags.whiteout || flags.noreplace) {
             return err(libc::EINVAL);
         }
         check_name(newname)?;
@@ -451,7 +488,7 @@ impl Fs {
         // parent pointers that only a rename changes.
         let _rename = self.rename_lock.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..100 {
-            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags)? {
+            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags, cred)? {
                 if let Some(o) = orphan {
                     self.maybe_evict(o);
                 }
@@ -471,12 +508,18 @@ impl Fs {
         newparent: Ino,
         newname: &[u8],
         flags: RenameFlags,
+        cred: &Cred,
     ) -> Result<Option<Option<Ino>>> {
         let sdir = self.iget(parent)?;
         let ddir = self.iget(newparent)?;
+        let whiteout_blks = if flags.whiteout {
+            ialloc::IALLOC_RESBLKS
+        } else {
+            0
+        };
         let mut tx = self
             .mp
-            .trans_remove(2 * dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64)?;
+            .trans_remove(2 * dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64 + whiteout_blks)?;
         let src = self
             .dir_lookup(&sdir, name)?
             .ok_or(FsError::Errno(libc::ENOENT))?;
@@ -550,6 +593,15 @@ impl Fs {
         }
         let s_ft = src.ftype;
         let mut orphan = None;
+        // The whiteout's inode, before any entry changes (its allocation may fail).
+        let whiteout = if flags.whiteout {
+            let mode = libc::S_IFCHR; // WHITEOUT_MODE: no permission bits, rdev 0/0
+            let wh = self.alloc_child(&mut tx, g(&mut locks, parent), parent, mode, 0, cred)?;
+            bmap::sync_inode(&mut tx, &mut wh.ilock_excl())?;
+            Some(wh)
+        } else {
+            None
+        };
         if flags.exchange {
             let dst = dst.unwrap();
             dir::retarget(&mut tx, g(&mut locks, parent), src, dst.ino, dst.ftype)?;
@@ -588,7 +640,10 @@ impl Fs {
                 }
                 None => dir::add(&mut tx, g(&mut locks, newparent), newname, src.ino, s_ft)?,
             }
-            dir::remove(&mut tx, g(&mut locks, parent), name, src)?;
+            match &whiteout {
+                Some(wh) => dir::retarget(&mut tx, g(&mut locks, parent), src, wh.ino, FT_CHR)?,
+                None => dir::remove(&mut tx, g(&mut locks, parent), name, src)?,
+            }
             if moves_dir_across {
                 g(&mut locks, src.ino).di.parent = newparent;
                 dec_nlink(g(&mut locks, parent));
@@ -607,6 +662,10 @@ impl Fs {
         tx.commit()?;
         drop(locks);
         drop(dino);
+        if let Some(wh) = whiteout {
+            let mut cache = self.icache.lock().unwrap();
+            self.cache_insert(&mut cache, wh);
+        }
         Ok(Some(orphan))
     }
 
