@@ -38,6 +38,11 @@ const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
 const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
 const FS_XFLAG_DAX: u32 = 0x8000;
 const FSXATTR_SIZE: usize = 28;
+/// FS_IOC_GETFSLABEL / SETFSLABEL (linux/fs.h: _IOR/_IOW(0x94, 49/50, char[FSLABEL_MAX]));
+/// FUSE passes them on as restricted ioctls with their 256-byte buffers.
+const FS_IOC_GETFSLABEL: u32 = 0x8100_9431;
+const FS_IOC_SETFSLABEL: u32 = 0x4100_9432;
+const FSLABEL_MAX: usize = 256;
 /// FITRIM (linux/fs.h: _IOWR('X', 121, struct fstrim_range)): fstrim(8) and `daxfs trim`.
 pub const FITRIM: u32 = 0xc018_5879;
 /// struct fstrim_range { u64 start; u64 len; u64 minlen; }
@@ -350,6 +355,9 @@ pub fn negotiate(config: &mut KernelConfig) {
         InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         // DAX files are opened FOPEN_DIRECT_IO; mmap of them must keep working.
         InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        // Not FUSE_ALLOW_IDMAP: with it the kernel sends uid/gid -1 in every request but
+        // creates (measured on 6.18, on the plain mount too), and daxfs decides on the
+        // caller's uid (root-only ioctls, set-id killing, flag owners): docs/design.md.
     ] {
         let _ = config.add_capabilities(f);
     }
@@ -852,6 +860,18 @@ impl fuser::Filesystem for DaxFuse {
                     Err(e) => reply.error(errno(&e)),
                 }
             }
+            FS_IOC_GETFSLABEL => {
+                if (out_size as usize) < FSLABEL_MAX {
+                    return reply.error(Errno::EINVAL);
+                }
+                let mut out = [0u8; FSLABEL_MAX];
+                let label = self.fs.label();
+                out[..label.len()].copy_from_slice(&label);
+                reply.ioctl(0, &out)
+            }
+            // The label is written by mkfs only: the superblock is never rewritten on a live
+            // filesystem (format/sb.rs; docs/design.md says why).
+            FS_IOC_SETFSLABEL => reply.error(Errno::EOPNOTSUPP),
             FITRIM => {
                 if in_data.len() < FSTRIM_RANGE_SIZE || (out_size as usize) < FSTRIM_RANGE_SIZE {
                     return reply.error(Errno::EINVAL);

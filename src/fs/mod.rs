@@ -656,6 +656,12 @@ impl Fs {
 
     /// Live counters, as text (`daxfs stat MOUNT` reads them through the root directory's
     /// `trusted.daxfs.stats`, which is not stored and not listed).
+    /// The filesystem label (FS_IOC_GETFSLABEL, `daxfs info`), without its NUL padding.
+    pub fn label(&self) -> Vec<u8> {
+        let l = &self.mp.sb.label;
+        l[..l.iter().position(|&b| b == 0).unwrap_or(l.len())].to_vec()
+    }
+
     pub fn stats(&self) -> String {
         let mp = &self.mp;
         let (commits, checkpoints, next_lsn) = trans::log_counters(mp);
