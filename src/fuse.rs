@@ -137,8 +137,8 @@ impl DaxFuse {
     /// each read must reach the daemon to update atime; others with the page cache kept.
     /// A file whose atime a read is due to update under relatime is opened without
     /// FOPEN_KEEP_CACHE, so its first read reaches the daemon (Fs::read_cache_policy).
-    fn fopen_flags(&self, ino: u64) -> FopenFlags {
-        match self.fs.read_cache_policy(ino) {
+    fn fopen_flags(&self, ino: u64, flags: i32) -> FopenFlags {
+        match self.fs.read_cache_policy(ino, flags) {
             ReadCache::Bypass => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
             ReadCache::Drop => FopenFlags::FOPEN_NOFLUSH,
             ReadCache::Keep => FILE_OPEN_FLAGS,
@@ -562,7 +562,7 @@ impl fuser::Filesystem for DaxFuse {
             Ok(fh)
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags(ino)),
+            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags(ino, flags.0)),
             Err(e) => reply.error(errno(&e)),
         }
         if killed {
@@ -605,7 +605,9 @@ impl fuser::Filesystem for DaxFuse {
         let ino = self.ino(ino);
         // O_APPEND: the core writes at its EOF (the kernel's offset is its cached size),
         // and an append-only file takes only such writes.
-        let append = flags.0 & libc::O_APPEND != 0;
+        // A page-cache writeback (FUSE_WRITE_CACHE: mmap stores) is never an append.
+        let append =
+            flags.0 & libc::O_APPEND != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         match self.fs.write(ino, offset, data, append) {
             Ok(n) => {
                 let killed = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
@@ -784,7 +786,7 @@ impl fuser::Filesystem for DaxFuse {
                 &self.attr(&a),
                 Generation(0),
                 FileHandle(fh),
-                self.fopen_flags(a.ino),
+                self.fopen_flags(a.ino, flags),
             ),
             Err(e) => reply.error(errno(&e)),
         }

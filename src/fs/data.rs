@@ -219,8 +219,10 @@ impl Fs {
     /// never updates atime: under strictatime regular files bypass the cache; under
     /// relatime a file whose atime is due (written since it was last read, or a day old)
     /// has its cached pages dropped at this open, so that its first read comes here,
-    /// and keeps them otherwise (the common case: a file read again and again).
-    pub fn read_cache_policy(&self, ino: Ino) -> ReadCache {
+    /// and keeps them otherwise (the common case: a file read again and again). `flags`:
+    /// the open's; a write-only open reads nothing, so it keeps the cache (an appender
+    /// that opens, writes and closes again and again does not drop it each time).
+    pub fn read_cache_policy(&self, ino: Ino, flags: i32) -> ReadCache {
         if self.inode_is_dax(ino) {
             return ReadCache::Bypass;
         }
@@ -234,7 +236,8 @@ impl Fs {
         if self.opts.atime == AtimeMode::Strictatime && d.di.flags & DIFLAG_NOATIME == 0 {
             return ReadCache::Bypass;
         }
-        if self.atime_due(&d, inode::now()) {
+        let reads = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        if reads && self.atime_due(&d, inode::now()) {
             ReadCache::Drop
         } else {
             ReadCache::Keep
