@@ -288,6 +288,12 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     let mut links: HashMap<u64, u32> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for (&ino, seen) in &inodes {
+        if seen.di.flags & DIFLAG_FEATURE != 0 && sb.incompat & INCOMPAT_INODE_FLAGS == 0 {
+            p.push(format!(
+                "inode {ino}: flags {:#x} on a filesystem without the inode-flags feature",
+                seen.di.flags
+            ));
+        }
         if !seen.di.is_dir() {
             if seen.di.kind() == crate::inode::FileKind::Symlink && seen.di.format != FMT_LOCAL {
                 let ok = seen.map.len() == 1 && seen.map.find(0).is_some_and(|e| !e.unwritten);
@@ -457,11 +463,12 @@ fn extent_ok(g: &MpGeometry, e: &Extent) -> bool {
         && e.fileoff.checked_add(e.len).is_some()
 }
 
-/// ": short-form directories, attribute trees" for the incompat bits set.
+/// The incompatible features by name, for `daxfs info` (": a, b", or "" for none).
 fn feature_names(incompat: u64) -> String {
     let names: Vec<&str> = [
         (INCOMPAT_SHORTFORM_DIRS, "short-form directories"),
         (INCOMPAT_ATTR_TREE, "attribute trees"),
+        (INCOMPAT_INODE_FLAGS, "inode flags"),
     ]
     .iter()
     .filter(|(bit, _)| incompat & bit != 0)

@@ -17,8 +17,8 @@ use fuser::{
 
 use crate::error::FsError;
 use crate::fs::{
-    Attr, CacheInvalidator, Cred, FileKind, Fs, RenameFlags, SetAttr, SetTime, ShutdownMode,
-    Timespec, XattrFlags,
+    Attr, CacheInvalidator, Cred, FileKind, Fs, InodeFlags, ReadCache, RenameFlags, SetAttr,
+    SetTime, ShutdownMode, Timespec, XattrFlags,
 };
 
 /// How long the kernel may trust names and attributes: every change goes through this
@@ -30,8 +30,19 @@ pub const FILE_OPEN_FLAGS: FopenFlags =
     FopenFlags::FOPEN_KEEP_CACHE.union(FopenFlags::FOPEN_NOFLUSH);
 const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// FS_IOC_GETFLAGS / SETFLAGS (_IOR/_IOW('f', 1/2, long)) and their 32-bit forms. The
+/// kernel's FUSE sends them from its fileattr hooks with a 4-byte (int) argument.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
 const FS_XFLAG_DAX: u32 = 0x8000;
 const FSXATTR_SIZE: usize = 28;
+/// FS_IOC_GETFSLABEL / SETFSLABEL (linux/fs.h: _IOR/_IOW(0x94, 49/50, char[FSLABEL_MAX]));
+/// FUSE passes them on as restricted ioctls with their 256-byte buffers.
+const FS_IOC_GETFSLABEL: u32 = 0x8100_9431;
+const FS_IOC_SETFSLABEL: u32 = 0x4100_9432;
+const FSLABEL_MAX: usize = 256;
 /// FITRIM (linux/fs.h: _IOWR('X', 121, struct fstrim_range)): fstrim(8) and `daxfs trim`.
 pub const FITRIM: u32 = 0xc018_5879;
 /// struct fstrim_range { u64 start; u64 len; u64 minlen; }
@@ -137,12 +148,15 @@ impl DaxFuse {
     }
     /// How an open file is served: a DAX file (one clients may map) without the kernel's
     /// page cache, so a client's store is seen by the next read() and a write() by the
-    /// client's next load (one copy of the data); others with the page cache kept.
-    fn fopen_flags(&self, ino: u64) -> FopenFlags {
-        if self.fs.inode_is_dax(ino) {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FILE_OPEN_FLAGS
+    /// client's next load (one copy of the data); under strictatime every file so, since
+    /// each read must reach the daemon to update atime; others with the page cache kept.
+    /// A file whose atime a read is due to update under relatime is opened without
+    /// FOPEN_KEEP_CACHE, so its first read reaches the daemon (Fs::read_cache_policy).
+    fn fopen_flags(&self, ino: u64, flags: i32) -> FopenFlags {
+        match self.fs.read_cache_policy(ino, flags) {
+            ReadCache::Bypass => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ReadCache::Drop => FopenFlags::FOPEN_NOFLUSH,
+            ReadCache::Keep => FILE_OPEN_FLAGS,
         }
     }
     /// Set-id bits were killed: drop the kernel's cached attributes of `ino`.
@@ -262,7 +276,75 @@ fn cred(req: &Request, with_groups: bool) -> Cred {
         gid: req.gid(),
         pid: req.pid(),
         groups,
+        cap_linux_immutable: None,
     }
+}
+
+/// CAP_LINUX_IMMUTABLE's bit in a capability set (linux/capability.h).
+const CAP_LINUX_IMMUTABLE: u32 = 9;
+
+/// The effective capabilities of a process, from the "CapEff:" line of /proc/PID/status.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The caller's credentials for a change of inode flags: whether it holds
+/// CAP_LINUX_IMMUTABLE, read from its /proc status (the caller is blocked in its ioctl
+/// meanwhile). Unreadable: None, and the core falls back to "uid 0 has it".
+fn flags_cred(req: &Request) -> Cred {
+    let cap = std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .map(|caps| caps & (1 << CAP_LINUX_IMMUTABLE) != 0);
+    Cred {
+        cap_linux_immutable: cap,
+        ..cred(req, false)
+    }
+}
+
+/// An ioctl's flag bit and the core's flag it stands for.
+type FlagBit = (u32, fn(&mut InodeFlags) -> &mut bool);
+
+/// The FS_*_FL bits of FS_IOC_GETFLAGS/SETFLAGS (linux/fs.h) daxfs stores.
+const FS_FL_BITS: [FlagBit; 6] = [
+    (0x0000_0008, |f| &mut f.sync),      // FS_SYNC_FL
+    (0x0000_0010, |f| &mut f.immutable), // FS_IMMUTABLE_FL
+    (0x0000_0020, |f| &mut f.append),    // FS_APPEND_FL
+    (0x0000_0040, |f| &mut f.nodump),    // FS_NODUMP_FL
+    (0x0000_0080, |f| &mut f.noatime),   // FS_NOATIME_FL
+    (0x0200_0000, |f| &mut f.dax),       // FS_DAX_FL
+];
+/// The same for the fsx_xflags of FS_IOC_FSGETXATTR/FSSETXATTR.
+const FS_XFLAG_BITS: [FlagBit; 6] = [
+    (0x0000_0008, |f| &mut f.immutable), // FS_XFLAG_IMMUTABLE
+    (0x0000_0010, |f| &mut f.append),    // FS_XFLAG_APPEND
+    (0x0000_0020, |f| &mut f.sync),      // FS_XFLAG_SYNC
+    (0x0000_0040, |f| &mut f.noatime),   // FS_XFLAG_NOATIME
+    (0x0000_0080, |f| &mut f.nodump),    // FS_XFLAG_NODUMP
+    (FS_XFLAG_DAX, |f| &mut f.dax),
+];
+
+/// The ioctl bits of `flags` under the mapping `bits`.
+fn flags_to_bits(flags: InodeFlags, bits: &[FlagBit]) -> u32 {
+    let mut f = flags;
+    bits.iter()
+        .filter(|(_, get)| *get(&mut f))
+        .fold(0, |acc, (bit, _)| acc | bit)
+}
+
+/// The core's flags from ioctl bits; None when a bit names a flag daxfs does not store
+/// (refused with EOPNOTSUPP, never dropped).
+fn bits_to_flags(v: u32, bits: &[FlagBit]) -> Option<InodeFlags> {
+    let mut f = InodeFlags::default();
+    let mut left = v;
+    for (bit, get) in bits {
+        if v & bit != 0 {
+            *get(&mut f) = true;
+            left &= !bit;
+        }
+    }
+    (left == 0).then_some(f)
 }
 
 fn set_time(t: TimeOrNow) -> SetTime {
@@ -292,6 +374,9 @@ pub fn negotiate(config: &mut KernelConfig) {
         // entries carry the inode's generation, so a handle outlives the kernel's caches
         // and a remount; the kernel decodes one it no longer caches with a LOOKUP of ".".
         InitFlags::FUSE_EXPORT_SUPPORT,
+        // Not FUSE_ALLOW_IDMAP: with it the kernel sends uid/gid -1 in every request but
+        // creates (measured on 6.18, on the plain mount too), and daxfs decides on the
+        // caller's uid (root-only ioctls, set-id killing, flag owners): docs/design.md.
     ] {
         let _ = config.add_capabilities(f);
     }
@@ -526,7 +611,7 @@ impl fuser::Filesystem for DaxFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -543,12 +628,13 @@ impl fuser::Filesystem for DaxFuse {
             exchange: bits & libc::RENAME_EXCHANGE != 0,
             whiteout: bits & libc::RENAME_WHITEOUT != 0,
         };
-        let r = self.fs.rename(
+        let r = self.fs.rename_as(
             self.ino(parent),
             name.as_bytes(),
             self.ino(newparent),
             newname.as_bytes(),
             f,
+            &cred(req, false),
         );
         empty(r, reply)
     }
@@ -581,7 +667,7 @@ impl fuser::Filesystem for DaxFuse {
             Ok(fh)
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags(ino)),
+            Ok(fh) => reply.opened(FileHandle(fh), self.fopen_flags(ino, flags.0)),
             Err(e) => reply.error(errno(&e)),
         }
         if killed {
@@ -617,12 +703,17 @@ impl fuser::Filesystem for DaxFuse {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let ino = self.ino(ino);
-        match self.fs.write(ino, offset, data, false) {
+        // O_APPEND: the core writes at its EOF (the kernel's offset is its cached size),
+        // and an append-only file takes only such writes.
+        // A page-cache writeback (FUSE_WRITE_CACHE: mmap stores) is never an append.
+        let append =
+            flags.0 & libc::O_APPEND != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        match self.fs.write(ino, offset, data, append) {
             Ok(n) => {
                 let killed = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
                     && self.fs.kill_suid(ino).unwrap_or(false);
@@ -801,7 +892,7 @@ impl fuser::Filesystem for DaxFuse {
                 &self.attr(&a),
                 Generation(a.generation.into()),
                 FileHandle(fh),
-                self.fopen_flags(a.ino),
+                self.fopen_flags(a.ino, flags),
             ),
             Err(e) => reply.error(errno(&e)),
         }
@@ -823,6 +914,28 @@ impl fuser::Filesystem for DaxFuse {
         }
         let ino = self.ino(ino);
         match cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
+                if (out_size as usize) < 4 {
+                    return reply.error(Errno::EINVAL);
+                }
+                match self.fs.getattr(ino) {
+                    Ok(a) => reply.ioctl(0, &flags_to_bits(a.flags, &FS_FL_BITS).to_le_bytes()),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => {
+                let Some(v) = in_data.get(..4) else {
+                    return reply.error(Errno::EINVAL);
+                };
+                let v = u32::from_le_bytes(v.try_into().unwrap());
+                let Some(flags) = bits_to_flags(v, &FS_FL_BITS) else {
+                    return reply.error(Errno::EOPNOTSUPP);
+                };
+                match self.fs.set_flags(ino, flags, &flags_cred(req)) {
+                    Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }
             FS_IOC_FSGETXATTR => {
                 if (out_size as usize) < FSXATTR_SIZE {
                     return reply.error(Errno::EINVAL);
@@ -830,7 +943,7 @@ impl fuser::Filesystem for DaxFuse {
                 match self.fs.getattr(ino) {
                     Ok(a) => {
                         let mut out = [0u8; FSXATTR_SIZE];
-                        let flags = if a.dax { FS_XFLAG_DAX } else { 0 };
+                        let flags = flags_to_bits(a.flags, &FS_XFLAG_BITS);
                         out[..4].copy_from_slice(&flags.to_le_bytes());
                         reply.ioctl(0, &out)
                     }
@@ -841,12 +954,32 @@ impl fuser::Filesystem for DaxFuse {
                 if in_data.len() < FSXATTR_SIZE {
                     return reply.error(Errno::EINVAL);
                 }
-                let flags = u32::from_le_bytes(in_data[..4].try_into().unwrap());
-                match self.fs.set_dax_flag(ino, flags & FS_XFLAG_DAX != 0) {
+                let word =
+                    |i: usize| u32::from_le_bytes(in_data[4 * i..4 * i + 4].try_into().unwrap());
+                // fsx_extsize, fsx_projid, fsx_cowextsize: daxfs has no extent size hints
+                // or project ids; a request to set one is refused, not dropped.
+                let Some(flags) = bits_to_flags(word(0), &FS_XFLAG_BITS)
+                    .filter(|_| word(1) == 0 && word(3) == 0 && word(4) == 0)
+                else {
+                    return reply.error(Errno::EOPNOTSUPP);
+                };
+                match self.fs.set_flags(ino, flags, &flags_cred(req)) {
                     Ok(()) => reply.ioctl(0, &[]),
                     Err(e) => reply.error(errno(&e)),
                 }
             }
+            FS_IOC_GETFSLABEL => {
+                if (out_size as usize) < FSLABEL_MAX {
+                    return reply.error(Errno::EINVAL);
+                }
+                let mut out = [0u8; FSLABEL_MAX];
+                let label = self.fs.label();
+                out[..label.len()].copy_from_slice(&label);
+                reply.ioctl(0, &out)
+            }
+            // The label is written by mkfs only: the superblock is never rewritten on a live
+            // filesystem (format/sb.rs; docs/design.md says why).
+            FS_IOC_SETFSLABEL => reply.error(Errno::EOPNOTSUPP),
             FITRIM => {
                 if in_data.len() < FSTRIM_RANGE_SIZE || (out_size as usize) < FSTRIM_RANGE_SIZE {
                     return reply.error(Errno::EINVAL);
@@ -978,6 +1111,39 @@ mod tests {
         let s = "Name:\tbash\nUid:\t0\t0\t0\t0\nGroups:\t4 24 27 \nNgid:\t0\n";
         assert_eq!(parse_groups(s), vec![4, 24, 27]);
         assert_eq!(parse_groups("Name: x\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn cap_eff_from_proc_status() {
+        let s = "Name:\tx\nCapInh:\t0\nCapEff:\t000001ffffffffff\nCapBnd:\t0\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(parse_cap_eff("Name: x\n"), None);
+    }
+
+    #[test]
+    fn ioctl_flag_bits_map_both_ways_and_refuse_unknown_bits() {
+        let all = InodeFlags {
+            immutable: true,
+            append: true,
+            sync: true,
+            noatime: true,
+            nodump: true,
+            dax: true,
+        };
+        assert_eq!(flags_to_bits(all, &FS_FL_BITS), 0x0200_00f8);
+        assert_eq!(flags_to_bits(all, &FS_XFLAG_BITS), 0x80f8);
+        for bits in [&FS_FL_BITS, &FS_XFLAG_BITS] {
+            assert_eq!(bits_to_flags(flags_to_bits(all, bits), bits), Some(all));
+            let one = InodeFlags {
+                immutable: true,
+                ..Default::default()
+            };
+            assert_eq!(bits_to_flags(flags_to_bits(one, bits), bits), Some(one));
+        }
+        // FS_EXTENT_FL (0x80000) and FS_XFLAG_REALTIME (0x1): not stored, refused.
+        assert_eq!(bits_to_flags(0x0008_0000, &FS_FL_BITS), None);
+        assert_eq!(bits_to_flags(0x1, &FS_XFLAG_BITS), None);
     }
 
     #[test]

@@ -259,7 +259,7 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         root_ino: 0,
         compat: 0,
         ro_compat: 0,
-        incompat: INCOMPAT_SHORTFORM_DIRS | INCOMPAT_ATTR_TREE,
+        incompat: INCOMPAT_SHORTFORM_DIRS | INCOMPAT_ATTR_TREE | INCOMPAT_INODE_FLAGS,
         lsn_base: 1,
         mkfs_time: crate::inode::now().sec,
         clean: 0,

@@ -23,6 +23,7 @@ fn root() -> Cred {
         gid: 0,
         pid: 1,
         groups: vec![],
+        cap_linux_immutable: None,
     }
 }
 

@@ -16,6 +16,7 @@ fn root() -> Cred {
         gid: 0,
         pid: 1,
         groups: vec![],
+        cap_linux_immutable: None,
     }
 }
 
@@ -282,6 +283,7 @@ fn setattr_modes_times_and_setgid_dirs() {
         gid: 1000,
         pid: 1,
         groups: vec![],
+        cap_linux_immutable: None,
     };
     let f = fs.mknod(d.ino, b"f", S_IFREG | 0o644, 0, &user).unwrap();
     assert_eq!(f.gid, 100, "setgid directory gives its group");
@@ -324,6 +326,7 @@ fn unprivileged_fallocate_clears_setid_bits() {
         gid: 1000,
         pid: 1,
         groups: vec![],
+        cap_linux_immutable: None,
     };
     let setmode = |ino: u64, mode: u32| {
         fs.setattr(

@@ -46,7 +46,23 @@ pub const FMT_LOCAL: u8 = 3;
 
 /// Inode flag: file data is served with DAX semantics (FS_XFLAG_DAX).
 pub const DIFLAG_DAX: u64 = 1;
-pub const DIFLAG_KNOWN: u64 = DIFLAG_DAX;
+/// No change at all: data, size, attributes, xattrs, names of or in it (chattr +i).
+pub const DIFLAG_IMMUTABLE: u64 = 1 << 1;
+/// Data may only be appended; no truncate, no attribute change, no unlink or rename; in a
+/// directory, entries may be created but not removed (chattr +a).
+pub const DIFLAG_APPEND: u64 = 1 << 2;
+/// Writes are synchronous, as if each were followed by fsync (chattr +S).
+pub const DIFLAG_SYNC: u64 = 1 << 3;
+/// Reads do not update atime (chattr +A).
+pub const DIFLAG_NOATIME: u64 = 1 << 4;
+/// Not to be backed up by dump(8) (chattr +d): stored, no effect on daxfs.
+pub const DIFLAG_NODUMP: u64 = 1 << 5;
+/// The flags a new inode takes from its directory (as XFS and ext4 inherit them).
+pub const DIFLAG_INHERITED: u64 = DIFLAG_SYNC | DIFLAG_NOATIME | DIFLAG_NODUMP;
+/// The flags that need INCOMPAT_INODE_FLAGS (an older daxfs rejects an inode with them).
+pub const DIFLAG_FEATURE: u64 =
+    DIFLAG_IMMUTABLE | DIFLAG_APPEND | DIFLAG_SYNC | DIFLAG_NOATIME | DIFLAG_NODUMP;
+pub const DIFLAG_KNOWN: u64 = DIFLAG_DAX | DIFLAG_FEATURE;
 
 // Inline extent (24 bytes): fileoff u64 | startblock u64 | len u32 | flags u32
 pub const EXT_UNWRITTEN: u32 = 1;

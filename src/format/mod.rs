@@ -70,12 +70,15 @@ pub const LOG_MAGIC: u32 = 0x474f_4c44; // "DLOG"
 /// Format version of this code. Older versions keep mounting (docs/format.md registry).
 pub const VERSION: u32 = 1;
 /// Incompatible feature bits this code understands; any other bit refuses to mount.
-pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS | INCOMPAT_ATTR_TREE;
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SHORTFORM_DIRS | INCOMPAT_ATTR_TREE | INCOMPAT_INODE_FLAGS;
 /// Small directories keep their entries in the inode (`FMT_LOCAL` directories, dir.rs).
 pub const INCOMPAT_SHORTFORM_DIRS: u64 = 1;
 /// Extended attributes live in an attribute fork that grows (index tree, leaf blocks,
 /// remote value blocks; xattr.rs) instead of one block per inode.
-pub const INCOMPAT_ATTR_TREE: u64 = 2;
+pub const INCOMPAT_ATTR_TREE: u64 = 1 << 1;
+/// Inodes may carry the flags of `DIFLAG_FEATURE` (immutable, append-only, sync, noatime,
+/// nodump: format/inode.rs). Set by mkfs; on an image without it only DIFLAG_DAX is set.
+pub const INCOMPAT_INODE_FLAGS: u64 = 1 << 2;
 /// Read-only-compatible feature bits this code understands; others mount read-only only.
 pub const RO_COMPAT_KNOWN: u64 = 0;
 

@@ -1,7 +1,9 @@
 //! Attributes: setattr (mode, owner, size through `truncate`, times; chmod keeps an access
-//! ACL in step), kill_suid (also after an unprivileged fallocate), the
-//! extended attributes (including the daxfs control xattrs: stats, error tags) and the DAX
-//! flag.
+//! ACL in step), kill_suid (also after an unprivileged fallocate), the extended attributes
+//! (including the daxfs control xattrs: stats, error tags) and the inode flags (chattr:
+//! immutable, append-only, sync, noatime, nodump, DAX). Who may change the flags is decided
+//! here; what the immutable and append-only flags forbid is checked by each operation, under
+//! the ILOCK it changes the inode with (`check_mutable`, `check_not_append_only` in mod.rs).
 
 use super::*;
 
@@ -9,6 +11,7 @@ impl Fs {
     pub fn setattr(&self, ino: Ino, set: &SetAttr, cred: &Cred) -> Result<Attr> {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
+        check_setattr_allowed(&inode.ilock_shared(), set)?;
         if let Some(size) = set.size {
             match inode.ilock_shared().di.kind() {
                 FileKind::File => {}
@@ -128,6 +131,7 @@ impl Fs {
         }
         let mut tx = self.mp.trans(xattr::set_resblks(value.len()))?;
         let mut d = inode.ilock_excl();
+        check_not_append_only(&d)?;
         xattr::set(&mut tx, &mut d, name, value, flags.create, flags.replace)?;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
@@ -164,6 +168,7 @@ impl Fs {
         let inode = self.iget(ino)?;
         let mut tx = self.mp.trans_remove(0)?;
         let mut d = inode.ilock_excl();
+        check_not_append_only(&d)?;
         xattr::remove(&mut tx, &mut d, name)?;
         d.di.ctime = inode::now();
         bmap::sync_inode(&mut tx, &mut d)?;
@@ -175,29 +180,47 @@ impl Fs {
     // ------------------------------------------------------------------------------------
     // Space management.
 
-    /// FS_IOC_FSSETXATTR's DAX flag.
+    /// FS_IOC_FSSETXATTR's DAX flag alone (the other flags stay), as root.
     pub fn set_dax_flag(&self, ino: Ino, dax: bool) -> Result<()> {
+        let flags = InodeFlags {
+            dax,
+            ..self.getattr(ino)?.flags
+        };
+        self.set_flags(ino, flags, &Cred::default())
+    }
+
+    /// FS_IOC_SETFLAGS / FS_IOC_FSSETXATTR: the inode's flags become `flags`. The owner
+    /// or root may change them; the immutable and append-only flags only a caller with
+    /// CAP_LINUX_IMMUTABLE; an immutable inode only by clearing its immutable flag (ext4's
+    /// rule). Files and directories only (ENOTTY: the ioctl reaches no inode of another
+    /// kind). On an image without INCOMPAT_INODE_FLAGS only the DAX flag exists.
+    pub fn set_flags(&self, ino: Ino, flags: InodeFlags, cred: &Cred) -> Result<()> {
+        self.mp.check_writable()?;
         let inode = self.iget(ino)?;
         let io = inode.iolock_excl();
-        let was = inode.ilock_shared().di.flags;
-        let now_flags = if dax {
-            was | DIFLAG_DAX
-        } else {
-            was & !DIFLAG_DAX
+        let (was, owner, kind) = {
+            let d = inode.ilock_shared();
+            (d.di.flags, d.di.uid, d.di.kind())
         };
-        // A file that stops being DAX may no longer be mapped by clients.
-        if self.is_dax(was) && !self.is_dax(now_flags) {
+        let now_flags = flags.to_di();
+        check_flags_change(was, now_flags, owner, kind, cred)?;
+        if now_flags & DIFLAG_FEATURE != 0 && self.mp.sb.incompat & INCOMPAT_INODE_FLAGS == 0 {
+            log::warn!(
+                "inode {ino}: this image was made without the inode-flags feature; \
+                 only the DAX flag can be set (mkfs a new image for chattr +i/+a/+S/+A/+d)"
+            );
+            return err(libc::EOPNOTSUPP);
+        }
+        // A file that stops being DAX may no longer be mapped by clients; one that becomes
+        // immutable or append-only may no longer be stored into by them.
+        let frozen = |f: u64| f & (DIFLAG_IMMUTABLE | DIFLAG_APPEND) != 0;
+        if self.is_dax(was) && (!self.is_dax(now_flags) || (frozen(now_flags) && !frozen(was))) {
             self.break_layouts(&inode, &io, 0, u64::MAX)?;
         }
         let mut tx = self.mp.trans(0)?;
         let mut d = inode.ilock_excl();
-        let flags = if dax {
-            d.di.flags | DIFLAG_DAX
-        } else {
-            d.di.flags & !DIFLAG_DAX
-        };
-        if flags != d.di.flags {
-            d.di.flags = flags;
+        if now_flags != d.di.flags {
+            d.di.flags = now_flags;
             d.di.ctime = inode::now();
             bmap::sync_inode(&mut tx, &mut d)?;
         }
@@ -208,4 +231,40 @@ impl Fs {
 
     // ------------------------------------------------------------------------------------
     // Whole filesystem.
+}
+
+/// The rules of `Fs::set_flags` that need only the old and new flags and the caller.
+fn check_flags_change(was: u64, now: u64, owner: u32, kind: FileKind, cred: &Cred) -> Result<()> {
+    if !matches!(kind, FileKind::File | FileKind::Dir) {
+        return err(libc::ENOTTY);
+    }
+    if cred.uid != 0 && cred.uid != owner {
+        return err(libc::EPERM);
+    }
+    let guarded = DIFLAG_IMMUTABLE | DIFLAG_APPEND;
+    if (was ^ now) & guarded != 0 && !cred.may_set_immutable() {
+        return err(libc::EPERM);
+    }
+    if was & now & DIFLAG_IMMUTABLE != 0 && was != now {
+        return err(libc::EPERM);
+    }
+    Ok(())
+}
+
+/// EPERM for a setattr that an immutable or append-only inode forbids (the VFS's
+/// notify_change rules): an immutable inode takes no change; an append-only one no mode,
+/// owner, size or explicit time (touch's "now" is allowed).
+fn check_setattr_allowed(d: &InodeData, set: &SetAttr) -> Result<()> {
+    check_mutable(d)?;
+    let explicit_time = |t: Option<SetTime>| matches!(t, Some(SetTime::At(_)));
+    let forbidden_if_append = set.mode.is_some()
+        || set.uid.is_some()
+        || set.gid.is_some()
+        || set.size.is_some()
+        || explicit_time(set.atime)
+        || explicit_time(set.mtime);
+    if forbidden_if_append {
+        check_not_append_only(d)?;
+    }
+    Ok(())
 }

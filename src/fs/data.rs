@@ -89,6 +89,7 @@ impl Fs {
         let inode = self.iget(ino)?;
         let (freed, kind) = {
             let d = inode.ilock_shared();
+            check_open_allowed(&d, flags)?;
             (d.freed, d.di.kind())
         };
         if freed {
@@ -183,12 +184,26 @@ impl Fs {
     }
 
     /// atime per the mount's policy, in memory (written lazily, like lazytime).
+    /// A file with the noatime flag (chattr +A) keeps its atime under every mount policy.
     pub(super) fn touch_atime(&self, inode: &Inode) {
-        if self.opts.atime == AtimeMode::Noatime || self.mp.is_read_only() {
+        let now = inode::now();
+        // Decide under the shared lock: parallel readers of one file rarely need more.
+        if !self.atime_due(&inode.ilock_shared(), now) {
             return;
         }
-        let now = inode::now();
-        let stale = |d: &InodeData| match self.opts.atime {
+        let mut d = inode.ilock_excl();
+        if self.atime_due(&d, now) {
+            d.di.atime = now;
+            d.times_dirty = true;
+        }
+    }
+
+    /// Would a read at `now` update the atime of `d`, under the mount's policy?
+    pub(super) fn atime_due(&self, d: &InodeData, now: Timespec) -> bool {
+        if self.mp.is_read_only() || d.di.flags & DIFLAG_NOATIME != 0 {
+            return false;
+        }
+        match self.opts.atime {
             AtimeMode::Strictatime => d.di.atime != now,
             AtimeMode::Relatime => {
                 d.di.atime <= d.di.mtime
@@ -196,32 +211,69 @@ impl Fs {
                     || d.di.atime.sec + 86400 <= now.sec
             }
             AtimeMode::Noatime => false,
-        };
-        // Decide under the shared lock: parallel readers of one file rarely need more.
-        if !stale(&inode.ilock_shared()) {
-            return;
-        }
-        let mut d = inode.ilock_excl();
-        if stale(&d) {
-            d.di.atime = now;
-            d.times_dirty = true;
         }
     }
 
-    /// Write `data` at `off` (at EOF when `append`); returns bytes written. The blocks
-    /// come from the fault path: a read fault first, and when the range has holes or
-    /// unwritten blocks, a write fault that allocates them unwritten in a transaction the
-    /// write commits (iomap_end) after filling them.
-    /// Writes of at least SPLIT_WRITE_BLOCKS blocks that allocate do so in a transaction
-    /// of their own before copying (see below).
+    /// How the kernel may cache the data of `ino` for an open now (FUSE: the open
+    /// flags). A read the kernel serves from its page cache never reaches the daemon, so
+    /// never updates atime: under strictatime regular files bypass the cache; under
+    /// relatime a file whose atime is due (written since it was last read, or a day old)
+    /// has its cached pages dropped at this open, so that its first read comes here,
+    /// and keeps them otherwise (the common case: a file read again and again). `flags`:
+    /// the open's; a write-only open reads nothing, so it keeps the cache (an appender
+    /// that opens, writes and closes again and again does not drop it each time).
+    pub fn read_cache_policy(&self, ino: Ino, flags: i32) -> ReadCache {
+        if self.inode_is_dax(ino) {
+            return ReadCache::Bypass;
+        }
+        let Ok(inode) = self.iget(ino) else {
+            return ReadCache::Keep; // the open itself reports the error
+        };
+        let d = inode.ilock_shared();
+        if d.di.kind() != FileKind::File {
+            return ReadCache::Keep;
+        }
+        if self.opts.atime == AtimeMode::Strictatime && d.di.flags & DIFLAG_NOATIME == 0 {
+            return ReadCache::Bypass;
+        }
+        let reads = flags & libc::O_ACCMODE != libc::O_WRONLY;
+        if reads && self.atime_due(&d, inode::now()) {
+            ReadCache::Drop
+        } else {
+            ReadCache::Keep
+        }
+    }
+
+    /// An immutable file takes no write, an append-only one only appends (`append`: the
+    /// file was opened O_APPEND) (EPERM); a file with the sync flag is made durable before
+    /// the write returns, as if fsync followed.
     pub fn write(&self, ino: Ino, off: u64, data: &[u8], append: bool) -> Result<u32> {
         self.mp.check_writable()?;
         let inode = self.iget(ino)?;
+        let (n, sync) = self.write_locked(&inode, off, data, append)?;
+        if sync {
+            self.fsync(ino, false)?;
+        }
+        Ok(n)
+    }
+
+    /// `write` under the IOLOCK; also returns whether the file has the sync flag.
+    fn write_locked(
+        &self,
+        inode: &Inode,
+        off: u64,
+        data: &[u8],
+        append: bool,
+    ) -> Result<(u32, bool)> {
         let _io = inode.iolock_excl();
-        let (size, kind) = {
+        let (size, kind, flags) = {
             let d = inode.ilock_shared();
-            (d.di.size, d.di.kind())
+            (d.di.size, d.di.kind(), d.di.flags)
         };
+        if flags & DIFLAG_IMMUTABLE != 0 || (flags & DIFLAG_APPEND != 0 && !append) {
+            return err(libc::EPERM);
+        }
+        let sync = flags & DIFLAG_SYNC != 0;
         match kind {
             FileKind::File => {}
             FileKind::Dir => return err(libc::EISDIR),
@@ -235,13 +287,13 @@ impl Fs {
         }
         let data = &data[..data.len().min((FILE_SIZE_MAX - off) as usize)];
         if data.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         let end = off + data.len() as u64;
         let now = inode::now();
         let (fb, lb) = (off / BS, (end - 1) / BS);
         let nblocks = lb - fb + 1;
-        let m = dax::fault(&self.mp, &inode, fb, nblocks, dax::FaultKind::Read)?;
+        let m = dax::fault(&self.mp, inode, fb, nblocks, dax::FaultKind::Read)?;
         if m.all_written() {
             // Overwrite of written blocks: the mapping is stable under our IOLOCK and
             // the fault's invalidate lock, so copy without the ILOCK.
@@ -265,7 +317,7 @@ impl Fs {
                 d.times_dirty = true;
             }
             drop(m);
-            return Ok(data.len() as u32);
+            return Ok((data.len() as u32, sync));
         }
         drop(m);
         // Holes or unwritten blocks get data: read leases over them mapped zeros.
@@ -278,7 +330,7 @@ impl Fs {
             let resblks = dax::write_resblks(nblocks);
             dax::fault(
                 &self.mp,
-                &inode,
+                inode,
                 fb,
                 nblocks,
                 dax::FaultKind::Write { resblks },
@@ -295,7 +347,7 @@ impl Fs {
         // stale bytes can show, and no block is visible before this commit.
         let m = dax::fault(
             &self.mp,
-            &inode,
+            inode,
             fb,
             nblocks,
             dax::FaultKind::Write { resblks },
@@ -318,7 +370,7 @@ impl Fs {
             d.di.ctime = now;
             Ok(())
         })?;
-        Ok(data.len() as u32)
+        Ok((data.len() as u32, sync))
     }
 
     /// Copy `data` (file bytes from `off`) into the blocks of `pieces` and flush them;
@@ -388,4 +440,20 @@ impl Fs {
         }
         Ok(done)
     }
+}
+
+/// EPERM for an open that an immutable or append-only inode forbids (the VFS's may_open):
+/// write access or O_TRUNC to an immutable one; write access without O_APPEND, or O_TRUNC,
+/// to an append-only one.
+fn check_open_allowed(d: &InodeData, flags: i32) -> Result<()> {
+    let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let truncates = flags & libc::O_TRUNC != 0;
+    if (writes || truncates) && d.di.flags & DIFLAG_IMMUTABLE != 0 {
+        return err(libc::EPERM);
+    }
+    let appends = flags & libc::O_APPEND != 0;
+    if d.di.flags & DIFLAG_APPEND != 0 && ((writes && !appends) || truncates) {
+        return err(libc::EPERM);
+    }
+    Ok(())
 }

@@ -22,6 +22,15 @@ impl Fs {
             });
         }
         let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        // vfs_fallocate's rules: an append-only file takes only a plain allocation, an
+        // immutable one nothing.
+        {
+            let d = inode.ilock_shared();
+            check_mutable(&d)?;
+            if mode & !FALLOC_FL_KEEP_SIZE != 0 {
+                check_not_append_only(&d)?;
+            }
+        }
         match mode & !FALLOC_FL_KEEP_SIZE {
             0 => self.falloc_alloc(&inode, off, end, keep),
             FALLOC_FL_PUNCH_HOLE if keep => self.falloc_punch(&inode, off, end),

@@ -190,6 +190,14 @@ impl Fs {
             if d.di.kind() != FileKind::File {
                 return Err(lerr(libc::EINVAL, "not a regular file"));
             }
+            // A client's stores go anywhere in its range: none into a file that may not
+            // change or may only grow.
+            if write && d.di.flags & (DIFLAG_IMMUTABLE | DIFLAG_APPEND) != 0 {
+                return Err(lerr(
+                    libc::EPERM,
+                    "the file is immutable or append-only (chattr -i/-a to write it)",
+                ));
+            }
             if !self.is_dax(d.di.flags) {
                 return Err(lerr(
                     libc::EOPNOTSUPP,

@@ -74,10 +74,51 @@ pub struct Attr {
     pub gid: u32,
     pub rdev: u32,
     pub blksize: u32,
-    /// FS_XFLAG_DAX and friends, as FS_IOC_FSGETXATTR reports.
+    /// FS_XFLAG_DAX, as FS_IOC_FSGETXATTR reports (also in `flags`).
     pub dax: bool,
     /// Changes each time the inode number is reused: a file handle names (ino, generation).
     pub generation: u32,
+    /// The inode flags chattr sets.
+    pub flags: InodeFlags,
+}
+
+/// The inode flags of FS_IOC_GETFLAGS/SETFLAGS and FS_IOC_FSGETXATTR/FSSETXATTR, as the
+/// core knows them (fuse.rs maps the ioctls' bits; `set_flags` enforces who may change
+/// them, and every operation the rules of immutable and append-only files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InodeFlags {
+    pub immutable: bool,
+    pub append: bool,
+    pub sync: bool,
+    pub noatime: bool,
+    pub nodump: bool,
+    pub dax: bool,
+}
+
+impl InodeFlags {
+    pub(crate) fn from_di(flags: u64) -> InodeFlags {
+        InodeFlags {
+            immutable: flags & DIFLAG_IMMUTABLE != 0,
+            append: flags & DIFLAG_APPEND != 0,
+            sync: flags & DIFLAG_SYNC != 0,
+            noatime: flags & DIFLAG_NOATIME != 0,
+            nodump: flags & DIFLAG_NODUMP != 0,
+            dax: flags & DIFLAG_DAX != 0,
+        }
+    }
+    pub(crate) fn to_di(self) -> u64 {
+        [
+            (self.immutable, DIFLAG_IMMUTABLE),
+            (self.append, DIFLAG_APPEND),
+            (self.sync, DIFLAG_SYNC),
+            (self.noatime, DIFLAG_NOATIME),
+            (self.nodump, DIFLAG_NODUMP),
+            (self.dax, DIFLAG_DAX),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
+    }
 }
 
 /// Who asks: the caller's credentials (FUSE request header plus supplementary groups).
@@ -88,6 +129,15 @@ pub struct Cred {
     pub pid: u32,
     /// Supplementary groups, when known (used for setgid rules).
     pub groups: Vec<u32>,
+    /// Whether the caller has CAP_LINUX_IMMUTABLE (may change the immutable and
+    /// append-only flags), when known; None: only uid 0 has it.
+    pub cap_linux_immutable: Option<bool>,
+}
+
+impl Cred {
+    pub fn may_set_immutable(&self) -> bool {
+        self.cap_linux_immutable.unwrap_or(self.uid == 0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +221,17 @@ impl ShutdownMode {
             ShutdownMode::NoLogFlush => "nologflush",
         }
     }
+}
+
+/// How the kernel may cache a file's data for one open (`Fs::read_cache_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCache {
+    /// No page cache: every read and write reaches the filesystem (FOPEN_DIRECT_IO).
+    Bypass,
+    /// Drop what is cached at this open, then cache (no FOPEN_KEEP_CACHE).
+    Drop,
+    /// Keep what is cached (FOPEN_KEEP_CACHE).
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -332,7 +393,28 @@ fn attr_of(d: &InodeData) -> Attr {
         blksize: BLOCK_SIZE as u32,
         dax: di.flags & DIFLAG_DAX != 0,
         generation: di.generation,
+        flags: InodeFlags::from_di(di.flags),
     }
+}
+
+/// EPERM when `d` may not change at all (immutable): data, size, attributes, xattrs,
+/// links, or, for a directory, its entries.
+fn check_mutable(d: &InodeData) -> Result<()> {
+    if d.di.flags & DIFLAG_IMMUTABLE != 0 {
+        return err(libc::EPERM);
+    }
+    Ok(())
+}
+
+/// EPERM when `d` may change only by growing (immutable or append-only): no truncate,
+/// attribute change, xattr change, unlink or rename of it, nor removal of an entry of an
+/// append-only directory.
+fn check_not_append_only(d: &InodeData) -> Result<()> {
+    check_mutable(d)?;
+    if d.di.flags & DIFLAG_APPEND != 0 {
+        return err(libc::EPERM);
+    }
+    Ok(())
 }
 
 /// Mode without set-user-id, and without set-group-id when group-executable (a
@@ -581,6 +663,12 @@ impl Fs {
 
     /// Live counters, as text (`daxfs stat MOUNT` reads them through the root directory's
     /// `trusted.daxfs.stats`, which is not stored and not listed).
+    /// The filesystem label (FS_IOC_GETFSLABEL, `daxfs info`), without its NUL padding.
+    pub fn label(&self) -> Vec<u8> {
+        let l = &self.mp.sb.label;
+        l[..l.iter().position(|&b| b == 0).unwrap_or(l.len())].to_vec()
+    }
+
     pub fn stats(&self) -> String {
         let mp = &self.mp;
         let (commits, checkpoints, next_lsn) = trans::log_counters(mp);

@@ -110,17 +110,12 @@ impl Fs {
         if dir::lookup(&mut tx, &dd, name)?.is_some() {
             return err(libc::EEXIST);
         }
+        // An append-only directory takes new entries; an immutable one none.
+        check_mutable(&dd)?;
         let is_dir = kind == FileKind::Dir;
         if is_dir && dd.di.nlink >= LINK_MAX {
             return err(libc::EMLINK);
         }
-        // Files go near their directory; directories are spread over the AGs (XFS's
-        // inode64 rotor), so work in different directories takes different AG locks.
-        let hint_ag = if is_dir {
-            (self.mp.ag_rotor.fetch_add(1, Ordering::Relaxed) % self.mp.sb.ag_count as u64) as u32
-        } else {
-            self.mp.ag_of(self.mp.ino_block(parent))
-        };
         // Before anything changes: a damaged default ACL fails the create cleanly.
         let mut mode = mode;
         let inherited = if target.is_none() && self.acls_supported() {
@@ -129,60 +124,9 @@ impl Fs {
             mode &= !(umask & 0o777);
             Vec::new()
         };
-        let ino = ialloc::ialloc(&mut tx, hint_ag)?;
-        let now = inode::now();
-        let gid = if dd.di.mode & libc::S_ISGID != 0 {
-            if is_dir {
-                mode |= libc::S_ISGID;
-            }
-            dd.di.gid
-        } else {
-            cred.gid
-        };
-        let mut di = DiskInode {
-            ino,
-            mode,
-            uid: cred.uid,
-            gid,
-            nlink: if is_dir { 2 } else { 1 },
-            size: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            btime: now,
-            rdev: rdev as u64,
-            flags: if self.opts.dax == DaxMode::Always || (dd.di.flags & DIFLAG_DAX != 0 && is_dir)
-            {
-                DIFLAG_DAX
-                    & if self.opts.dax == DaxMode::Never {
-                        0
-                    } else {
-                        u64::MAX
-                    }
-            } else {
-                0
-            },
-            generation: self.generation.fetch_add(1, Ordering::Relaxed) as u32,
-            parent: if is_dir { parent } else { 0 },
-            format: FMT_EXTENTS,
-            ..Default::default()
-        };
-        if kind == FileKind::File
-            && dd.di.flags & DIFLAG_DAX != 0
-            && self.opts.dax != DaxMode::Never
-        {
-            di.flags |= DIFLAG_DAX;
-        }
-        if is_dir && self.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
-            di.format = FMT_LOCAL; // no entries yet, no blocks (dir.rs)
-        }
-        // A new in-core inode: past the budget, reclaim first. Inside the transaction this
-        // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
-        let growth = self.table_growth(&self.icache.lock().unwrap());
-        self.mp
-            .mem
-            .allocating(INODE_BYTES + growth, AllocContext::Full);
-        let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
+        let inode = self.alloc_child(&mut tx, &dd, parent, mode, rdev, cred)?;
+        let ino = inode.ino;
+        let now = inode.ilock_shared().di.ctime;
         {
             let mut nd = inode.ilock_excl();
             if let Some(t) = target {
@@ -221,6 +165,87 @@ impl Fs {
             self.cache_insert(&mut cache, inode);
         }
         Ok(a)
+    }
+
+    /// Allocate and set up the inode of a new entry of `dd` (directory `parent`) in `tx`:
+    /// owner, group (setgid directories), inherited flags, DAX policy. The caller fills
+    /// it in, syncs it and adds the entry.
+    pub(super) fn alloc_child(
+        &self,
+        tx: &mut Trans,
+        dd: &InodeData,
+        parent: Ino,
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Arc<Inode>> {
+        let Some(kind) = inode::kind_of(mode) else {
+            return err(libc::EINVAL);
+        };
+        let is_dir = kind == FileKind::Dir;
+        // Files go near their directory; directories are spread over the AGs (XFS's
+        // inode64 rotor), so work in different directories takes different AG locks.
+        let hint_ag = if is_dir {
+            (self.mp.ag_rotor.fetch_add(1, Ordering::Relaxed) % self.mp.sb.ag_count as u64) as u32
+        } else {
+            self.mp.ag_of(self.mp.ino_block(parent))
+        };
+        let ino = ialloc::ialloc(tx, hint_ag)?;
+        let now = inode::now();
+        let mut mode = mode;
+        let gid = if dd.di.mode & libc::S_ISGID != 0 {
+            if is_dir {
+                mode |= libc::S_ISGID;
+            }
+            dd.di.gid
+        } else {
+            cred.gid
+        };
+        let mut di = DiskInode {
+            ino,
+            mode,
+            uid: cred.uid,
+            gid,
+            nlink: if is_dir { 2 } else { 1 },
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            rdev: rdev as u64,
+            flags: (dd.di.flags & DIFLAG_INHERITED)
+                | if self.opts.dax == DaxMode::Always || (dd.di.flags & DIFLAG_DAX != 0 && is_dir) {
+                    DIFLAG_DAX
+                        & if self.opts.dax == DaxMode::Never {
+                            0
+                        } else {
+                            u64::MAX
+                        }
+                } else {
+                    0
+                },
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) as u32,
+            parent: if is_dir { parent } else { 0 },
+            format: FMT_EXTENTS,
+            ..Default::default()
+        };
+        if kind == FileKind::File
+            && dd.di.flags & DIFLAG_DAX != 0
+            && self.opts.dax != DaxMode::Never
+        {
+            di.flags |= DIFLAG_DAX;
+        }
+        if is_dir && self.mp.sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0 {
+            di.format = FMT_LOCAL; // no entries yet, no blocks (dir.rs)
+        }
+        // A new in-core inode: past the budget, reclaim first. Inside the transaction this
+        // is NOFS reclaim (clean, unreferenced inodes only; trylocks).
+        let growth = self.table_growth(&self.icache.lock().unwrap());
+        self.mp
+            .mem
+            .allocating(INODE_BYTES + growth, AllocContext::Full);
+        let inode = Arc::new(self.new_inode(di, ExtentMap::new(), AllocContext::Full));
+        Ok(inode)
     }
 
     /// Regular files, fifos, sockets and device nodes. Takes a lookup reference.
@@ -329,12 +354,15 @@ impl Fs {
             if dir::lookup(&mut tx, dd, newname)?.is_some() {
                 return err(libc::EEXIST);
             }
+            check_mutable(dd)?;
         }
         {
             let c = g(&mut locks, ino);
             if c.di.is_dir() {
                 return err(libc::EPERM);
             }
+            // vfs_link: no new name for an immutable or append-only inode.
+            check_not_append_only(c)?;
             if c.di.nlink == 0 || c.freed {
                 return err(libc::ENOENT);
             }
@@ -424,6 +452,11 @@ impl Fs {
         if !want_dir && c.di.is_dir() {
             return err(libc::EISDIR);
         }
+        // may_delete: neither an immutable or append-only child nor an entry of an
+        // immutable or append-only directory goes.
+        check_not_append_only(c)?;
+        check_not_append_only(g(&mut locks, parent))?;
+        let c = g(&mut locks, cino);
         if want_dir && c.di.dir_entries != 0 {
             return err(libc::ENOTEMPTY);
         }
@@ -488,7 +521,22 @@ impl Fs {
         newname: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
-        if flags.whiteout || (flags.noreplace && flags.exchange) {
+        self.rename_as(parent, name, newparent, newname, flags, &Cred::default())
+    }
+
+    /// `rename` on behalf of `cred`, who owns the whiteout RENAME_WHITEOUT leaves at the
+    /// source name: a character device 0/0, made in the same transaction (what overlayfs
+    /// needs of its upper layer).
+    pub fn rename_as(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: RenameFlags,
+        cred: &Cred,
+    ) -> Result<()> {
+        if flags.exchange && (flags.whiteout || flags.noreplace) {
             return err(libc::EINVAL);
         }
         check_name(newname)?;
@@ -499,7 +547,7 @@ impl Fs {
         // parent pointers that only a rename changes.
         let _rename = self.rename_lock.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..100 {
-            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags)? {
+            if let Some(orphan) = self.rename_once(parent, name, newparent, newname, flags, cred)? {
                 if let Some(o) = orphan {
                     self.maybe_evict(o);
                 }
@@ -519,12 +567,18 @@ impl Fs {
         newparent: Ino,
         newname: &[u8],
         flags: RenameFlags,
+        cred: &Cred,
     ) -> Result<Option<Option<Ino>>> {
         let sdir = self.iget(parent)?;
         let ddir = self.iget(newparent)?;
+        let whiteout_blks = if flags.whiteout {
+            ialloc::IALLOC_RESBLKS
+        } else {
+            0
+        };
         let mut tx = self
             .mp
-            .trans_remove(2 * dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64)?;
+            .trans_remove(2 * dir::ADD_RESBLKS + BTREE_LEVELS_MAX as u64 + whiteout_blks)?;
         let src = self
             .dir_lookup(&sdir, name)?
             .ok_or(FsError::Errno(libc::ENOENT))?;
@@ -585,6 +639,7 @@ impl Fs {
         {
             return err(libc::ENOTEMPTY);
         }
+        check_rename_allowed(&mut locks, parent, src.ino, newparent, dst.map(|d| d.ino))?;
         if let Some(d) = dst.filter(|_| !flags.exchange) {
             // The victim may go on its AG's unlinked list: lock that AG before the
             // directory changes allocate (the AG lock order, trans.rs).
@@ -597,6 +652,15 @@ impl Fs {
         }
         let s_ft = src.ftype;
         let mut orphan = None;
+        // The whiteout's inode, before any entry changes (its allocation may fail).
+        let whiteout = if flags.whiteout {
+            let mode = libc::S_IFCHR; // WHITEOUT_MODE: no permission bits, rdev 0/0
+            let wh = self.alloc_child(&mut tx, g(&mut locks, parent), parent, mode, 0, cred)?;
+            bmap::sync_inode(&mut tx, &mut wh.ilock_excl())?;
+            Some(wh)
+        } else {
+            None
+        };
         if flags.exchange {
             let dst = dst.unwrap();
             dir::retarget(&mut tx, g(&mut locks, parent), src, dst.ino, dst.ftype)?;
@@ -635,7 +699,10 @@ impl Fs {
                 }
                 None => dir::add(&mut tx, g(&mut locks, newparent), newname, src.ino, s_ft)?,
             }
-            dir::remove(&mut tx, g(&mut locks, parent), name, src)?;
+            match &whiteout {
+                Some(wh) => dir::retarget(&mut tx, g(&mut locks, parent), src, wh.ino, FT_CHR)?,
+                None => dir::remove(&mut tx, g(&mut locks, parent), name, src)?,
+            }
             if moves_dir_across {
                 g(&mut locks, src.ino).di.parent = newparent;
                 dec_nlink(g(&mut locks, parent));
@@ -654,6 +721,10 @@ impl Fs {
         tx.commit()?;
         drop(locks);
         drop(dino);
+        if let Some(wh) = whiteout {
+            let mut cache = self.icache.lock().unwrap();
+            self.cache_insert(&mut cache, wh);
+        }
         // The kernel moved its dentries: so do the names it would be asked to forget.
         self.dentry_moved(src.ino, newparent, newname);
         if let (true, Some(dst)) = (flags.exchange, dst) {
@@ -729,4 +800,24 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+/// may_delete for each name a rename removes, as the VFS checks: the source leaves its
+/// directory (neither may be immutable or append-only); a replaced or exchanged target
+/// leaves the other (the same); a new name needs a directory that is not immutable.
+fn check_rename_allowed(
+    locks: &mut [(Ino, IlockExcl<'_>)],
+    parent: Ino,
+    src: Ino,
+    newparent: Ino,
+    dst: Option<Ino>,
+) -> Result<()> {
+    check_not_append_only(g(locks, parent))?;
+    check_not_append_only(g(locks, src))?;
+    check_mutable(g(locks, newparent))?;
+    if let Some(d) = dst {
+        check_not_append_only(g(locks, newparent))?;
+        check_not_append_only(g(locks, d))?;
+    }
+    Ok(())
 }

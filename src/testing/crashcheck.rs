@@ -65,6 +65,8 @@ pub enum Op {
     Rmdir(&'static str),
     Rename(&'static str, &'static str),
     Exchange(&'static str, &'static str),
+    /// RENAME_WHITEOUT: the source name becomes a whiteout in the same transaction.
+    Whiteout(&'static str, &'static str),
     Symlink(&'static str, &'static str),
     SetXattr(&'static str, &'static str, usize),
     RemoveXattr(&'static str, &'static str),
@@ -95,7 +97,7 @@ impl Op {
             | Op::Fsync(p)
             | Op::Fdatasync(p)
             | Op::FsyncDir(p) => p,
-            Op::Link(_, p) | Op::Rename(_, p) | Op::Exchange(_, p) => p,
+            Op::Link(_, p) | Op::Rename(_, p) | Op::Exchange(_, p) | Op::Whiteout(_, p) => p,
             Op::Sync => "",
         }
     }
@@ -131,6 +133,7 @@ pub fn catalogue() -> Vec<Op> {
         Rename("A/foo", "A/bar"),
         Rename("D", "B/D"),
         Exchange("A/foo", "C"),
+        Whiteout("A/foo", "B/foo"),
         Symlink("B/sym", "../A/foo"),
         Symlink("B/longsym", LONG_TARGET),
         SetXattr("A/foo", "user.x", 100),
@@ -219,7 +222,9 @@ impl Workload {
                 || ["E/", "G/", "H/"].iter().any(|d| p.starts_with(d))
         };
         self.ops.iter().any(|op| match op {
-            Op::Link(a, b) | Op::Rename(a, b) | Op::Exchange(a, b) => big(a) || big(b),
+            Op::Link(a, b) | Op::Rename(a, b) | Op::Exchange(a, b) | Op::Whiteout(a, b) => {
+                big(a) || big(b)
+            }
             Op::Sync => false,
             op => big(op.target()),
         })
@@ -629,11 +634,12 @@ fn run_op(fs: &Fs, op: &Op) -> Result<()> {
             let (d, n) = parent(fs, p)?;
             fs.rmdir(d, n)?;
         }
-        Op::Rename(a, b) | Op::Exchange(a, b) => {
+        Op::Rename(a, b) | Op::Exchange(a, b) | Op::Whiteout(a, b) => {
             let (da, na) = parent(fs, a)?;
             let (db, nb) = parent(fs, b)?;
             let flags = RenameFlags {
                 exchange: matches!(op, Op::Exchange(..)),
+                whiteout: matches!(op, Op::Whiteout(..)),
                 ..Default::default()
             };
             fs.rename(da, na, db, nb, flags)?;

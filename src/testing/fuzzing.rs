@@ -359,6 +359,7 @@ fn cred() -> Cred {
         gid: 0,
         pid: 1,
         groups: vec![],
+        cap_linux_immutable: None,
     }
 }
 
