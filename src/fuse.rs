@@ -512,12 +512,21 @@ impl fuser::Filesystem for DaxFuse {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let ino = self.ino(ino);
-        match self.fs.write(ino, offset, data, false) {
+        // O_SYNC/O_DSYNC: durable before the reply, as an fsync/fdatasync after it (the
+        // kernel may send that fsync too; the second finds nothing left to force).
+        let sync = flags.0 & (libc::O_SYNC | libc::O_DSYNC);
+        let r = self.fs.write(ino, offset, data, false).and_then(|n| {
+            if sync != 0 {
+                self.fs.fsync(ino, sync & libc::O_SYNC != libc::O_SYNC)?;
+            }
+            Ok(n)
+        });
+        match r {
             Ok(n) => {
                 let killed = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
                     && self.fs.kill_suid(ino).unwrap_or(false);

@@ -42,10 +42,9 @@ impl Fs {
             return Ok(i.clone());
         }
         let mut slot = [0u8; INODE_SIZE];
-        self.mp.dev.read(
-            self.mp.ino_block(ino) * BS + self.mp.ino_offset(ino) as u64,
-            &mut slot,
-        );
+        // Through the overlay: the slot as last committed (log/force.rs).
+        self.mp
+            .read_bytes(self.mp.ino_block(ino), self.mp.ino_offset(ino), &mut slot);
         if DiskInode::slot_is_free(&slot) {
             return err(libc::ESTALE);
         }
