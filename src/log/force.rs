@@ -5,7 +5,7 @@
 //! commit writes its record into the mapping and does not msync it; the operation is
 //! complete (in core) but not yet durable. A *log force* makes every record since the last
 //! force durable at once, with one msync for the file data the records depend on and one
-//! for the log range. Forces happen at fsync, fdatasync, syncfs/sync, O_SYNC/O_DSYNC
+//! for the log range. Forces happen at fsync, fdatasync, `Fs::sync`, O_SYNC/O_DSYNC
 //! writes, sync and dirsync mounts (after every commit), unmount, a checkpoint, when the
 //! overlay grows past `OVERLAY_MAX_BLOCKS`, and every `FORCE_INTERVAL_DEFAULT_MS` from a
 //! timer (`-o commit=SECONDS`; ext4's default commit interval, 5 s).
