@@ -13,7 +13,9 @@
 # / rename / unlink / mkdir / rmdir of N entries; cp -a and rm -rf of a source tree.
 # Prints a table of medians (spread shown) with daxfs ÷ reference and daxfs ÷ tmpfs,
 # writes results.json / results.csv under the results directory it prints, and draws
-# images/bench.png (python3-matplotlib, optional). Figures, not pass/fail.
+# images/bench.png (python3-matplotlib, optional). Figures, not pass/fail. For every write
+# job on a daxfs mount it also reports write amplification: the daemon's write_bytes
+# (/proc/PID/io) over the job and the fsync that makes it durable, ÷ the bytes fio wrote.
 #
 # Usage: scripts/bench.sh [--quick] [--passes N] [--runtime S] [--entries N | --big]
 #                         [--fs LIST] [--only REGEX] [--out DIR]
@@ -194,6 +196,29 @@ fio_jobs+=("fdatasync-4k:randwrite:4k:0:1:--fdatasync=1" "append-4k:write:4k:0:1
 raw=$out/raw.txt
 : >"$raw"
 
+# daemon_write_bytes FS: write_bytes of FS's daxfs daemon (/proc/PID/io: bytes of page
+# cache it dirtied, which writeback sends to the disk), or nothing for other filesystems.
+daemon_write_bytes() {
+    local pid
+    [[ $1 == daxfs* ]] || return 0
+    pid=$(pgrep -f "daxfs mount .* $work/$1\$" | head -1)
+    [ -n "$pid" ] || return 0
+    awk '/^write_bytes/ {print $2}' "/proc/$pid/io" 2>/dev/null || true
+}
+
+# write_amp PASS FS JOB W0 FILE JSON: after a write job, make it durable (fsync of the
+# file: a log force and checkpoint), then record the daemon's bytes written ÷ the bytes
+# the job wrote (write amplification) into wamp.txt.
+write_amp() {
+    local w1 fio_bytes
+    [ -n "$4" ] || return 0
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.close(fd)' "$5" 2>/dev/null || true
+    w1=$(daemon_write_bytes "$2")
+    fio_bytes=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["io_bytes"])' "$6")
+    [ "$fio_bytes" -gt 0 ] || return 0
+    python3 -c "print('$1 $2 $3', $w1 - $4, $fio_bytes, round(($w1 - $4) / $fio_bytes, 2))" >>"$out/wamp.txt"
+}
+
 # run_fio PASS FS JOB
 run_fio() {
     local pass=$1 fs=$2 name rw bs direct jobs extra dir=$work/$2 file sz unit
@@ -211,7 +236,10 @@ run_fio() {
         args+=("${ex[@]}")
     fi
     unit=$([ "$bs" = 4k ] && echo IOPS || echo MiB/s)
+    local w0
+    w0=$(daemon_write_bytes "$fs")
     if fio "${args[@]}" --filename="$file" >"$out/$fs-$name.json" 2>"$out/$fs-$name.err"; then
+        write_amp "$pass" "$fs" "$name" "$w0" "$dir/$file" "$out/$fs-$name.json"
         python3 - "$out/$fs-$name.json" "$pass" "$fs" "$name" "$unit" >>"$raw" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))["jobs"][0]
@@ -270,6 +298,13 @@ for pass in $(seq "$passes"); do
 done
 
 "$PYPLOT" scripts/bench/report.py "$raw" "$DAXFS_ROOT/images" | tee "$out/table.md"
+if [ -s "$out/wamp.txt" ]; then
+    echo
+    echo "Write amplification (daemon write_bytes from /proc/PID/io, job made durable by an fsync at its end, ÷ bytes the job wrote):"
+    echo "| pass | fs | job | bytes written | bytes changed | amplification |"
+    echo "|---|---|---|---:|---:|---:|"
+    awk '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$out/wamp.txt"
+fi | tee -a "$out/table.md"
 if [ ${#notes[@]} -gt 0 ]; then echo; printf '%s\n' "${notes[@]}"; fi
 echo
 echo "results: $out/results.json $out/results.csv $out/table.md (raw: $raw)"

@@ -713,7 +713,16 @@ impl fuser::Filesystem for DaxFuse {
         // A page-cache writeback (FUSE_WRITE_CACHE: mmap stores) is never an append.
         let append =
             flags.0 & libc::O_APPEND != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        match self.fs.write(ino, offset, data, append) {
+        // O_SYNC/O_DSYNC: durable before the reply, as an fsync/fdatasync after it (the
+        // kernel may send that fsync too; the second finds nothing left to force).
+        let sync = flags.0 & (libc::O_SYNC | libc::O_DSYNC);
+        let r = self.fs.write(ino, offset, data, append).and_then(|n| {
+            if sync != 0 {
+                self.fs.fsync(ino, sync & libc::O_SYNC != libc::O_SYNC)?;
+            }
+            Ok(n)
+        });
+        match r {
             Ok(n) => {
                 let killed = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
                     && self.fs.kill_suid(ino).unwrap_or(false);

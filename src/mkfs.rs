@@ -288,6 +288,8 @@ pub fn mkfs(dev: &Arc<Device>, opts: &MkfsOptions) -> Result<String> {
         .store(free, std::sync::atomic::Ordering::Release);
     crate::log::trans::recover(&mp)?;
     sb.root_ino = make_root(&mp)?;
+    // The root's records forced and their in-place copies written (log/force.rs).
+    crate::log::trans::checkpoint(&mp)?;
     sb.lsn_base = crate::log::trans::next_lsn(&mp);
     sb.clean = 1;
     for agno in (0..ag_count as u32).rev() {

@@ -11,6 +11,10 @@ use fuser::{Config, MountOption, SessionACL};
 use crate::fs::{AtimeMode, DaxMode, Fs, FsOptions};
 use crate::pmem::device::Device;
 
+/// The longest `commit=` interval taken (ext4 takes any; an hour of work lost in a power
+/// cut is more than anyone means to ask for).
+const COMMIT_SECS_MAX: u64 = 3600;
+
 /// Mount options, parsed from `-o a,b=c,...`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountOpts {
@@ -35,6 +39,9 @@ pub struct MountOpts {
     pub mem: Option<u64>,
     /// Punch freed extents out of a sparse image file.
     pub discard: bool,
+    /// `commit=SECONDS`: the interval of the timed log force on an image file (None or
+    /// 0: the default, 5 s, as ext4's commit=).
+    pub commit_secs: Option<u64>,
     /// fstab(5) nofail: a missing image is not an error.
     pub nofail: bool,
     /// Options mount(8) gave that the kernel handles on remount (ro/rw and the flags).
@@ -147,6 +154,15 @@ pub fn parse_options(s: &str) -> Result<MountOpts, String> {
             },
             ("discard", None) => o.discard = true,
             ("nodiscard", None) => o.discard = false,
+            ("commit", Some(v)) => match v.parse::<u64>() {
+                Ok(n) if n <= COMMIT_SECS_MAX => o.commit_secs = Some(n),
+                _ => {
+                    return Err(format!(
+                        "commit={v}: expected seconds between log forces, 0 (the default, \
+                         5) to {COMMIT_SECS_MAX}"
+                    ));
+                }
+            },
             ("nofail", None) => o.nofail = true,
             (k, _) if k.starts_with("x-") => {}
             (k, Some(_))
@@ -201,6 +217,11 @@ impl MountOpts {
             lease_break_ms: self
                 .lease_break_ms
                 .unwrap_or(crate::fs::LEASE_BREAK_MS_DEFAULT),
+            sync_commits: self.sync || self.dirsync,
+            force_interval_ms: match self.commit_secs {
+                None | Some(0) => crate::log::force::FORCE_INTERVAL_DEFAULT_MS,
+                Some(n) => n * 1000,
+            },
         }
     }
 
@@ -898,6 +919,14 @@ mod tests {
         let e = parse_options("rw,bogus").unwrap_err();
         assert_eq!(e, "unknown mount option \"bogus\"");
         assert!(parse_options("dax=sometimes").is_err());
+        let f = |o: &str| parse_options(o).unwrap().fs_options();
+        assert_eq!(f("commit=30").force_interval_ms, 30_000);
+        assert_eq!(f("commit=0").force_interval_ms, 5000);
+        assert_eq!(f("").force_interval_ms, 5000);
+        assert!(!f("").sync_commits);
+        assert!(f("sync").sync_commits && f("dirsync").sync_commits);
+        assert!(parse_options("commit=soon").is_err());
+        assert!(parse_options("commit=3601").is_err());
         assert_eq!(
             parse_options("lease_break_ms=250")
                 .unwrap()

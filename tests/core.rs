@@ -1361,5 +1361,19 @@ fn handle_lookups_believe_only_the_inode_btree() {
         d,
         "a live directory's handle"
     );
+    // Unlinked: reachable while someone has it open, ESTALE once only the kernel's lookups
+    // (whose FORGET may still be on its way) are left.
+    let u = create(&fs, r, "u");
+    let fh = fs.open(u, libc::O_RDWR).unwrap();
+    fs.unlink(r, b"u").unwrap();
+    assert_eq!(fs.lookup(u, b".").unwrap().ino, u, "unlinked but open");
+    fs.forget(u, 1);
+    fs.release(u, fh);
+    assert_eq!(
+        errno(fs.lookup(u, b".")),
+        libc::ESTALE,
+        "unlinked, FORGET pending"
+    );
+    fs.forget(u, 1);
     finish(&dev, fs);
 }

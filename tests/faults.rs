@@ -129,7 +129,15 @@ fn inject(tag: ErrorTag, freq: u64, persistence: Persistence) -> (usize, i32, bo
     let mut failing_from = 0;
     for i in 0..40 {
         failing_from = trace.len();
-        let r = step(&fs, i);
+        // On an image file (page cache) a completed operation is durable at the next log
+        // force (src/log/force.rs), so there a step is complete once synced.
+        let r = step(&fs, i).and_then(|()| {
+            if persistence == Persistence::PageCache {
+                fs.sync()
+            } else {
+                Ok(())
+            }
+        });
         trace.extend(dev.take_trace());
         match r {
             Ok(()) => done += 1,

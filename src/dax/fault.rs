@@ -179,7 +179,7 @@ fn alloc_zeroed(mp: &Mp, inode: &Inode, fb: u64, nb: u64) -> Result<()> {
         mp.dev.flush(blk * BS, n * BS);
     })?;
     d.map.mark_written(fb, nb);
-    mp.dev.fence();
+    mp.order_before_commit();
     d.di.ctime = crate::inode::now();
     bmap::sync_inode(&mut tx, &mut d)?;
     let r = tx.commit();

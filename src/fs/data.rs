@@ -362,7 +362,7 @@ impl Fs {
             }
         }
         self.copy_to_blocks(&m.pieces, off, data, true);
-        self.mp.dev.fence();
+        self.mp.order_before_commit();
         m.end(|_, d| {
             d.map.mark_written(fb, lb - fb + 1);
             d.di.size = d.di.size.max(end);

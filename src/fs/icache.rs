@@ -42,10 +42,9 @@ impl Fs {
             return Ok(i.clone());
         }
         let mut slot = [0u8; INODE_SIZE];
-        self.mp.dev.read(
-            self.mp.ino_block(ino) * BS + self.mp.ino_offset(ino) as u64,
-            &mut slot,
-        );
+        // Through the overlay: the slot as last committed (log/force.rs).
+        self.mp
+            .read_bytes(self.mp.ino_block(ino), self.mp.ino_offset(ino), &mut slot);
         if DiskInode::slot_is_free(&slot) {
             return err(libc::ESTALE);
         }
@@ -71,9 +70,14 @@ impl Fs {
                 self.iget(ino)?
             }
         };
-        if inode.ilock_shared().freed {
+        // Deleted: freed, or unlinked with nothing but the kernel's lookups (their FORGET
+        // may still be on its way). An unlinked file someone still has open stays reachable,
+        // as on XFS.
+        let d = inode.ilock_shared();
+        if d.freed || (d.di.nlink == 0 && inode.opens.load(Ordering::Acquire) == 0) {
             return err(libc::ESTALE);
         }
+        drop(d);
         Ok(inode)
     }
 
@@ -417,7 +421,7 @@ impl Fs {
     }
 
     /// The budget is not met and what reclaim may evict falls short: ask the kernel to
-    /// forget the dentries of idle referenced inodes (no open, no lease), files first, so
+    /// forget the dentries of idle referenced files (no open, no lease), so
     /// that their lookup references go (FORGET) and the next passes can evict them. Runs
     /// in the background reclaimer only, holding no lock while it asks: the kernel takes
     /// the parent directory's lock to drop a dentry, and a request handler may be waiting
@@ -447,10 +451,13 @@ impl Fs {
                     && i.opens.load(Ordering::Acquire) == 0
                     && !i.has_leases()
             };
-            let files = cache.values().filter(idle).filter(|i| !i.is_dir);
-            let dirs = cache.values().filter(idle).filter(|i| i.is_dir);
-            files
-                .chain(dirs)
+            // Never a directory: the kernel detaches whatever is mounted in the subtree
+            // of a dentry it drops, and a mount can appear between the forgetter's look at
+            // the mount table and its request (fuse.rs). Files are the bulk of any walk.
+            cache
+                .values()
+                .filter(idle)
+                .filter(|i| !i.is_dir)
                 .filter_map(|i| i.dentry.try_lock().ok()?.take())
                 .take(want)
                 .collect()

@@ -377,7 +377,7 @@ impl Fs {
                 d.map.mark_unwritten(a / BS, (b - a) / BS);
             }
         }
-        self.mp.dev.fence();
+        self.mp.order_before_commit();
         bmap::sync_inode(&mut tx, &mut d)?;
         let r = tx.commit();
         drop(d);
@@ -442,6 +442,9 @@ impl Fs {
         bmap::sync_inode(&mut tx, &mut d)?;
         tx.commit()?;
         drop(d);
+        // A client's size commit is durable when it returns (the client persisted the
+        // data under it first): on an image file that is a log force.
+        crate::log::force::force(&self.mp)?;
         Ok(l.ino)
     }
 

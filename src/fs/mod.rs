@@ -299,6 +299,11 @@ pub struct FsOptions {
     /// wait lasts, writers and truncates of that one file stall (the breaker holds its
     /// IOLOCK), so it must stay short. At most LEASE_BREAK_MS_MAX.
     pub lease_break_ms: u64,
+    /// `-o sync` or `-o dirsync`: every commit is forced before the operation returns
+    /// (image files; elsewhere every commit is durable at once anyway).
+    pub sync_commits: bool,
+    /// Image files: the timed log force's interval in ms (0: no timer; log/force.rs).
+    pub force_interval_ms: u64,
 }
 
 impl Default for FsOptions {
@@ -310,6 +315,8 @@ impl Default for FsOptions {
             mem_limit: None,
             discard: false,
             lease_break_ms: LEASE_BREAK_MS_DEFAULT,
+            sync_commits: false,
+            force_interval_ms: crate::log::force::FORCE_INTERVAL_DEFAULT_MS,
         }
     }
 }
@@ -335,6 +342,8 @@ pub struct Fs {
     rename_lock: Mutex<()>,
     /// Layout leases of direct-access clients (layout.rs).
     pub(crate) dax: DaxState,
+    /// Stops the timed log force (`start_force_timer`).
+    force_timer: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 const LINK_MAX: u32 = 65000;
@@ -515,7 +524,11 @@ impl Fs {
             rename_lock: Mutex::new(()),
             dax: DaxState::new(opts),
             generation: AtomicU64::new(inode::now().nsec as u64),
+            force_timer: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
         });
+        fs.mp
+            .force_every_commit
+            .store(opts.sync_commits, Ordering::Release);
         fs.mp
             .mem
             .register(Arc::downgrade(&fs.shrinker) as Weak<dyn Shrinker>);
@@ -541,8 +554,50 @@ impl Fs {
         }
         if !read_only {
             fs.free_unlinked()?;
+            if fs.mp.defers_durability() && opts.force_interval_ms > 0 {
+                fs.start_force_timer(opts.force_interval_ms);
+            }
         }
         Ok(fs)
+    }
+
+    /// Force the log every `ms` on an image file, so that a completed operation is
+    /// durable within that bound even if nobody asks (log/force.rs). The thread holds
+    /// only a weak reference and ends when the filesystem is dropped.
+    fn start_force_timer(self: &Arc<Fs>, ms: u64) {
+        let me = Arc::downgrade(self);
+        let stop = self.force_timer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("daxfs-logforce".into())
+            .spawn(move || {
+                let (lock, cv) = &*stop;
+                let wait = std::time::Duration::from_millis(ms);
+                loop {
+                    {
+                        // Released before the force: dropping the last `Fs` here takes it.
+                        let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let (stopped, _) = cv
+                            .wait_timeout_while(stopped, wait, |s| !*s)
+                            .unwrap_or_else(|p| p.into_inner());
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let Some(fs) = me.upgrade() else { return };
+                    if !fs.mp.is_shutdown()
+                        && let Err(e) = crate::log::force::force(&fs.mp)
+                    {
+                        log::error!("{}: timed log force failed: {e}", fs.mp.dev.source());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!(
+                "{}: no timed log force ({e}): operations are durable at fsync, sync and \
+                 unmount only",
+                self.mp.dev.source()
+            );
+        }
     }
 
     fn load_counters(&self) -> Result<()> {
@@ -672,9 +727,11 @@ impl Fs {
     pub fn stats(&self) -> String {
         let mp = &self.mp;
         let (commits, checkpoints, next_lsn) = trans::log_counters(mp);
+        let (forces, unforced) = crate::log::force::force_counters(mp);
         let cached = self.icache.lock().unwrap().len();
         let mut out = format!(
             "source {}\npersistence {}\ncommits {commits}\ncheckpoints {checkpoints}\nnext_lsn {next_lsn}\n\
+             log_forces {forces}\nunforced_records {unforced}\n\
              fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
              read_only {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
@@ -782,12 +839,12 @@ impl Fs {
     }
 
     /// FS_IOC_SHUTDOWN (XFS_IOC_GOINGDOWN): shut the filesystem down on request, as a
-    /// crash-consistency test does. Every commit is durable at its commit point (the log
-    /// record's fence, log/trans.rs), so what the modes differ in is what is not in the
-    /// log yet: timestamps kept dirty in core (lazy atime/mtime), and in-place writes and
-    /// file data not yet made durable (a checkpoint). `Default` syncs everything first
-    /// (XFS freezes), `LogFlush` logs the dirty timestamps (XFS forces its log),
-    /// `NoLogFlush` stops at once. Already shut down: nothing to do.
+    /// crash-consistency test does. What the modes differ in is what is not durable yet:
+    /// timestamps kept dirty in core (lazy atime/mtime), on an image file the records not
+    /// yet forced (log/force.rs), and in-place writes and file data not yet made durable
+    /// (a checkpoint). `Default` syncs everything first (XFS freezes), `LogFlush` logs the
+    /// dirty timestamps and forces the log (as XFS forces its log), `NoLogFlush` stops at
+    /// once. Already shut down: nothing to do.
     pub fn shutdown(&self, mode: ShutdownMode) -> Result<()> {
         if self.mp.is_shutdown() {
             return Ok(());
@@ -798,7 +855,10 @@ impl Fs {
             ShutdownMode::LogFlush if writable => {
                 let inodes: Vec<Arc<Inode>> =
                     self.icache.lock().unwrap().values().cloned().collect();
-                inodes.iter().try_for_each(|i| self.flush_times(i))
+                inodes
+                    .iter()
+                    .try_for_each(|i| self.flush_times(i))
+                    .and_then(|()| crate::log::force::force(&self.mp))
             }
             _ => Ok(()),
         };
@@ -879,5 +939,8 @@ impl Drop for Fs {
         // Ask the background reclaimer to end (it may be the thread dropping us: then it
         // does not wait for itself).
         self.mp.mem.stop_background();
+        let (lock, cv) = &*self.force_timer;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
     }
 }

@@ -140,8 +140,9 @@ impl Fs {
                         b[..t.len()].copy_from_slice(t);
                         mp.dev.write(blk * BS, &b);
                         mp.dev.flush(blk * BS, BS);
-                        // Durable before the commit record that maps the block can be.
-                        mp.dev.fence();
+                        // Durable before the commit record that maps the block can be
+                        // (on an image file the force orders it: log/force.rs).
+                        mp.order_before_commit();
                     })?;
                 }
             }

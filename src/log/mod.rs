@@ -2,8 +2,9 @@
 //!
 //! Owns `Mp` (XFS's xfs_mount: device, geometry, counters, per-AG state and the log
 //! state) and `Trans`: block reservation, private copies of metadata blocks, the AG lock
-//! order, the commit record and its ordering, checkpoints, busy blocks (`trans.rs`), and
-//! replay at mount (`recovery.rs`). `Mp` is here and not lower because it holds the log
+//! order, the commit record and its ordering, checkpoints, busy blocks (`trans.rs`), deferred
+//! durability on image files with its log forces (`force.rs`), and replay at mount
+//! (`recovery.rs`). `Mp` is here and not lower because it holds the log
 //! state and begins transactions (`Mp::trans`): the two are one unit, as in XFS, where
 //! every transaction carries its mount.
 //!
@@ -14,6 +15,7 @@
 //! (blocks a revoked direct-access client may still store into) are held on the pending
 //! list until released (`holds`).
 
+pub mod force;
 pub mod holds;
 pub mod lockorder;
 pub mod mp;

@@ -63,6 +63,12 @@ pub struct Mp {
     /// Frees held back from the free-space trees (holds.rs): the quarantine of blocks a
     /// revoked direct-access client may still store into.
     pub(crate) holds: Mutex<crate::log::holds::Holds>,
+    /// Commits are durable only at a log force (image files, force.rs).
+    pub(crate) deferred: bool,
+    /// Committed metadata not yet written in place (force.rs). A leaf lock.
+    pub(crate) overlay: Mutex<crate::log::force::Overlay>,
+    /// Force the log after every commit (`-o sync`, `-o dirsync`).
+    pub force_every_commit: AtomicBool,
 }
 
 /// One AG's in-core state (XFS's `struct xfs_perag`).
@@ -85,6 +91,7 @@ impl Mp {
         read_only: bool,
         space: &'static dyn SpaceOps,
     ) -> Mp {
+        let dev_deferred = dev.persistence() == crate::pmem::device::Persistence::PageCache;
         Mp {
             dev,
             space,
@@ -104,6 +111,9 @@ impl Mp {
             mem: Arc::new(crate::mem::Mem::default()),
             discard: AtomicBool::new(false),
             holds: Mutex::new(Default::default()),
+            deferred: dev_deferred,
+            overlay: Mutex::new(Default::default()),
+            force_every_commit: AtomicBool::new(false),
         }
     }
 
@@ -214,9 +224,8 @@ impl Mp {
         Ok(())
     }
 
-    /// Read a raw block copy straight from the device (no transaction).
+    /// Read a block as committed: the overlay's copy, else the device (no transaction).
     pub fn read_block(&self, blk: u64, buf: &mut [u8]) {
-        self.dev
-            .read(blk * BLOCK_SIZE as u64, &mut buf[..BLOCK_SIZE]);
+        self.read_bytes(blk, 0, &mut buf[..BLOCK_SIZE]);
     }
 }

@@ -15,6 +15,8 @@ pub struct LogRecord {
     pub lsn: u64,
     pub regions: Vec<(u64, usize, Vec<u8>)>,
     pub pending: Vec<(u64, u64)>,
+    /// Log offsets of the record's first byte and just past it.
+    pub start: u64,
     pub end: u64,
 }
 
@@ -47,12 +49,27 @@ fn read_record(read: &dyn Fn(u64, &mut [u8]), log_bytes: u64, pos: u64) -> Optio
 /// names the tail, the oldest record whose in-place writes may not be durable, and every
 /// record from the tail to the newest is replayed (they follow each other, wrapping to
 /// offset 0 where the next one did not fit).
+///
+/// The replay stops at the first record of that run that is not whole: on an image file
+/// records reach the disk in any order until a log force, and every record after a gap
+/// was never forced, so none of its in-place writes can be on the media either
+/// (log/force.rs): the records before the gap give a prefix of the completed operations.
 pub fn records_to_replay(
     read: &dyn Fn(u64, &mut [u8]),
     log_bytes: u64,
     lsn_base: u64,
     total_blocks: u64,
 ) -> Result<Vec<LogRecord>> {
+    Ok(scan_log(read, log_bytes, lsn_base, total_blocks)?.0)
+}
+
+/// `records_to_replay`, and the newest LSN seen on the chain (replayed or not).
+pub fn scan_log(
+    read: &dyn Fn(u64, &mut [u8]),
+    log_bytes: u64,
+    lsn_base: u64,
+    total_blocks: u64,
+) -> Result<(Vec<LogRecord>, Option<u64>)> {
     let mut pos = 0u64;
     let mut newest: Option<(u64, u64, u64)> = None; // (lsn, tail_lsn, tail_off)
     // Each record is at least LR_HDR bytes: the walk is bounded by log_bytes / LR_HDR.
@@ -63,7 +80,7 @@ pub fn records_to_replay(
         pos += rec.len() as u64;
     }
     let Some((last, tail_lsn, tail_off)) = newest else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     crate::ensure_sane!(
         tail_lsn >= lsn_base && tail_lsn <= last && tail_off < log_bytes,
@@ -80,23 +97,22 @@ pub fn records_to_replay(
                     pos = 0;
                     rec
                 }
-                _ => {
-                    return Err(FsError::corrupt(format!(
-                        "log: record {expect} (of {tail_lsn}..={last}) is missing"
-                    )));
-                }
+                _ => break,
             },
-            _ => {
-                return Err(FsError::corrupt(format!(
-                    "log: record {expect} (of {tail_lsn}..={last}) is missing"
-                )));
-            }
+            _ => break,
         };
         out.push(decode_record(&rec, total_blocks, pos + rec.len() as u64)?);
         pos += rec.len() as u64;
         expect += 1;
     }
-    Ok(out)
+    if expect <= last {
+        log::warn!(
+            "log: record {expect} (of {tail_lsn}..={last}) is not whole: replaying up to {} \
+             (records after it were never forced)",
+            expect.saturating_sub(1)
+        );
+    }
+    Ok((out, Some(last)))
 }
 
 fn decode_record(rec: &[u8], total_blocks: u64, end: u64) -> Result<LogRecord> {
@@ -145,6 +161,7 @@ fn decode_record(rec: &[u8], total_blocks: u64, end: u64) -> Result<LogRecord> {
         lsn,
         regions,
         pending,
+        start: end - rec.len() as u64,
         end,
     })
 }
@@ -156,8 +173,10 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
     let log_off = sb.log_start * BLOCK_SIZE as u64;
     let log_bytes = sb.log_blocks * BLOCK_SIZE as u64;
     let read = |pos: u64, buf: &mut [u8]| dev.read(log_off + pos, buf);
-    let records = records_to_replay(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
-    let mut max_lsn = sb.lsn_base;
+    let (records, newest) = scan_log(&read, log_bytes, sb.lsn_base, sb.total_blocks)?;
+    // Past every LSN on the log, also records after a gap that are not replayed: a
+    // crash before the log is zeroed must not find them valid again.
+    let mut max_lsn = sb.lsn_base.max(newest.map_or(0, |n| n + 1));
     let replayed = records.last().map(|r| r.lsn);
     for rec in &records {
         for (blk, off, data) in &rec.regions {
@@ -182,10 +201,27 @@ pub fn recover(mp: &Mp) -> Result<Option<u64>> {
             mp.dev.source(),
             newest.pending.len()
         );
+        // The record that finishes them goes right after the newest replayed one. Zero
+        // what follows it there (outside the run replayed, whose in-place writes are
+        // durable now): a record past a gap that was never forced could otherwise
+        // continue the chain after the new record, should this recovery crash.
+        let first = records[0].start;
+        let stop = if first <= newest.start {
+            log_bytes
+        } else {
+            first
+        };
+        if stop > newest.end {
+            dev.zero(log_off + newest.end, stop - newest.end);
+            dev.flush(log_off + newest.end, stop - newest.end);
+            dev.fence();
+        }
         {
             let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
             log.head = newest.end;
-            log.next_lsn = newest.lsn + 1;
+            // Past every LSN seen, also those after a gap: this record must not chain
+            // into a record that was never forced.
+            log.next_lsn = max_lsn;
             (log.tail_lsn, log.tail_off) = (log.next_lsn, log.head);
             log.pending = newest.pending.clone();
         }

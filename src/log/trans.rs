@@ -94,6 +94,16 @@ pub struct LogState {
     /// Extents unmapped by a committed record and not yet in the free-space trees (frees
     /// that could not take their AG lock in order): the list every record carries.
     pub(super) pending: Vec<(u64, u64)>,
+    /// Deferred durability (force.rs): the device ranges of records, and of the file data
+    /// they depend on, written since the last force; extents those records freed (busy
+    /// until the force); forces done.
+    pub(super) unforced_log: Vec<(u64, u64)>,
+    pub(super) unforced_data: Vec<(u64, u64)>,
+    pub(super) unforced_frees: BTreeMap<u64, u64>,
+    /// Records that wait for their data before they may go into the mapping, with their
+    /// device offsets (force.rs).
+    pub(super) held: Vec<(u64, Vec<u8>)>,
+    pub forces: u64,
 }
 
 /// Are records [tail, head) in the way of a new record at [pos, pos + len)?
@@ -199,8 +209,9 @@ pub struct Trans<'a> {
     reserved: u64,
     /// Backing space promised at start (`Device::reserve_backing`), given back at the end.
     backing: u64,
-    /// With `-o discard`: extents this transaction put into the free-space trees, to be
-    /// punched out of the image once the commit is durable.
+    /// With `-o discard` or deferred durability: extents this transaction put into the
+    /// free-space trees, to be punched out of the image once the commit is durable, and
+    /// busy until then (force.rs).
     pub(crate) freed: Vec<(u64, u64)>,
     /// Blocks taken from the free pool (allocations) and returned (frees) so far.
     pub(crate) blocks_allocated: u64,
@@ -497,7 +508,7 @@ impl<'a> Trans<'a> {
     pub fn read_raw(&self, blk: u64, off: usize, buf: &mut [u8]) {
         match self.bufs.get(&blk) {
             Some(b) => buf.copy_from_slice(&b.data[off..off + buf.len()]),
-            None => self.mp.dev.read(blk * BLOCK_SIZE as u64 + off as u64, buf),
+            None => self.mp.read_bytes(blk, off, buf),
         }
     }
 
@@ -550,6 +561,10 @@ impl<'a> Trans<'a> {
     pub fn commit(mut self) -> Result<()> {
         let mut r = self.commit_inner();
         if let Err(e) = &r {
+            // The operations that completed before this one keep what they were told:
+            // where commits wait for a force, force them before stopping (force.rs; a
+            // failing device just fails this too).
+            let _ = crate::log::force::force(self.mp);
             self.mp
                 .force_shutdown(&format!("transaction commit failed: {e}"));
         }
@@ -671,20 +686,43 @@ impl<'a> Trans<'a> {
                 "log write at LSN {lsn} failed (error tag)"
             )));
         }
-        dev.write(log_off, &record);
-        dev.flush(log_off, record.len() as u64);
-        dev.fence();
-        if dev.take_error() {
-            // Whether the record is durable is unknown; nothing more may be written.
-            return Err(FsError::Io(format!(
-                "device flush of the log record at LSN {lsn} failed"
-            )));
+        let deferred = self.mp.deferred;
+        let rec_len = record.len() as u64;
+        if deferred {
+            // Durable at the next force (force.rs). A record that depends on file data
+            // this thread flushed for it waits in memory until that data is durable;
+            // one that does not goes into the mapping now. The in-place copies wait in
+            // the overlay.
+            let data = dev.take_flushed();
+            log.unforced_log.push((log_off, record.len() as u64));
+            if data.is_empty() {
+                dev.write(log_off, &record);
+            } else {
+                log.unforced_data.extend(data);
+                log.held.push((log_off, std::mem::take(&mut record)));
+            }
+        } else {
+            dev.write(log_off, &record);
+            dev.flush(log_off, record.len() as u64);
+            dev.fence();
+            if dev.take_error() {
+                // Whether the record is durable is unknown; nothing more may be written.
+                return Err(FsError::Io(format!(
+                    "device flush of the log record at LSN {lsn} failed"
+                )));
+            }
         }
         // Committed. Now the same bytes in place. Where a fence is an msync (page cache),
         // they are made durable lazily, at the next checkpoint; until then recovery replays
         // every record from the tail.
         let lazy = dev.persistence() != Persistence::Dax;
         for (&blk, b) in self.bufs.iter() {
+            if deferred {
+                if b.dirty != 0 {
+                    crate::log::force::stage(self.mp, blk, &b.data, b.dirty);
+                }
+                continue;
+            }
             for (off, len) in regions(b.dirty) {
                 let at = blk * BLOCK_SIZE as u64 + off as u64;
                 dev.write(at, &b.data[off..off + len]);
@@ -709,13 +747,32 @@ impl<'a> Trans<'a> {
                     "device flush after applying LSN {lsn} failed"
                 )));
             }
-            (log.tail_lsn, log.tail_off) = (lsn + 1, head + record.len() as u64);
+            (log.tail_lsn, log.tail_off) = (lsn + 1, head + rec_len);
         }
-        log.head = head + record.len() as u64;
+        log.head = head + rec_len;
         log.next_lsn += 1;
         log.pending = pending;
         log.commits += 1;
-        let discards = not_busy(&log, &std::mem::take(&mut self.freed));
+        let freed = std::mem::take(&mut self.freed);
+        let discards = if deferred {
+            // Busy until the force; punched after it (force.rs).
+            log.unforced_frees.extend(freed);
+            Vec::new()
+        } else {
+            not_busy(&log, &freed)
+        };
+        if deferred
+            && (self.mp.force_every_commit.load(Relaxed)
+                || self
+                    .mp
+                    .overlay
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len()
+                    > crate::log::force::OVERLAY_MAX_BLOCKS)
+        {
+            crate::log::force::force_locked(self.mp, &mut log)?;
+        }
         drop(log);
         self.settle_counters();
         // `-o discard`: the frees are durable now (the record is), their AGs are still
@@ -791,7 +848,7 @@ impl Drop for Trans<'_> {
 }
 
 /// Runs of dirty 64-byte chunks as (offset, len). Regions are multiples of 8 bytes.
-fn regions(mask: u64) -> Vec<(usize, usize)> {
+pub(super) fn regions(mask: u64) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < 64 {
@@ -928,6 +985,7 @@ pub fn write_sb_state(mp: &Mp, lsn_base: u64, clean: bool) {
 /// A failed flush leaves the tail where it was (recovery still replays those records) and
 /// shuts the filesystem down: what is durable is no longer known.
 pub(super) fn checkpoint_locked(mp: &Mp, log: &mut LogState) -> Result<()> {
+    crate::log::force::force_locked(mp, log)?;
     mp.dev.persist_all();
     if mp.dev.take_error() {
         mp.force_shutdown("a device flush failed during a checkpoint");
@@ -949,6 +1007,11 @@ pub fn unbusy(mp: &Mp, blk: u64, len: u64) -> Result<()> {
         return Ok(()); // in-place writes are durable at commit: nothing is busy
     }
     let mut log = mp.log.lock().unwrap_or_else(|p| p.into_inner());
+    if crate::log::force::freed_unforced(&log, blk, len) {
+        // Freed by a record not yet durable: a crash could give it back to its old
+        // owner, so that record is forced before the block changes hands (force.rs).
+        crate::log::force::force_locked(mp, &mut log)?;
+    }
     if log.logged.range(blk..blk + len).next().is_none() {
         return Ok(());
     }
@@ -957,7 +1020,7 @@ pub fn unbusy(mp: &Mp, blk: u64, len: u64) -> Result<()> {
 
 /// The parts of `extents` that no record recovery would replay names (`LogState::logged`):
 /// those may be punched; a replay would write into the others again.
-fn not_busy(log: &LogState, extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
+pub(super) fn not_busy(log: &LogState, extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for &(blk, len) in extents {
         let mut start = blk;
@@ -976,7 +1039,7 @@ fn not_busy(log: &LogState, extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Punch free blocks [blk, blk + len) out of the image (`Device::discard`, whose
 /// conditions the caller meets). A failure costs only space: logged, not returned.
-fn discard_blocks(mp: &Mp, blk: u64, len: u64) {
+pub(super) fn discard_blocks(mp: &Mp, blk: u64, len: u64) {
     let bs = BLOCK_SIZE as u64;
     if let Err(e) = mp.dev.discard(blk * bs, len * bs) {
         log::warn!(

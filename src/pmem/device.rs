@@ -8,6 +8,7 @@
 //!   durable once its cache lines are written back (clwb/clflushopt/clflush) and fenced.
 //! - `PageCache`: an ordinary file. Stores land in the page cache; `fence` msyncs the
 //!   ranges flushed since the last fence (MS_SYNC), which orders them before later stores.
+//!   The log defers its fences to a log force there (log/force.rs, `take_flushed`).
 //! - `Volatile`: a memfd. Nothing survives the process; flush and fence only order.
 //!
 //! Only aligned 8-byte stores are atomic. No `&[u8]` into the mapping escapes except through
@@ -508,13 +509,11 @@ impl Device {
         if let Some(t) = &self.trace {
             t.lock().unwrap().push(TraceOp::Flush { off, len });
         }
-        if self.emulated {
-            return;
-        }
         match self.persistence {
-            Persistence::Dax => flush_cache_lines(self.base, off, len),
+            Persistence::Dax if !self.emulated => flush_cache_lines(self.base, off, len),
+            // Also when emulated: `take_flushed` hands the ranges to a log force.
             Persistence::PageCache => PENDING.with(|p| p.borrow_mut().push((off, len))),
-            Persistence::Volatile => {}
+            _ => {}
         }
     }
 
@@ -543,6 +542,7 @@ impl Device {
             t.lock().unwrap().push(TraceOp::Fence);
         }
         if self.emulated {
+            PENDING.with(|p| p.borrow_mut().clear());
             return;
         }
         match self.persistence {
@@ -555,6 +555,15 @@ impl Device {
             }
             Persistence::Volatile => std::sync::atomic::fence(Ordering::SeqCst),
         }
+    }
+
+    /// Take the ranges flushed on this thread and not yet fenced (page cache; empty
+    /// otherwise), for a later fence on any thread to make durable (`flush` them again).
+    pub fn take_flushed(&self) -> Vec<(u64, u64)> {
+        if self.persistence != Persistence::PageCache {
+            return Vec::new();
+        }
+        coalesce(PENDING.with(|p| std::mem::take(&mut *p.borrow_mut())))
     }
 
     /// Make every store so far durable, whatever thread made it (fsync, sync, unmount).

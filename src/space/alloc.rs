@@ -524,7 +524,8 @@ pub fn free_extent_now(tx: &mut Trans, fsblock: u64, len: u64) -> Result<()> {
     let (agbno, rest) = fix_freelist(tx, agno, (agbno, len))?;
     if rest > 0 {
         put(tx, agno, agbno, rest)?;
-        if tx.mp.discard.load(Relaxed) {
+        // Punched with -o discard; busy until the force where commits are deferred.
+        if tx.mp.discard.load(Relaxed) || tx.mp.defers_durability() {
             tx.freed.push((tx.mp.fsblock(agno, agbno), rest));
         }
     }

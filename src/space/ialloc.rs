@@ -136,12 +136,14 @@ fn alloc_chunk(tx: &mut Trans, hint_ag: u32) -> Result<Option<u64>> {
         return Ok(None);
     };
     // Free slots are all-zero. The chunk is not referenced until this transaction commits,
-    // so it can be zeroed in place now; the fence makes the zeros durable before the
-    // commit record can be (without it, a crash could keep the record and lose zeros).
+    // so it can be zeroed in place now; the zeros are made durable before the commit
+    // record can be (a fence, or on an image file the log force's data msync, which
+    // holds the record back until then: log/force.rs). Without it, a crash could keep the
+    // record and lose zeros.
     let dev = &tx.mp.dev;
     dev.zero(blk * BLOCK_SIZE as u64, CHUNK_BLOCKS * BLOCK_SIZE as u64);
     dev.flush(blk * BLOCK_SIZE as u64, CHUNK_BLOCKS * BLOCK_SIZE as u64);
-    dev.fence();
+    tx.mp.order_before_commit();
     let agno = tx.mp.ag_of(blk);
     let startino = blk * INODES_PER_BLOCK;
     let mut agi = read_agi(tx, agno)?;

@@ -5,7 +5,11 @@
 //! - prefix: every metadata change goes through one ordered log whose commit fence comes
 //!   before the operation returns, so the recovered namespace (names, types, inode numbers,
 //!   link counts, symlink targets, xattrs) is exactly the one after the last completed
-//!   operation or after the one in progress. This gives rename atomicity (old or new name,
+//!   operation or after the one in progress. In page-cache mode a commit is durable only
+//!   at the next log force (log/force.rs), so the namespace and sizes are those after some
+//!   prefix of the completed operations (or the one in progress after it), and that
+//!   prefix holds at least every operation before the last completed fsync, fdatasync,
+//!   directory fsync or sync. This gives rename atomicity (old or new name,
 //!   never both or neither) and "what completed before an fsync, fsync of the directory or
 //!   sync is there" for metadata;
 //! - sizes are those before or after the operation in progress;
@@ -429,6 +433,8 @@ fn opts() -> FsOptions {
         atime: AtimeMode::Noatime,
         // Every file can be granted to a client (DaxAppend, DaxWrite).
         dax: crate::fs::DaxMode::Always,
+        // No timed log force: the trace holds only what the operations do.
+        force_interval_ms: 0,
         ..Default::default()
     }
 }
@@ -786,6 +792,12 @@ struct Run {
     /// Client stores (DaxAppend, DaxWrite) that returned: operation number (1-based),
     /// inode, offset, bytes, and whether the store grew the file (its size committed).
     client: Vec<(usize, u64, u64, Vec<u8>, bool)>,
+    /// Per number of completed operations, how many of them a completed fsync,
+    /// fdatasync, directory fsync or sync made durable (the prefix rule's floor).
+    floor: Vec<usize>,
+    /// Page-cache mode: commits are durable at a log force only (log/force.rs), so a
+    /// crash may leave any prefix from the floor on, not only the last state.
+    prefix: bool,
 }
 
 fn word(data: &[u8], w: usize) -> u64 {
@@ -900,12 +912,43 @@ impl Run {
         Ok(())
     }
 
-    /// Check a recovered filesystem against the states around `k` completed operations.
+    /// Check a recovered filesystem against the states around `k` completed operations:
+    /// the state after them or the one in progress; in page-cache mode (`prefix`) the
+    /// state after any j of them, from the floor (what the last completed fsync or sync
+    /// made durable) to k, or the one in progress after j.
     fn oracle(&self, got: &Snap, k: usize) -> std::result::Result<(), String> {
-        self.client_oracle(got, k)?;
+        let n = self.snaps.len() - 1;
+        let hi = (k + 1).min(n);
+        if !self.prefix {
+            self.client_oracle(got, k)?;
+            return self.oracle_at(got, k, hi);
+        }
+        let floor = self.floor[k];
+        let mut first = None;
+        for j in (floor..=k).rev() {
+            match self
+                .client_oracle(got, j)
+                .and_then(|()| self.oracle_at(got, j, hi))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(format!(
+            "no prefix of {floor}..={k} operations (floor: the last fsync/sync) fits; after {k}: {}",
+            first.unwrap_or_default()
+        ))
+    }
+
+    /// `oracle` for the state after `k` operations (or the one in progress); file words
+    /// may hold what any state up to `data_hi` held (data is not ordered by the log).
+    fn oracle_at(&self, got: &Snap, k: usize, data_hi: usize) -> std::result::Result<(), String> {
         let n = self.snaps.len() - 1;
         let hi = (k + 1).min(n);
         let cands: Vec<usize> = (k..=hi).collect();
+        let data_cands: Vec<usize> = (k..=data_hi.max(hi)).collect();
         let ns = names(got);
         let Some(&j) = cands.iter().find(|&&j| names(&self.snaps[j]) == ns) else {
             return Err(format!(
@@ -939,7 +982,7 @@ impl Run {
                 } else {
                     (1u64 << (8 * have)) - 1
                 };
-                let fits = cands.iter().any(|&s| {
+                let fits = data_cands.iter().any(|&s| {
                     self.allowed[s]
                         .get(&node.ino)
                         .and_then(|a| a.get(w))
@@ -1085,6 +1128,8 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         snaps: vec![snap0],
         ends: vec![0],
         client: Vec::new(),
+        floor: vec![0],
+        prefix: cfg.persistence == Persistence::PageCache,
     };
     for op in &w.ops {
         let op_ino = match op {
@@ -1109,6 +1154,17 @@ fn run_and_check(w: &Workload, cfg: &Config, sum: &mut Summary) -> std::result::
         }
         trace.extend(dev.take_trace());
         run.ends.push(trace.len());
+        let synced = ok
+            && matches!(
+                op,
+                Op::Fsync(_) | Op::Fdatasync(_) | Op::FsyncDir(_) | Op::Sync
+            );
+        let floor = if synced {
+            run.ends.len() - 1
+        } else {
+            *run.floor.last().unwrap()
+        };
+        run.floor.push(floor);
         let snap = snapshot(&fs).map_err(fs_err)?;
         if cfg.mem_limit.is_some() {
             drop_lookups(&fs, &snap);
