@@ -461,7 +461,10 @@ fn a_dirty_log_is_replayed_first() {
     let rep = repair::repair(&crashed, &RepairOptions::default()).unwrap();
     assert!(rep.log_replayed && rep.changed, "{:?}", rep.actions);
     let info = check::info(&crashed).unwrap();
-    assert!(info.contains("nothing to replay") && info.contains("cleanly unmounted"), "{info}");
+    assert!(
+        info.contains("nothing to replay") && info.contains("cleanly unmounted"),
+        "{info}"
+    );
     let c = check::check(&crashed).unwrap();
     assert!(c.is_clean(), "{:?}", c.problems);
     let fs = Fs::mount(crashed.clone(), &FsOptions::default()).unwrap();
