@@ -708,9 +708,7 @@ impl Repair<'_> {
         let sb = self.io.sb.clone();
         let root = sb.root_ino;
         if !self.live.get(&root).is_some_and(|l| l.di.is_dir()) {
-            return Err(FsError::Corrupt(format!(
-                "the root directory (inode {root}) is lost; repair cannot rebuild it"
-            )));
+            self.new_root()?;
         }
         let short = sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0;
         let dirs: Vec<u64> = self
@@ -957,6 +955,53 @@ impl Repair<'_> {
             l.owns.push((attr, 1));
         }
         l.dirty = true;
+        Ok(())
+    }
+
+    /// A new, empty root directory in the root inode's slot (what it held goes to
+    /// lost+found as orphans). Err when no inode chunk holds that slot any more.
+    fn new_root(&mut self) -> Result<()> {
+        let root = self.io.sb.root_ino;
+        if self.live.contains_key(&root) {
+            self.clear(root, "the root is not a directory".into());
+        }
+        let Some((&start, m)) = self.chunks.range_mut(..=root).next_back() else {
+            return Err(FsError::Corrupt(format!(
+                "the root directory (inode {root}) is lost with its inode chunk; repair cannot rebuild it"
+            )));
+        };
+        if root >= start + INODES_PER_CHUNK {
+            return Err(FsError::Corrupt(format!(
+                "the root directory (inode {root}) is lost with its inode chunk; repair cannot rebuild it"
+            )));
+        }
+        *m &= !(1 << (root - start));
+        let now = crate::inode::now();
+        let di = DiskInode {
+            ino: root,
+            mode: libc::S_IFDIR | 0o755,
+            nlink: 2,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            parent: root,
+            format: FMT_EXTENTS,
+            ..Default::default()
+        };
+        self.live.insert(
+            root,
+            Live {
+                di,
+                map: ExtentMap::new(),
+                owns: Vec::new(),
+                tree_blocks: Vec::new(),
+                dirty: true,
+            },
+        );
+        self.act(format!(
+            "root directory (inode {root}) lost; made anew (mode 0755, owner 0): what it held goes to lost+found"
+        ));
         Ok(())
     }
 

@@ -471,3 +471,44 @@ fn a_dirty_log_is_replayed_first() {
     assert_eq!(read_all(&fs), model);
     fs.unmount().unwrap();
 }
+
+/// The root inode damaged: repair makes a new root, and what the old one named (its
+/// directories with everything under them, its files) is found in lost+found.
+#[test]
+fn a_lost_root_is_made_anew_and_its_children_found() {
+    let (img, model) = build_image();
+    let dev = Arc::new(Device::memfd(SIZE).unwrap());
+    dev.write(0, &img);
+    let sb = Superblock::decode(&img[..BLOCK_SIZE], SIZE / BLOCK_SIZE as u64).unwrap();
+    let at = sb.root_ino as usize * INODE_SIZE;
+    let mut bad = img.clone();
+    bad[at + DI_MODE] ^= 0x01;
+    dev.write(0, &bad);
+    assert!(!check::check(&dev).unwrap().is_clean());
+    let rep = repair::repair(&dev, &RepairOptions::default()).unwrap();
+    assert!(
+        rep.actions.iter().any(|a| a.contains("made anew")),
+        "{:?}",
+        rep.actions
+    );
+    let c = check::check(&dev).unwrap();
+    assert!(
+        c.is_clean(),
+        "{:?}; repair did {:?}",
+        c.problems,
+        rep.actions
+    );
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    let mut top = Vec::new();
+    fs.readdir(fs.root_ino(), 0, &mut |e| {
+        top.push(e.name.clone());
+        false
+    })
+    .unwrap();
+    assert_eq!(
+        top,
+        vec![b".".to_vec(), b"..".to_vec(), b"lost+found".to_vec()]
+    );
+    assert_eq!(read_all(&fs), model);
+    fs.unmount().unwrap();
+}
