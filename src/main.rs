@@ -751,10 +751,7 @@ fn do_repair(image: &str, no_modify: bool, discard_log: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if no_modify {
-        println!(
-            "{image}: {} problem(s) found; nothing changed (-n)",
-            rep.actions.len()
-        );
+        println!("{image}: damaged (see above); nothing changed (-n)");
         return ExitCode::from(1);
     }
     match daxfs::check::check(&dev) {
