@@ -1018,6 +1018,14 @@ impl Repair<'_> {
         {
             return Ok(*t);
         }
+        // A name "lost+found" taken by something else: the next free "lost+found.N".
+        let taken = |n: &[u8]| ents[&root].iter().any(|(e, _, _)| e == n);
+        let mut name = b"lost+found".to_vec();
+        let mut k = 0;
+        while taken(&name) {
+            k += 1;
+            name = format!("lost+found.{k}").into_bytes();
+        }
         let ino = self.new_inode()?;
         let r = &self.live[&root].di;
         let now = crate::inode::now();
@@ -1046,14 +1054,13 @@ impl Repair<'_> {
                 dirty: true,
             },
         );
-        ents.get_mut(&root)
-            .unwrap()
-            .push((b"lost+found".to_vec(), ino, FT_DIR));
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        ents.get_mut(&root).unwrap().push((name, ino, FT_DIR));
         ents.insert(ino, Vec::new());
         redo.insert(root);
         redo.insert(ino);
         reached.insert(ino);
-        self.act(format!("lost+found created (inode {ino})"));
+        self.act(format!("lost+found created as /{shown} (inode {ino})"));
         Ok(ino)
     }
 
