@@ -652,13 +652,10 @@ impl Repair<'_> {
             return;
         }
         // Its own claims may overlap each other (a damaged map): claim one by one.
-        for &(s, n) in &owns {
+        for (i, &(s, n)) in owns.iter().enumerate() {
             if self.io.used.any(s, n) {
                 self.act(format!("inode {ino}: claims blocks {s}+{n} twice; cleared"));
-                for &(s2, n2) in &owns {
-                    if (s2, n2) == (s, n) {
-                        break;
-                    }
+                for &(s2, n2) in &owns[..i] {
                     self.io.used.set_range(s2, n2, false);
                 }
                 self.free_slot(ino, true);
