@@ -291,6 +291,8 @@ struct Repair<'a> {
     chunks: BTreeMap<u64, u64>,
     live: BTreeMap<u64, Live>,
     progress: &'a dyn Fn(&str, u64, u64),
+    /// The superblock changed (feature bits): rewrite it and every copy.
+    sb_dirty: bool,
 }
 
 /// Repair the filesystem on `dev` (opened read-write, hence locked: never a mounted
@@ -316,6 +318,7 @@ pub fn repair(dev: &Device, opts: &RepairOptions) -> Result<RepairReport> {
         chunks: BTreeMap::new(),
         live: BTreeMap::new(),
         progress,
+        sb_dirty: false,
     };
     let (log_replayed, lsn_base) = r.replay_log(from_copy, opts.discard_log)?;
     // A clean filesystem with nothing to replay is left exactly as it is. Otherwise what
@@ -707,7 +710,22 @@ impl Repair<'_> {
         if !self.live.get(&root).is_some_and(|l| l.di.is_dir()) {
             self.new_root()?;
         }
-        let short = sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0;
+        let mut short = sb.incompat & INCOMPAT_SHORTFORM_DIRS != 0;
+        if !short
+            && self
+                .live
+                .values()
+                .any(|l| l.di.is_dir() && l.di.format == FMT_LOCAL)
+        {
+            // Short-form directories say the feature is on: the bit was lost.
+            short = true;
+            self.io.sb.incompat |= INCOMPAT_SHORTFORM_DIRS;
+            self.sb_dirty = true;
+            self.act(
+                "superblock: short-form directories found without the short-form feature; feature set"
+                    .into(),
+            );
+        }
         let dirs: Vec<u64> = self
             .live
             .iter()
@@ -1267,10 +1285,10 @@ impl Repair<'_> {
             let b = self.io.block(blk);
             let good = Superblock::decode(&b[..], self.io.dev.blocks())
                 .is_ok_and(|s| s.uuid == sb.uuid && get_u32(&b[..], 124) == agno);
-            if !good || (agno == 0 && from_copy) {
+            if !good || (agno == 0 && from_copy) || self.sb_dirty {
                 let mut nb = new_block();
                 sb.encode(agno, &mut nb[..]);
-                if agno != 0 {
+                if agno != 0 && !good {
                     self.acts
                         .push(format!("superblock copy in AG {agno}: damaged; rewritten"));
                 }

@@ -556,3 +556,41 @@ fn an_inode_claiming_its_blocks_twice_is_cleared_without_a_leak() {
     let c = check::check(&dev).unwrap();
     assert!(c.is_clean(), "{:?}", c.problems);
 }
+
+/// Found by the fuzz targets: a superblock that verifies but lost the short-form feature
+/// bit while directories are in short form. Repair sets the bit again (in every copy)
+/// rather than leaving check's complaint.
+#[test]
+fn a_lost_short_form_feature_bit_is_set_again() {
+    let (img, model) = build_image();
+    let mut bad = img.clone();
+    let incompat = get_u64(&bad, 96);
+    assert_ne!(incompat & INCOMPAT_SHORTFORM_DIRS, 0);
+    put_u64(&mut bad, 96, incompat & !INCOMPAT_SHORTFORM_DIRS);
+    let crc = sb_crc(&bad[..BLOCK_SIZE]);
+    put_u32(&mut bad, SB_CRC, crc);
+    let dev = Arc::new(Device::memfd(SIZE).unwrap());
+    dev.write(0, &bad);
+    let c = check::check(&dev).unwrap();
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.contains("short form on a filesystem without")),
+        "{:?}",
+        c.problems
+    );
+    let rep = repair::repair(&dev, &RepairOptions::default()).unwrap();
+    assert!(
+        rep.actions.iter().any(|a| a.contains("feature set")),
+        "{:?}",
+        rep.actions
+    );
+    let c = check::check(&dev).unwrap();
+    assert!(c.is_clean(), "{:?}", c.problems);
+    let mut b = vec![0u8; BLOCK_SIZE];
+    dev.read(0, &mut b);
+    assert_ne!(get_u64(&b, 96) & INCOMPAT_SHORTFORM_DIRS, 0);
+    let fs = Fs::mount(dev.clone(), &FsOptions::default()).unwrap();
+    assert_eq!(read_all(&fs), model);
+    fs.unmount().unwrap();
+}
