@@ -15,7 +15,9 @@
 //!    counts from the directory walk; unreachable inodes to `lost+found`;
 //! 5. per AG: the inode trees from the chunks, the free-space trees and the AGFL from the
 //!    blocks nothing owns, the AGF and AGI; the superblock copies; the log reset clean.
-//!    Staged blocks go to the device in place (flush + fence), not through the log.
+//!    Staged blocks go to the device in place (flush + fence), not through the log: the
+//!    replayed records first and the log emptied (what recovery would leave), then the
+//!    rest, the primary superblock last, so that a crash leaves an image a rerun repairs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -293,6 +295,8 @@ struct Repair<'a> {
     progress: &'a dyn Fn(&str, u64, u64),
     /// The superblock changed (feature bits): rewrite it and every copy.
     sb_dirty: bool,
+    /// The log's regions as replayed (block, offset, bytes), written first.
+    replayed: Vec<(u64, usize, Vec<u8>)>,
 }
 
 /// Repair the filesystem on `dev` (opened read-write, hence locked: never a mounted
@@ -319,6 +323,7 @@ pub fn repair(dev: &Device, opts: &RepairOptions) -> Result<RepairReport> {
         live: BTreeMap::new(),
         progress,
         sb_dirty: false,
+        replayed: Vec::new(),
     };
     let (log_replayed, lsn_base) = r.replay_log(from_copy, opts.discard_log)?;
     // A clean filesystem with nothing to replay is left exactly as it is. Otherwise what
@@ -426,6 +431,7 @@ impl Repair<'_> {
                 let mut b = self.io.block(*blk);
                 b[*off..off + data.len()].copy_from_slice(data);
                 self.io.staged.insert(*blk, b);
+                self.replayed.push((*blk, *off, data.clone()));
             }
             base = base.max(rec.lsn + 1);
         }
@@ -1297,13 +1303,40 @@ impl Repair<'_> {
         }
     }
 
-    /// Write every staged block in place, persist, reset the log, mark the superblock clean.
+    /// Write everything in place, in an order a crash cannot hurt (a rerun of repair
+    /// finishes the job): the replayed log records first, as recovery writes them, then
+    /// the log emptied with the LSN base past it; then every staged block; the primary
+    /// superblock last; then its state word clean.
     fn write_out(&mut self, lsn_base: u64) -> Result<()> {
         let dev = self.io.dev;
         let bs = BLOCK_SIZE as u64;
+        let real = |blk: u64| {
+            dev.make_real(blk * bs, bs).map_err(|e| {
+                FsError::Io(format!(
+                    "{}: cannot allocate space in the image ({}); repair stopped before \
+                     writing block {blk}: run it again when there is room",
+                    dev.source(),
+                    std::io::Error::from_raw_os_error(e.0)
+                ))
+            })
+        };
+        for (blk, off, data) in std::mem::take(&mut self.replayed) {
+            real(blk)?;
+            let at = blk * bs + off as u64;
+            dev.write(at, &data);
+            dev.flush(at, data.len() as u64);
+        }
+        dev.fence();
+        let log_off = self.io.sb.log_start * bs;
+        let log_bytes = self.io.sb.log_blocks * bs;
+        dev.zero(log_off, log_bytes);
+        dev.flush(log_off, log_bytes);
+        dev.fence();
+        dev.store_u64(SB_STATE as u64, sb_state_word(lsn_base, false));
+        dev.flush(SB_STATE as u64, 8);
+        dev.fence();
         let staged = std::mem::take(&mut self.io.staged);
         let total = staged.len() as u64;
-        // The primary superblock last: until then a rerun finds the old one.
         for (i, (blk, b)) in staged.iter().enumerate() {
             if *blk == 0 {
                 continue;
@@ -1311,22 +1344,10 @@ impl Repair<'_> {
             if i % 256 == 0 {
                 (self.progress)("writing", i as u64, total);
             }
-            dev.make_real(blk * bs, bs).map_err(|e| {
-                FsError::Io(format!(
-                    "{}: cannot allocate space in the image ({}); nothing of the repair after \
-                     block {blk} was written",
-                    dev.source(),
-                    std::io::Error::from_raw_os_error(e.0)
-                ))
-            })?;
+            real(*blk)?;
             dev.write(blk * bs, &b[..]);
             dev.flush(blk * bs, bs);
         }
-        dev.fence();
-        let log_off = self.io.sb.log_start * bs;
-        let log_bytes = self.io.sb.log_blocks * bs;
-        dev.zero(log_off, log_bytes);
-        dev.flush(log_off, log_bytes);
         dev.fence();
         if let Some(b) = staged.get(&0) {
             dev.write(0, &b[..]);
