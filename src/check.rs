@@ -106,7 +106,7 @@ impl BlockIo for CheckIo<'_> {
     }
 }
 
-fn read_sb(dev: &Device) -> Result<Superblock> {
+pub(crate) fn read_sb(dev: &Device) -> Result<Superblock> {
     if dev.len() < BLOCK_SIZE as u64 {
         // The caller names the device.
         return Err(FsError::Corrupt(
@@ -190,6 +190,11 @@ struct InodeSeen {
 /// Verify the filesystem on `dev` without changing it (a dirty log is replayed in memory).
 /// Err: the image cannot be read at all (not daxfs, unreadable superblock).
 pub fn check(dev: &Device) -> Result<CheckReport> {
+    check_with_progress(dev, &|_, _, _| {})
+}
+
+/// `check`, calling `progress(phase, done, total)` now and then (the CLI's progress bar).
+pub fn check_with_progress(dev: &Device, progress: &dyn Fn(&str, u64, u64)) -> Result<CheckReport> {
     let sb = read_sb(dev)?;
     let (mut io, _, pending) = open_io(dev, &sb)?;
     let mut p: Vec<String> = Vec::new();
@@ -213,6 +218,7 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
         free_total += len;
     }
     for agno in 0..sb.ag_count {
+        progress("allocation groups", agno as u64, sb.ag_count as u64);
         let base = agno as u64 * sb.ag_blocks;
         own.claim(&mut p, base, AG_FIRST_FREE, format!("AG {agno} headers"));
         if agno == 0 {
@@ -232,7 +238,10 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
 
     // Inodes.
     let mut inodes: BTreeMap<u64, InodeSeen> = BTreeMap::new();
-    for &ino in &allocated {
+    for (i, &ino) in allocated.iter().enumerate() {
+        if i % 1024 == 0 {
+            progress("inodes", i as u64, allocated.len() as u64);
+        }
         let blk = ino / INODES_PER_BLOCK;
         let b = io.block(blk);
         let off = (ino % INODES_PER_BLOCK) as usize * INODE_SIZE;
@@ -244,9 +253,12 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
                 continue;
             }
         };
-        let map = match load_fork(&mut io, &mp, &di, inline, &mut own, &mut p) {
-            Some(m) => m,
-            None => continue,
+        let (tree_blocks, map) = load_fork(&mut io, &mp.sb, &di, inline, &mut p);
+        for b in tree_blocks {
+            own.claim(&mut p, b, 1, format!("extent tree of inode {ino}"));
+        }
+        let Some(map) = map else {
+            continue;
         };
         let nblocks = get_u64(slot, DI_NBLOCKS);
         if nblocks != di.nblocks(&map) {
@@ -287,7 +299,10 @@ pub fn check(dev: &Device) -> Result<CheckReport> {
     // Directories and links.
     let mut links: HashMap<u64, u32> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
-    for (&ino, seen) in &inodes {
+    for (i, (&ino, seen)) in inodes.iter().enumerate() {
+        if i % 1024 == 0 {
+            progress("directories", i as u64, inodes.len() as u64);
+        }
         if seen.di.flags & DIFLAG_FEATURE != 0 && sb.incompat & INCOMPAT_INODE_FLAGS == 0 {
             p.push(format!(
                 "inode {ino}: flags {:#x} on a filesystem without the inode-flags feature",
@@ -481,7 +496,7 @@ fn feature_names(incompat: u64) -> String {
     }
 }
 
-fn wrap(di: &DiskInode, map: &ExtentMap) -> InodeData {
+pub(crate) fn wrap(di: &DiskInode, map: &ExtentMap) -> InodeData {
     InodeData {
         di: di.clone(),
         map: map.clone(),
@@ -492,17 +507,20 @@ fn wrap(di: &DiskInode, map: &ExtentMap) -> InodeData {
     }
 }
 
-fn load_fork(
-    io: &mut CheckIo,
-    g: &MpGeometry,
+/// An inode's data fork, verified (`daxfs check` and `daxfs repair` share it): the
+/// extent tree's node blocks (for the caller to claim, also when the tree is damaged) and
+/// the extent map, None when the fork cannot be trusted (problems pushed to `p`).
+pub(crate) fn load_fork<I: BlockIo>(
+    io: &mut I,
+    sb: &Superblock,
     di: &DiskInode,
     inline: Vec<Extent>,
-    own: &mut Owners,
     p: &mut Vec<String>,
-) -> Option<ExtentMap> {
+) -> (Vec<u64>, Option<ExtentMap>) {
+    let g = &MpGeometry { sb: sb.clone() };
     let ino = di.ino;
+    let mut blocks = Vec::new();
     let exts = if di.format == FMT_BTREE {
-        let mut blocks = Vec::new();
         let mut recs = Vec::new();
         let probs = btree::check(
             io,
@@ -518,12 +536,9 @@ fn load_fork(
                 })
             },
         );
-        for b in blocks {
-            own.claim(p, b, 1, format!("extent tree of inode {ino}"));
-        }
         if !probs.is_empty() {
             p.extend(probs.into_iter().map(|x| format!("inode {ino}: {x}")));
-            return None;
+            return (blocks, None);
         }
         if recs.len() <= INLINE_EXTENTS_MAX {
             p.push(format!(
@@ -541,14 +556,14 @@ fn load_fork(
                 "inode {ino}: extent (file block {}, device block {}, {} blocks) outside the filesystem",
                 e.fileoff, e.startblock, e.len
             ));
-            return None;
+            return (blocks, None);
         }
     }
     match ExtentMap::from_extents(exts) {
-        Ok(m) => Some(m),
+        Ok(m) => (blocks, Some(m)),
         Err(e) => {
             p.push(format!("inode {ino}: {e}"));
-            None
+            (blocks, None)
         }
     }
 }

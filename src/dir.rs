@@ -735,3 +735,168 @@ pub fn check<I: BlockIo>(
 pub fn is_empty_root(root: &Root) -> bool {
     root.blk == 0
 }
+
+// ---------------------------------------------------------------------------------------
+// Repair (`daxfs repair`): read what survives, lay a directory out afresh.
+
+/// One directory entry as repair carries it: name, inode, file type.
+pub type RepairEntry = (Vec<u8>, u64, u8);
+
+/// Every used entry that can still be read, and one line per part that cannot (an
+/// unreadable data block, a damaged short form). Never fails: repair keeps what it can.
+pub fn salvage<I: BlockIo>(io: &mut I, d: &InodeData) -> (Vec<RepairEntry>, Vec<String>) {
+    let dir = d.di.ino;
+    let (mut out, mut lost) = (Vec::new(), Vec::new());
+    if is_short(d) {
+        match sf_entries(d) {
+            Ok(es) => out.extend(es.into_iter().map(|e| (e.name, e.ino, e.ftype))),
+            Err(e) => lost.push(e.to_string()),
+        }
+        return (out, lost);
+    }
+    for e in d.map.iter() {
+        for dblock in e.fileoff..e.end() {
+            let got = read_dblock(io, d, dblock).and_then(|(_, b)| {
+                Ok(entries(&b, dblock, dir)?
+                    .into_iter()
+                    .filter(|x| x.ino != 0)
+                    .map(|x| (x.name.to_vec(), x.ino, x.ftype))
+                    .collect::<Vec<_>>())
+            });
+            match got {
+                Ok(v) => out.extend(v),
+                Err(e) => lost.push(e.to_string()),
+            }
+        }
+    }
+    (out, lost)
+}
+
+/// Where `ents` go when laid out afresh: (data block, offset) each, entries packed in
+/// order from the start of block 0.
+fn packed(ents: &[RepairEntry]) -> Vec<(u64, usize)> {
+    let (mut dblock, mut off) = (0u64, DD_ENTRIES);
+    let mut out = Vec::with_capacity(ents.len());
+    for (name, _, _) in ents {
+        let need = dirent_reclen(name.len());
+        if off + need > BLOCK_SIZE {
+            (dblock, off) = (dblock + 1, DD_ENTRIES);
+        }
+        out.push((dblock, off));
+        off += need;
+    }
+    out
+}
+
+/// The data blocks a directory of `ents` needs when laid out afresh: 0 when it lives in
+/// the inode (`short`: the filesystem has short-form directories).
+pub fn blocks_for(ents: &[RepairEntry], short: bool) -> u64 {
+    let at = packed(ents);
+    let Some(&(last, _)) = at.last() else {
+        return 0;
+    };
+    let sf_bytes: usize = ents.iter().map(|(n, _, _)| SF_HDR + n.len()).sum();
+    if short && last == 0 && sf_bytes <= INODE_LITERAL_LEN {
+        return 0;
+    }
+    last + 1
+}
+
+/// Lay directory `d` out afresh from `ents` (names unique, checked by the caller): in the
+/// inode when `blocks_for` says 0, else in the data blocks of `extents` (device block,
+/// length; `blocks_for` blocks in all, each extent inside one AG) with a new hash index
+/// through `io`. The caller has released the old blocks; it writes the inode.
+pub fn rebuild<I: BlockIo>(
+    io: &mut I,
+    d: &mut InodeData,
+    ents: &[RepairEntry],
+    short: bool,
+    extents: &[(u64, u64)],
+) -> Result<()> {
+    let dir = d.di.ino;
+    d.di.dirhash = Root::default();
+    d.di.bmbt = Root::default();
+    d.di.local.clear();
+    d.dir_free = None;
+    d.map = crate::inode::extent_map::ExtentMap::new();
+    let at = packed(ents);
+    let n = blocks_for(ents, short);
+    if n == 0 {
+        let sf: Vec<SfEntry> = ents
+            .iter()
+            .zip(&at)
+            .map(|((name, ino, ftype), &(_, off))| SfEntry {
+                off,
+                ino: *ino,
+                ftype: *ftype,
+                name: name.clone(),
+            })
+            .collect();
+        d.di.format = if short { FMT_LOCAL } else { FMT_EXTENTS };
+        sf_store(d, &sf);
+        if !short {
+            d.di.local.clear();
+            d.di.size = 0;
+        }
+        return Ok(());
+    }
+    let mut fileoff = 0;
+    let mut exts = Vec::new();
+    for &(start, len) in extents {
+        exts.push(crate::inode::extent_map::Extent {
+            fileoff,
+            startblock: start,
+            len,
+            unwritten: false,
+        });
+        fileoff += len;
+    }
+    if fileoff != n {
+        return Err(FsError::Invalid(format!(
+            "directory {dir}: {fileoff} blocks given for a layout of {n}"
+        )));
+    }
+    d.map = crate::inode::extent_map::ExtentMap::from_extents(exts).map_err(FsError::Invalid)?;
+    let uuid = io.uuid();
+    let mut root = Root::default();
+    let mut i = 0;
+    for dblock in 0..n {
+        let e = d.map.find(dblock).expect("mapped above");
+        let blk = e.startblock + (dblock - e.fileoff);
+        let mut b = new_block();
+        init_header(&mut b[..], DIRDATA_MAGIC, blk, dir, &uuid);
+        let mut end = DD_ENTRIES;
+        while i < ents.len() && at[i].0 == dblock {
+            let (name, ino, ftype) = &ents[i];
+            let off = at[i].1;
+            let last = i + 1 == ents.len() || at[i + 1].0 != dblock;
+            let mut reclen = dirent_reclen(name.len());
+            if last && BLOCK_SIZE - (off + reclen) < DE_MIN {
+                reclen = BLOCK_SIZE - off;
+            }
+            put_entry(&mut b, off, reclen, *ino, *ftype, name);
+            end = off + reclen;
+            i += 1;
+        }
+        if end < BLOCK_SIZE {
+            put_u16(&mut b[..], end + 8, (BLOCK_SIZE - end) as u16);
+        }
+        restat(&mut b, dblock, dir)?;
+        io.write_meta(blk, &b);
+    }
+    for ((name, _, _), &(dblock, off)) in ents.iter().zip(&at) {
+        let dataptr = (dblock << BLOCK_SHIFT) | off as u64;
+        btree::insert(
+            io,
+            &hash_tree(dir),
+            &mut root,
+            hash_key(name_hash(name), dataptr),
+            0,
+        )?;
+    }
+    d.di.dirhash = root;
+    d.di.format = FMT_EXTENTS;
+    d.di.size = n * BLOCK_SIZE as u64;
+    d.di.dir_entries = ents.len() as u64;
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod xattr; // extended attributes
 pub mod fs; // the POSIX operations over the core, one file per family
 pub mod mkfs; // tool: make a filesystem
 pub mod check; // tool: verify a filesystem
+pub mod repair; // tool: rebuild a damaged filesystem, offline
 pub mod fuse; // the thin FUSE adapter
 pub mod daxserver; // the direct-access control socket (clients' layouts), beside fuse
 pub mod daemonlog; // where the background daemon logs: syslog, else a file

@@ -90,6 +90,20 @@ enum Cmd {
     /// Verify every structure of IMAGE without changing it. Exit 0 clean, 1 damaged,
     /// 2 unreadable.
     Check { image: String },
+    /// Repair IMAGE, unmounted (as xfs_repair): rebuild the superblock from its AG copies,
+    /// AG headers, free-space and inode B+trees from what inodes own, directories and
+    /// their indexes from what survives, link counts; clear what cannot be saved; move
+    /// unreachable files to lost+found. A dirty log is replayed first. Exit 0 repaired (or
+    /// clean), 1 problems left (with -n: problems found), 2 not repairable as it is.
+    Repair {
+        image: String,
+        /// Report what would be done; change nothing.
+        #[arg(short = 'n', long = "no-modify")]
+        no_modify: bool,
+        /// Discard a log that does not verify (its changes are lost) instead of refusing.
+        #[arg(short = 'L', long = "discard-log")]
+        discard_log: bool,
+    },
     /// Show geometry, usage, features and log state of IMAGE, or of the daxfs mounted on
     /// a MOUNTPOINT (as xfs_info; the usage then comes live from the daemon).
     Info {
@@ -346,6 +360,7 @@ fn main() -> ExitCode {
         "mkfs",
         "mount",
         "check",
+        "repair",
         "info",
         "stat",
         "trim",
@@ -389,7 +404,12 @@ fn main() -> ExitCode {
                 eprintln!("daxfs: cannot parse size {size:?} (try 64M, 1.5G, 8GiB)");
                 return ExitCode::from(1);
             };
-            match daxfs::mkfs::mkfs_image(
+            let bar = progress_bar();
+            if let Some(b) = &bar {
+                b.set_message(format!("formatting {}", image.display()));
+                b.enable_steady_tick(std::time::Duration::from_millis(200));
+            }
+            let made = daxfs::mkfs::mkfs_image(
                 &image,
                 bytes,
                 &daxfs::mkfs::MkfsOptions {
@@ -398,7 +418,11 @@ fn main() -> ExitCode {
                     ag_count: agcount,
                     sparse,
                 },
-            ) {
+            );
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            match made {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
@@ -430,7 +454,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match daxfs::check::check(&dev) {
+            let bar = progress_bar();
+            let shown = bar.clone();
+            let r = daxfs::check::check_with_progress(&dev, &move |what, done, total| {
+                show_progress(&shown, what, done, total)
+            });
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            match r {
                 Ok(r) if r.problems.is_empty() => {
                     println!("{image}: clean; {}", r.summary);
                     ExitCode::SUCCESS
@@ -448,6 +480,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Repair {
+            image,
+            no_modify,
+            discard_log,
+        } => do_repair(&image, no_modify, discard_log),
         Cmd::Info { image } => {
             if let Some(m) = as_mountpoint(&image) {
                 return info_mounted(&m);
@@ -640,6 +677,100 @@ fn cmd_leases(mountpoint: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("daxfs: {mountpoint}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A progress bar on stderr, only when stderr is a terminal (never in tests or CI logs).
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(b)
+}
+
+fn show_progress(bar: &Option<indicatif::ProgressBar>, what: &str, done: u64, total: u64) {
+    if let Some(b) = bar {
+        b.set_message(what.to_string());
+        b.set_length(total);
+        b.set_position(done);
+    }
+}
+
+/// `daxfs repair IMAGE [-n] [-L]` (exit codes as xfs_repair: 0 repaired or clean, 1
+/// problems found with -n or left after a repair, 2 cannot be repaired as it is).
+fn do_repair(image: &str, no_modify: bool, discard_log: bool) -> ExitCode {
+    if let Some(m) = as_mountpoint(image) {
+        eprintln!(
+            "daxfs: {m} is a mount point; repair takes the image, unmounted \
+             (`daxfs info {m}` names it)"
+        );
+        return ExitCode::from(2);
+    }
+    // Read-write even with -n: the exclusive image lock refuses a mounted image, as
+    // check's does, and nothing is written with -n.
+    let dev = match Device::open(image, false) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("daxfs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = progress_bar();
+    let shown = bar.clone();
+    let opts = daxfs::repair::RepairOptions {
+        no_modify,
+        discard_log,
+        progress: Some(Box::new(move |what, done, total| {
+            show_progress(&shown, what, done, total)
+        })),
+    };
+    let r = daxfs::repair::repair(&dev, &opts);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let rep = match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("daxfs: {image}: cannot repair: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for a in &rep.actions {
+        println!("{a}");
+    }
+    if !rep.changed {
+        println!("{image}: clean; nothing to repair");
+        return ExitCode::SUCCESS;
+    }
+    if no_modify {
+        println!("{image}: damaged (see above); nothing changed (-n)");
+        return ExitCode::from(1);
+    }
+    match daxfs::check::check(&dev) {
+        Ok(c) if c.is_clean() => {
+            println!("{image}: repaired; check is clean; {}", c.summary);
+            ExitCode::SUCCESS
+        }
+        Ok(c) => {
+            for p in &c.problems {
+                println!("left: {p}");
+            }
+            println!(
+                "{image}: repaired, but {} problem(s) remain",
+                c.problems.len()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("daxfs: {image}: after repair: {e}");
             ExitCode::from(1)
         }
     }

@@ -10,6 +10,7 @@ use daxfs::check;
 use daxfs::fs::{Cred, Fs, FsOptions};
 use daxfs::mkfs::{self, MkfsOptions};
 use daxfs::pmem::device::Device;
+use daxfs::repair::{self, RepairOptions};
 
 const SIZE: u64 = 16 << 20;
 
@@ -90,6 +91,7 @@ fn random_damage_never_panics() {
     };
     let dev = Arc::new(Device::memfd(SIZE).unwrap());
     let (mut mounted, mut problems_found) = (0, 0);
+    let (mut repaired, mut repair_refused) = (0, 0);
     let rounds: u32 = std::env::var("DAXFS_DAMAGE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -117,7 +119,26 @@ fn random_damage_never_panics() {
             }
         }));
         assert!(r.is_ok(), "round {round}: a damaged image made daxfs panic");
+        // Repair of the same damage: never a panic; when it repairs, check is clean.
+        dev.write(0, &bad);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            repair::repair(&dev, &RepairOptions::default()).map(|rep| rep.actions)
+        }));
+        match r {
+            Err(_) => panic!("round {round}: repair panicked"),
+            Ok(Err(_)) => repair_refused += 1,
+            Ok(Ok(actions)) => {
+                let c = check::check(&dev).unwrap();
+                assert!(
+                    c.is_clean(),
+                    "round {round}: check after repair: {:?}; repair did {actions:?}",
+                    c.problems
+                );
+                repaired += 1;
+            }
+        }
     }
+    eprintln!("repair: {repaired} repaired to a clean check, {repair_refused} refused");
     eprintln!(
         "{rounds} damaged images: {mounted} mounted, {problems_found} with problems named by check"
     );

@@ -544,8 +544,8 @@ umount "$M2"
 }
 
 /// Issue 12 item 6: a mistyped subcommand is an error with a suggestion (not a mount); the
-/// mount.fuse3 form `daxfs SOURCE DIR -o OPTS` still mounts; `info` and `check` of a
-/// mounted image say at once where it is mounted, naming the image once; `info
+/// mount.fuse3 form `daxfs SOURCE DIR -o OPTS` still mounts; `info`, `check` and
+/// `repair` of a mounted image say at once where it is mounted, naming the image once; `info
 /// MOUNTPOINT` shows the filesystem mounted there, as xfs_info does.
 #[test]
 fn cli_subcommands_and_mounted_images() {
@@ -571,9 +571,12 @@ fn cli_subcommands_and_mounted_images() {
     );
     let mut guard = Mounted { dir: mnt.clone() };
     fs::write(mnt.join("f"), b"x").unwrap();
-    for cmd in ["info", "check"] {
+    // repair refuses a mounted image as check does (the image lock), -n too.
+    for cmd in ["info", "check", "repair", "repair -n"] {
         let started = std::time::Instant::now();
-        let out = daxfs(&[cmd, i]);
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push(i);
+        let out = daxfs(&args);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

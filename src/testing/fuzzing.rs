@@ -1,7 +1,8 @@
 //! Fuzzing entry points (issue 3, part 5): one function per on-media parser, each taking
 //! arbitrary bytes and driving the parser exactly as the filesystem does on media input.
 //! Errors are the expected outcome for most inputs; a panic, a hang or an out-of-bounds
-//! access is a bug. The cargo-fuzz crate in `fuzz/` calls these (one binary per target),
+//! access is a bug. Every image a target mounts is then repaired (`daxfs repair`): a
+//! repair that succeeds must leave check clean. The cargo-fuzz crate in `fuzz/` calls these (one binary per target),
 //! `tests/fuzz_smoke.rs` feeds them seeded mutations on every test run, and
 //! `examples/fuzz_seeds.rs` writes the seed corpora (`seeds`) from a real image.
 //!
@@ -632,6 +633,16 @@ fn exercise(dev: &Arc<Device>) {
         let _ = fs.unmount();
     }
     let _ = check::check(dev);
+    // Repair of whatever is left: never a panic, and what it repairs checks clean.
+    if let Ok(rep) = crate::repair::repair(dev, &Default::default()) {
+        let c = check::check(dev).expect("repair leaves a superblock that reads");
+        assert!(
+            c.is_clean(),
+            "check after repair: {:?}; repair did {:?}",
+            c.problems,
+            rep.actions
+        );
+    }
 }
 
 /// Write `block` (resealed with the identity a reader expects at `blk`) into the clean
