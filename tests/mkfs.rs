@@ -16,6 +16,11 @@ fn have(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
+        // Under scripts/test.sh, which installs it, a missing tool is a failure.
+        assert!(
+            std::env::var_os("DAXFS_REQUIRE_TOOLS").is_none(),
+            "{tool} is not installed (scripts/deps.sh installs it)"
+        );
         eprintln!("skipping: {tool} is not installed (scripts/deps.sh installs it)");
     }
     found

@@ -815,7 +815,7 @@ fn as_nobody(prog: &str, args: &[&str]) -> std::process::Output {
 /// kill flag with fallocate; the daemon does it and drops the kernel's cached attributes).
 #[test]
 fn unprivileged_fallocate_clears_setid_bits_on_the_mount() {
-    if !can_mount() || !Path::new("/usr/bin/setpriv").exists() {
+    if !can_mount() || !common::have("/usr/bin/setpriv") {
         return;
     }
     let t = tmpdir();
@@ -895,7 +895,7 @@ fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> Option<i32> {
 #[test]
 fn after_a_shutdown_every_operation_on_the_mount_fails_with_eio() {
     use std::os::unix::fs::FileExt;
-    if !can_mount() || !Path::new("/usr/bin/setfattr").exists() {
+    if !can_mount() || !common::have("/usr/bin/setfattr") {
         return;
     }
     let t = tmpdir();
@@ -1036,10 +1036,7 @@ fn shutdown_ioctl(path: &Path, flags: u32, nobody: bool) -> i32 {
 /// prefix of the operations: the file absent, empty, or whole; log/force.rs).
 #[test]
 fn shutdown_ioctl_through_the_mount() {
-    if !can_mount()
-        || !Path::new("/usr/sbin/xfs_io").exists()
-        || !Path::new("/usr/bin/python3").exists()
-    {
+    if !can_mount() || !common::have("/usr/sbin/xfs_io") || !common::have("/usr/bin/python3") {
         return;
     }
     let t = tmpdir();
@@ -1462,7 +1459,7 @@ fn base64(v: &[u8]) -> String {
 /// byte more, removal; kept across a remount; check clean.
 #[test]
 fn many_and_big_xattrs_with_setfattr_and_getfattr() {
-    if !can_mount() || !Path::new("/usr/bin/setfattr").exists() {
+    if !can_mount() || !common::have("/usr/bin/setfattr") {
         return;
     }
     let b64 = |v: &[u8]| format!("0s{}", base64(v));
@@ -1591,10 +1588,7 @@ fn mode_of(p: &Path) -> u32 {
 /// (which applies where there is none); all kept across a remount, check clean.
 #[test]
 fn posix_acls_with_setfacl_and_getfacl() {
-    if !can_mount()
-        || !Path::new("/usr/bin/setfacl").exists()
-        || !Path::new("/usr/bin/setpriv").exists()
-    {
+    if !can_mount() || !common::have("/usr/bin/setfacl") || !common::have("/usr/bin/setpriv") {
         return;
     }
     let t = tmpdir();

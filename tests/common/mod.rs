@@ -34,3 +34,18 @@ pub fn umount(dir: &Path) {
         let _ = Command::new("umount").arg("-l").arg(dir).status();
     }
 }
+
+/// Is the program at `path` there? A test that needs it skips with a message when it is
+/// not, except under scripts/test.sh (DAXFS_REQUIRE_TOOLS=1), which installs every tool the
+/// tests use: there a missing one fails the test instead of passing it unseen.
+pub fn have(path: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("DAXFS_REQUIRE_TOOLS").is_none(),
+        "{path} is missing (scripts/deps.sh installs it)"
+    );
+    eprintln!("skipping: {path} is missing");
+    false
+}
