@@ -773,6 +773,21 @@ impl Repair<'_> {
                     .into(),
             );
         }
+        // Likewise attribute trees and inode flags in use: their bits were lost.
+        let trees = self.live.values().any(|l| l.di.attr_fmt == AFMT_TREE);
+        let flags = self.live.values().any(|l| l.di.flags & DIFLAG_FEATURE != 0);
+        for (bit, used, what) in [
+            (INCOMPAT_ATTR_TREE, trees, "attribute trees"),
+            (INCOMPAT_INODE_FLAGS, flags, "inode flags"),
+        ] {
+            if used && self.io.sb.incompat & bit == 0 {
+                self.io.sb.incompat |= bit;
+                self.sb_dirty = true;
+                self.act(format!(
+                    "superblock: {what} found without their feature; feature set"
+                ));
+            }
+        }
         let dirs: Vec<u64> = self
             .live
             .iter()

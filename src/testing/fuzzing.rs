@@ -1023,7 +1023,9 @@ fn xattr_tree_block(io: &mut MemIo, magic: u32, owner: u64, blkno: u64) {
             assert!(!e.name.is_empty() && e.vlen <= xattr::VALUE_MAX);
             let _ = xattr::remote_chain(io, owner, e, &mut |_| {});
         }
-    } else {
+    } else if blkno != 0 {
+        // (An entry's remote pointer 0 means a local value: block 0, the superblock, is
+        // never a remote value block.)
         let len = get_u32(&io.blocks[&blkno][..], AR_LEN) as usize;
         let e = xattr::Entry {
             ns: 1,
