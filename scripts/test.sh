@@ -51,7 +51,6 @@ if [ $quick = 0 ]; then
     run_part "pjdfstest" scripts/pjdfstest.sh
     run_part "stress" scripts/stress.sh 30
     run_part "stress (full device)" scripts/stress.sh --full 30
-    run_part "stress (mem=1M)" scripts/stress.sh --mem 1M 30
     # A short cargo-fuzz run of every parser target (scripts/fuzz.sh 600 is the long one).
     run_part "fuzz" scripts/fuzz.sh 5
 fi
