@@ -256,6 +256,7 @@ impl MemFs {
         &self,
         ino: u64,
         offset: u64,
+        plus: bool,
         add: &mut dyn FnMut(u64, u64, FileType, &OsStr, Option<&FileAttr>) -> bool,
     ) -> Result<(), Errno> {
         let mut t = self.lock();
@@ -292,8 +293,10 @@ impl MemFs {
             if add(i, cookie, a.kind, &name, Some(&a)) {
                 return Ok(());
             }
-            // readdirplus hands the kernel a reference, as lookup does.
-            n.nlookup += 1;
+            // readdirplus hands the kernel a reference, as lookup does (readdir none).
+            if plus {
+                n.nlookup += 1;
+            }
         }
         Ok(())
     }
@@ -707,7 +710,7 @@ impl fuser::Filesystem for MemFs {
     ) {
         // Plain readdir hands out no references: undo the count readdir_common adds.
         let mut added = Vec::new();
-        let r = self.readdir_common(ino.0, offset, &mut |i, c, k, n, _| {
+        let r = self.readdir_common(ino.0, offset, false, &mut |i, c, k, n, _| {
             let full = reply.add(INodeNo(i), c, k, n);
             if !full {
                 added.push(i);
@@ -735,7 +738,7 @@ impl fuser::Filesystem for MemFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.readdir_common(ino.0, offset, &mut |i, c, _k, n, a| match a {
+        let r = self.readdir_common(ino.0, offset, true, &mut |i, c, _k, n, a| match a {
             Some(a) => reply.add(INodeNo(i), c, n, &TTL, a, Generation(0)),
             None => false,
         });

@@ -404,7 +404,8 @@ pub fn check_remount(
 /// the live mount; no second daemon starts. `mount -i` keeps mount(8) from calling this
 /// helper again. What the kernel cannot change for us (dax=, the atime policy, fsname,
 /// subtype, rw of an image opened read-only) is refused by name first. Returns once the
-/// daemon has seen a ro/rw change (its mount-table watcher, `watch_read_only`).
+/// daemon has seen a ro/rw and a sync/dirsync change (its mount-table watcher,
+/// `watch_read_only`): the kernel sends a FUSE daemon nothing on remount.
 pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), String> {
     let canonical = std::fs::canonicalize(mountpoint).map_err(|e| format!("{mountpoint}: {e}"))?;
     let entry = crate::pmem::imagelock::fuse_mount_at(&canonical)
@@ -424,6 +425,16 @@ pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), Stri
     check_remount(raw, &entry, &stats, writable)?;
     let mut list = vec!["remount".to_string()];
     list.extend(opts.kernel_remount.iter().cloned());
+    // mount(8) hands a helper the whole option set, the mount's current options merged
+    // with the new ones (the FUSE ones such as user_id= among them), and drops `async`
+    // from it: `remount,async` arrives as a set without `sync`. `mount -i` merges the set
+    // with the mount table again, which would keep `sync`; so a full set without `sync`
+    // says `async` here. A bare `daxfs mount -o remount,ro` (no user_id=) changes only
+    // what it names.
+    let has = |o: &str| opts.kernel_remount.iter().any(|x| x == o);
+    if raw.split(',').any(|o| o.starts_with("user_id=")) && !has("sync") && !has("async") {
+        list.push("async".to_string());
+    }
     let st = std::process::Command::new("mount")
         .args(["-i", "-o", &list.join(","), mountpoint])
         .status()
@@ -440,18 +451,30 @@ pub fn remount(mountpoint: &str, opts: &MountOpts, raw: &str) -> Result<(), Stri
             "rw" => Some("false"),
             _ => None,
         });
-    if let Some(want) = want {
+    // sync/dirsync as the kernel now has them (a remount sets or clears both): the daemon
+    // forces every commit while either is set.
+    let want_sync = crate::pmem::imagelock::fuse_mount_at(&canonical)
+        .map(|e| {
+            e.super_opts
+                .split(',')
+                .any(|o| o == "sync" || o == "dirsync")
+        })
+        .map(|b| if b { "true" } else { "false" });
+    if want.is_some() || want_sync.is_some() {
         let start = std::time::Instant::now();
         loop {
             let s = live_stats(mountpoint)?;
-            if stat_value(&s, "read_only") == Some(want) {
+            if want.is_none_or(|w| stat_value(&s, "read_only") == Some(w))
+                && want_sync.is_none_or(|w| stat_value(&s, "sync_commits").is_none_or(|v| v == w))
+            {
                 break;
             }
             if start.elapsed() > std::time::Duration::from_secs(5) {
                 return Err(format!(
                     "{mountpoint}: the kernel remounted it, but its daemon still says \
-                     read_only {}",
-                    stat_value(&s, "read_only").unwrap_or("?")
+                     read_only {}, sync_commits {}",
+                    stat_value(&s, "read_only").unwrap_or("?"),
+                    stat_value(&s, "sync_commits").unwrap_or("?")
                 ));
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -494,7 +517,22 @@ fn watch_read_only(fs: std::sync::Weak<Fs>, mdev: u64, source: String) {
                 else {
                     continue; // unmounted: the session is ending
                 };
-                let ro = m.super_opts.split(',').any(|o| o == "ro");
+                let super_has = |f: &str| m.super_opts.split(',').any(|o| o == f);
+                // sync/dirsync: the superblock flags a remount changes (the mount's own
+                // -o sync/dirsync set them at mount too: MountOpts::fuser_options), which
+                // the kernel does not pass to a FUSE daemon either.
+                let sync = super_has("sync") || super_has("dirsync");
+                if sync != fs.sync_commits() {
+                    match fs.set_sync_commits(sync) {
+                        Ok(()) => log::info!(
+                            "{source}: every commit {} (remount) on {}",
+                            if sync { "forced" } else { "no longer forced" },
+                            m.mountpoint.display()
+                        ),
+                        Err(e) => log::error!("{source}: remount sync/async: {e}"),
+                    }
+                }
+                let ro = super_has("ro");
                 if ro != fs.is_read_only() {
                     match fs.set_read_only(ro) {
                         Ok(()) => log::info!(

@@ -172,6 +172,31 @@ pub struct XattrFlags {
     pub replace: bool,
 }
 
+/// FUSE requests by kind, as counted by the FUSE layer (fuse.rs), for `daxfs stat`.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    pub lookups: AtomicU64,
+    pub getattrs: AtomicU64,
+    pub readdirs: AtomicU64,
+    pub readdirplus: AtomicU64,
+    /// Entries handed to the kernel with their attributes by READDIRPLUS.
+    pub readdirplus_entries: AtomicU64,
+}
+
+impl RequestCounters {
+    fn text(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "fuse_lookups {}\nfuse_getattrs {}\nfuse_readdirs {}\nfuse_readdirplus {}\nfuse_readdirplus_entries {}\n",
+            g(&self.lookups),
+            g(&self.getattrs),
+            g(&self.readdirs),
+            g(&self.readdirplus),
+            g(&self.readdirplus_entries),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DirEntry {
     pub ino: Ino,
@@ -337,6 +362,9 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Dentries the kernel was asked to forget to meet the memory budget (icache.rs).
     forget_asks: AtomicU64,
+    /// Requests of the kinds the kernel's caches should spare, counted by the FUSE layer
+    /// (`daxfs stat`: a test sees whether a stat after a listing reached the daemon).
+    pub requests: RequestCounters,
     generation: AtomicU64,
     /// Serialises renames (see `rename`).
     rename_lock: Mutex<()>,
@@ -521,6 +549,7 @@ impl Fs {
             opts: opts.clone(),
             next_fh: AtomicU64::new(1),
             forget_asks: AtomicU64::new(0),
+            requests: RequestCounters::default(),
             rename_lock: Mutex::new(()),
             dax: DaxState::new(opts),
             generation: AtomicU64::new(inode::now().nsec as u64),
@@ -734,7 +763,7 @@ impl Fs {
              log_forces {forces}\nunforced_records {unforced}\n\
              fences {}\nflushed_bytes {}\ndiscarded_bytes {}\nfree_blocks {}\nreserved_blocks {}\ninodes_allocated {}\n\
              inodes_free {}\ncached_inodes {cached}\npending_frees {}\nag_waits_out_of_order {}\n\
-             read_only {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
+             read_only {}\nsync_commits {}\nshutdown {}\natime {}\ndax {}\nerrortags (frequency/fired) {}\n",
             mp.dev.source(),
             mp.dev.persistence().describe(),
             mp.dev.stats.fences.load(Ordering::Relaxed),
@@ -747,12 +776,14 @@ impl Fs {
             mp.pending_frees.load(Ordering::Relaxed),
             mp.ag_waits_out_of_order.load(Ordering::Relaxed),
             mp.is_read_only(),
+            self.sync_commits(),
             mp.is_shutdown(),
             self.opts.atime.name(),
             self.opts.dax.name(),
             mp.dev.errtags.describe(),
         );
         out.push_str(&self.dax.stats_text(mp.held_blocks()));
+        out.push_str(&self.requests.text());
         out.push_str(&self.mem_stats());
         out
     }
@@ -887,6 +918,24 @@ impl Fs {
         }
         self.mp.set_read_only(ro);
         Ok(())
+    }
+
+    /// `-o sync`/`-o dirsync` switched on or off on the live mount (a remount; the daemon
+    /// learns it from the mount table, mount.rs): from now on every commit is forced before
+    /// the operation returns, or not. Switching it on forces what is committed already, so
+    /// the remount leaves everything before it durable, as sync_filesystem does for a
+    /// local filesystem.
+    pub fn set_sync_commits(&self, on: bool) -> Result<()> {
+        let was = self.mp.force_every_commit.swap(on, Ordering::AcqRel);
+        if on && !was && !self.mp.is_read_only() && !self.mp.is_shutdown() {
+            crate::log::force::force(&self.mp)?;
+        }
+        Ok(())
+    }
+
+    /// Every commit forced before it returns (`-o sync`/`dirsync`, also by a remount)?
+    pub fn sync_commits(&self) -> bool {
+        self.mp.force_every_commit.load(Ordering::Acquire)
     }
 
     /// Commit everything and mark the image clean. Called once, at unmount.

@@ -801,6 +801,79 @@ impl Fs {
         }
         Ok(())
     }
+
+    /// `readdir` with each entry's attributes (FUSE READDIRPLUS), so that the kernel fills
+    /// its dentry and attribute caches from the listing and a stat of a listed name asks
+    /// nothing more. `add` returns true when the reply buffer is full; the entry it refused
+    /// is given again at the next call. Every entry `add` accepts other than "." and ".."
+    /// takes one lookup reference, as a LOOKUP does: the kernel counts one for each (and
+    /// forgets it as it forgets a looked-up one); for "." and ".." it counts none.
+    ///
+    /// Entries are listed in batches with the directory locked, then their inodes read with
+    /// it unlocked (as `lookup` reads an entry's inode after its `dir_lookup`), so the
+    /// inode reads never nest inside the directory's lock. An entry removed meanwhile is
+    /// left out, as if the listing came after the unlink.
+    pub fn readdirplus(
+        &self,
+        ino: Ino,
+        cookie: u64,
+        add: &mut dyn FnMut(&DirEntry, &Attr) -> bool,
+    ) -> Result<()> {
+        const BATCH: usize = 64;
+        let dir = self.iget(ino)?;
+        let mut cookie = cookie;
+        let mut added = 0usize;
+        loop {
+            let mut batch: Vec<DirEntry> = Vec::with_capacity(BATCH);
+            self.readdir(ino, cookie, &mut |e| {
+                if batch.len() == BATCH {
+                    return true;
+                }
+                batch.push(e.clone());
+                false
+            })?;
+            let more = batch.len() == BATCH;
+            for e in &batch {
+                let (a, inode) = if e.name == b"." || e.name == b".." {
+                    // The kernel links neither; the attributes only give the entry its
+                    // type and number.
+                    let a = match self.getattr(e.ino) {
+                        Ok(a) => a,
+                        Err(_) => self.getattr(ino)?,
+                    };
+                    (Attr { ino: e.ino, ..a }, None)
+                } else {
+                    match self.iget_entry(&dir, &e.name, e.ino) {
+                        Ok(inode) => {
+                            let d = inode.ilock_shared();
+                            if d.freed {
+                                continue;
+                            }
+                            let a = attr_of(&d);
+                            drop(d);
+                            (a, Some(inode))
+                        }
+                        Err(FsError::Errno(libc::ENOENT)) => continue,
+                        // A listing already under way ends where the error is; the next
+                        // call starts there and reports it.
+                        Err(_) if added > 0 => return Ok(()),
+                        Err(err) => return Err(err),
+                    }
+                };
+                if add(e, &a) {
+                    return Ok(());
+                }
+                added += 1;
+                if let Some(inode) = inode {
+                    self.take_lookup_ref(&inode, Some((ino, &e.name)));
+                }
+            }
+            if !more {
+                return Ok(());
+            }
+            cookie = batch[BATCH - 1].next;
+        }
+    }
 }
 
 /// may_delete for each name a rename removes, as the VFS checks: the source leaves its
